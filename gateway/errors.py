@@ -1,0 +1,103 @@
+"""One exception tree for the gateway, translated to ACKs / HTTP problems at the boundary.
+
+    GatewayError
+     ├── InboundError            something wrong with what a sender gave us
+     │    ├── FramingError       MLLP framing (oversize, garbage)
+     │    ├── DecodeError        bytes invalid for the declared charset
+     │    ├── ParseError         not HL7 v2 / not XML / unreadable structure
+     │    ├── ValidationError    well-formed but breaks a profile rule
+     │    └── IdentityError      INS rules, identity status, conflicts
+     ├── MappingError            could not build FHIR / XDS from valid input
+     ├── JournalError            the store failed (never acknowledge then)
+     └── DestinationError        outbound delivery failed
+          ├── DestinationUnavailable   retryable (network, 5xx, timeouts)
+          └── DestinationRejected      permanent (registry error, 4xx)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GatewayError",
+    "InboundError",
+    "FramingError",
+    "DecodeError",
+    "ParseError",
+    "ValidationError",
+    "IdentityError",
+    "MappingError",
+    "JournalError",
+    "DestinationError",
+    "DestinationUnavailable",
+    "DestinationRejected",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose.
+
+    ``code`` is a stable machine-readable code (``INS_KEY``, ``CDA_NOT_XML`` ...),
+    ``location`` an HL7 v2 location (``PID-3``, ``OBX-5.5``) or an XPath-like path.
+    """
+
+    default_code = "GATEWAY_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, location: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.location = location
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "location": self.location}
+
+
+class InboundError(GatewayError):
+    default_code = "INBOUND_ERROR"
+
+
+class FramingError(InboundError):
+    default_code = "MLLP_FRAMING"
+
+
+class DecodeError(InboundError):
+    default_code = "CHARSET_INVALID"
+
+
+class ParseError(InboundError):
+    default_code = "PARSE_ERROR"
+
+
+class ValidationError(InboundError):
+    default_code = "VALIDATION_ERROR"
+
+
+class IdentityError(InboundError):
+    default_code = "IDENTITY_ERROR"
+
+
+class MappingError(GatewayError):
+    default_code = "MAPPING_ERROR"
+
+
+class JournalError(GatewayError):
+    default_code = "JOURNAL_ERROR"
+
+
+class DestinationError(GatewayError):
+    default_code = "DESTINATION_ERROR"
+
+
+class DestinationUnavailable(DestinationError):
+    """Retryable: the destination could not be reached or asked us to come back later."""
+
+    default_code = "DESTINATION_UNAVAILABLE"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class DestinationRejected(DestinationError):
+    """Permanent: the destination refused the content; retrying would not help."""
+
+    default_code = "DESTINATION_REJECTED"

@@ -1,0 +1,78 @@
+"""The few ports the gateway's infrastructure implements (typing.Protocol).
+
+* ``Clock``        — time and ids are injected, never read from globals in core code;
+* ``Destination``  — an outbound protocol (DMP ITI-41, MHD ITI-65, file, MLLP);
+* ``Journal``      — see ``gateway.journal.base`` (large enough to live in its own module).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from gateway.model import XdsMetadata
+
+__all__ = ["Clock", "SystemClock", "Payload", "SendResult", "Destination"]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+    def new_id(self) -> str: ...
+
+
+class SystemClock:
+    """The real clock: aware UTC datetimes and uuid4 ids."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
+
+
+PayloadKind = Literal["document", "zam"]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a destination is asked to deliver. Built by the dispatcher from the journal."""
+
+    exchange_id: str
+    delivery_id: str
+    kind: PayloadKind = "document"
+    document: bytes | None = None  # the CDA bytes exactly as received
+    xds: XdsMetadata | None = None  # DMP metadata (see gateway.model)
+    fhir: dict[str, Any] | None = None  # PDSm ITI-65 transaction Bundle (R4 JSON)
+    hl7: bytes | None = None  # an encoded HL7 v2 message (ZAM) for mllp destinations
+    attempt: int = 1
+
+
+@dataclass
+class SendResult:
+    """The outcome of one successful delivery, with what went over the wire for the journal."""
+
+    remote_id: str | None = None
+    request: str | None = None  # outbound request body (text), kept for operators
+    response: str | None = None  # response body (text)
+    status: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """An outbound protocol. Raise ``DestinationUnavailable`` (retry) or ``DestinationRejected`` (dead)."""
+
+    name: str
+    kind: str
+
+    async def send(self, payload: Payload) -> SendResult:
+        """Deliver once (quick transient retries inside are allowed); raise on failure."""
+        ...
+
+    async def already_delivered(self, payload: Payload) -> bool:
+        """Ask the destination whether this payload is already there (outcome unknown after a crash)."""
+        ...
+
+    async def close(self) -> None: ...
