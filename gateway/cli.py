@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gateway.logging import configure_logging
+
+    configure_logging("warning")  # commands are quiet on stderr; `serve` re-configures
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,0 +1,182 @@
+"""The PDSm (MHD ITI-65) destination: POST the transaction Bundle, read the transaction-response.
+
+``BaseDestination`` owns the timeout, the quick retries and the logging; this module does
+one attempt (``_send``) and the existence check (``_lookup``). What an answer *means* is
+decided by the pure functions of ``adapters.mhd.protocol``.
+
+ITI-65 is not idempotent — the same masterIdentifier twice is a ``duplicate`` error — so
+``lookup_before_retry`` is on: after an ambiguous failure the base class searches
+``DocumentReference?identifier=<system>|<value>`` before sending again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from adapters.base import BaseDestination, RetrySettings, Sleep
+from gateway.errors import DestinationRejected, DestinationUnavailable
+from gateway.ports import Clock, Payload, SendResult, SystemClock
+
+from .protocol import classify_failure, parse_transaction_response, searchset_count
+from .rules import master_identifier
+
+__all__ = ["MhdConfig", "MhdDestination"]
+
+log = structlog.get_logger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass(frozen=True)
+class MhdConfig:
+    """Where and how to reach a PDSm endpoint.
+
+    ``bearer_token`` is a secret: build it from the environment (``bearer_token_env`` in
+    the destination options names the variable), never from a committed file.
+    """
+
+    base_url: str
+    bearer_token: str | None = None
+    client_cert: str | None = None  # PEM certificate (mutual TLS)
+    client_key: str | None = None  # PEM key, when not in client_cert
+    ca_file: str | None = None  # CA bundle to trust instead of the system store
+    verify_tls: bool = True
+    timeout: float = 30.0
+
+    @classmethod
+    def from_options(cls, url: str, options: dict[str, Any]) -> MhdConfig:
+        """Build from a ``[[destinations]]`` section (``gateway.settings.DestinationSettings``)."""
+        token = options.get("bearer_token")
+        env_name = options.get("bearer_token_env")
+        if not token and env_name:
+            token = os.environ.get(str(env_name))
+        return cls(
+            base_url=url,
+            bearer_token=token or None,
+            client_cert=options.get("client_cert"),
+            client_key=options.get("client_key"),
+            ca_file=options.get("ca_file"),
+            verify_tls=bool(options.get("verify_tls", True)),
+            timeout=float(options.get("timeout", 30.0)),
+        )
+
+
+class MhdDestination(BaseDestination):
+    """Deliver ``payload.fhir`` (a PDSm ITI-65 transaction Bundle) to ``[base]``."""
+
+    kind = "mhd"
+    lookup_before_retry = True
+
+    def __init__(
+        self,
+        name: str,
+        config: MhdConfig,
+        *,
+        retry: RetrySettings | None = None,
+        sleep: Sleep | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(name, retry=retry or RetrySettings(timeout=config.timeout), sleep=sleep)
+        self.config = config
+        self._base = config.base_url.rstrip("/")
+        self._clock = clock or SystemClock()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        cfg = self.config
+        if not self._base.startswith("https:"):
+            return True
+        if not cfg.verify_tls:
+            return False
+        context = ssl.create_default_context(cafile=cfg.ca_file)
+        if cfg.client_cert:
+            context.load_cert_chain(cfg.client_cert, cfg.client_key)
+        return context
+
+    def _headers(self, content: bool) -> dict[str, str]:
+        headers = {"Accept": FHIR_JSON}
+        if content:
+            headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
+        if self.config.bearer_token:
+            headers["Authorization"] = f"Bearer {self.config.bearer_token}"
+        return headers
+
+    async def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # The base class enforces the per-attempt timeout; aiohttp's is a backstop.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl()),
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout + 5),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @staticmethod
+    def _bundle(payload: Payload) -> dict[str, Any]:
+        bundle = payload.fhir
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise DestinationRejected("payload has no ITI-65 Bundle", code="MHD_NO_BUNDLE")
+        return bundle
+
+    async def _send(self, payload: Payload) -> SendResult:
+        bundle = self._bundle(payload)
+        body = json.dumps(bundle, ensure_ascii=False, separators=(",", ":"))
+        session = await self._client()
+        async with session.post(self._base, data=body.encode("utf-8"), headers=self._headers(True)) as resp:
+            text = await resp.text(encoding="utf-8", errors="replace")
+            status = resp.status
+            retry_after = resp.headers.get("Retry-After")
+        if not 200 <= status < 300:
+            error = classify_failure(status, text, retry_after, self._clock.now())
+            log.info(
+                "mhd.failed",
+                destination=self.name,
+                delivery_id=payload.delivery_id,
+                status=status,
+                code=error.code,
+                retryable=isinstance(error, DestinationUnavailable),
+            )
+            raise error
+        parsed = parse_transaction_response(bundle, text)
+        return SendResult(
+            remote_id=parsed.remote_id,
+            request=body,
+            response=text,
+            status=status,
+            detail=dict(parsed.detail),
+        )
+
+    async def _lookup(self, payload: Payload) -> bool:
+        bundle = self._bundle(payload)
+        ident = master_identifier(bundle)
+        if ident is None:
+            return False
+        system, value = ident
+        token = f"{system}|{value}" if system else value
+        session = await self._client()
+        async with session.get(
+            f"{self._base}/DocumentReference", params={"identifier": token}, headers=self._headers(False)
+        ) as resp:
+            text = await resp.text(encoding="utf-8", errors="replace")
+            status = resp.status
+            retry_after = resp.headers.get("Retry-After")
+        if status != 200:
+            raise classify_failure(status, text, retry_after, self._clock.now())
+        try:
+            found = searchset_count(text) > 0
+        except ValueError as exc:
+            raise DestinationUnavailable("search answer is not a Bundle", code="MHD_BAD_RESPONSE") from exc
+        log.debug("mhd.lookup", destination=self.name, delivery_id=payload.delivery_id, found=found)
+        return found

@@ -1,0 +1,63 @@
+"""Helpers shared by the sub-commands: settings from --config / --data-dir, journal access, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from gateway.journal.sqlite import SqliteJournal, open_journal
+from gateway.settings import Settings, load_settings
+
+__all__ = ["add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory (journal, outbox); default ./relais-data")
+
+
+def settings_from(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
+    gateway = dict(overrides.pop("gateway", {}))
+    if getattr(args, "data_dir", None):
+        gateway["data_dir"] = args.data_dir
+    return load_settings(getattr(args, "config", None), overrides={"gateway": gateway, **overrides})
+
+
+def open_readonly(args: argparse.Namespace) -> SqliteJournal:
+    settings = settings_from(args)
+    return open_journal(settings.journal_url, readonly=True)
+
+
+def open_writable(args: argparse.Namespace) -> tuple[Settings, SqliteJournal]:
+    settings = settings_from(args)
+    return settings, open_journal(settings.journal_url)
+
+
+def dump_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def exchange_json(row: dict[str, Any]) -> dict[str, Any]:
+    """The public JSON shape of an exchange summary (CLI and API)."""
+    sender = "|".join(x for x in (row.get("sender_app"), row.get("sender_facility")) if x) or None
+    out = {
+        "id": row["id"],
+        "received_at": row["received_at"],
+        "status": row["status"],
+        "control_id": row.get("control_id"),
+        "message_type": row.get("message_type"),
+        "sender": sender,
+        "sha256": row.get("sha256"),
+        "size": row.get("size"),
+        "listener": row.get("listener"),
+        "ack_code": row.get("ack_code"),
+        "reason_code": row.get("reason_code"),
+        "reason": row.get("reason"),
+        "document_id": row.get("document_id"),
+    }
+    if row.get("duplicate_of"):
+        out["duplicate_of"] = row["duplicate_of"]
+    return out

@@ -1,0 +1,379 @@
+"""Build HL7 v2 acknowledgements: the technical ACK and the business ZAM.
+
+Pure functions: the message, the findings, ``now`` and the new control id come in,
+a CR-separated string goes out (no trailing CR, no MLLP framing; encode it with
+``gateway.core.charset.encode_for(<MSH-18 of the ACK>, text)``).
+
+The ACK is written with the original message's encoding characters, so fields we
+copy (MSH-3..6, MSH-11, MSH-12, MSH-17, MSH-18, MSH-21) go back byte for byte and
+custom delimiters keep working. Every value we write ourselves goes through
+``reader.escape``.
+
+ERR layout follows HL7 v2.5+ (ERR-2 ERL location, ERR-3 table 0357, ERR-4 table
+0516 severity, ERR-5 our stable finding code, ERR-8 user message). Messages in
+v2.1-2.4 get the older ERR-1 (ELD) form instead, which is all they can read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from gateway.core.charset import HL7_CHARSETS, declared_charset
+from gateway.core.hl7v2.reader import DEFAULT_ENCODING, Encoding, Message, escape
+from gateway.model import Finding
+
+__all__ = [
+    "HL7_0357",
+    "ZAM_PROFILE",
+    "build_ack",
+    "build_ack_unreadable",
+    "build_zam",
+    "erl",
+    "hl7_error_code",
+]
+
+#: HL7 table 0357 (message error condition codes) as far as we use it.
+HL7_0357: dict[str, str] = {
+    "0": "Message accepted",
+    "100": "Segment sequence error",
+    "101": "Required field missing",
+    "102": "Data type error",
+    "103": "Table value not found",
+    "200": "Unsupported message type",
+    "201": "Unsupported event code",
+    "202": "Unsupported processing id",
+    "203": "Unsupported version id",
+    "204": "Unknown key identifier",
+    "205": "Duplicate key identifier",
+    "206": "Application record locked",
+    "207": "Application internal error",
+}
+
+#: MSH-21 of the ZAM (volet « Transmission d'un document CDA-R2 en HL7v2 » 2.1).
+ZAM_PROFILE = ("2.1", "CISIS_CDA_HL7_V2")
+
+_ACK_CODES = frozenset({"AA", "AE", "AR"})
+_ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+_SEVERITY = {"error": "E", "warning": "W"}  # HL7 table 0516
+
+_LOCATION = re.compile(
+    r"(?P<seg>[A-Z][A-Z0-9]{2})(?:\[(?P<seq>\d+)\])?"
+    r"(?:-(?P<field>\d+)(?:\((?P<rep>\d+)\))?(?:\.(?P<comp>\d+)(?:\.(?P<sub>\d+))?)?)?"
+)
+
+
+def hl7_error_code(finding: Finding) -> tuple[str, str]:
+    """Map a finding to an HL7 table 0357 ``(code, text)`` from its stable code.
+
+    The code is split on ``_`` and read word by word, first match wins:
+
+    * ``CHARSET_UNSUPPORTED`` → 103 (MSH-18 is not a value of table 0211);
+      other ``CHARSET_*``, ``*_DATATYPE``, ``*_FORMAT``, ``PARSE_*``,
+      ``MSH_ENCODING`` → 102 (the bytes or the syntax do not fit the type);
+    * a ``VERSION`` word → 203; ``EVENT`` / ``TRIGGER`` → 201;
+      ``MESSAGE_TYPE`` / ``MSG_TYPE`` → 200; ``PROCESSING`` → 202;
+    * ``DUPLICATE`` → 205; ``UNKNOWN_KEY`` / ``NOT_FOUND`` (a referenced document
+      or patient we do not know) → 204;
+    * ``MSH_MISSING``, a ``SEGMENT`` or ``ORDER`` / ``SEQUENCE`` word → 100;
+    * a ``MISSING`` / ``REQUIRED`` / ``EMPTY`` word → 101;
+    * a ``TABLE`` / ``VALUESET`` / ``CODE`` + ``UNKNOWN`` word → 103;
+    * anything else (INS rules, CDA content, journal failures …) → 207.
+    """
+    code = finding.code.upper()
+    words = set(code.split("_"))
+    if code == "CHARSET_UNSUPPORTED":
+        hl7 = "103"
+    elif code.startswith(("CHARSET_", "PARSE_")) or code == "MSH_ENCODING" or words & {"DATATYPE", "FORMAT"}:
+        hl7 = "102"
+    elif "VERSION" in words:
+        hl7 = "203"
+    elif words & {"EVENT", "TRIGGER"}:
+        hl7 = "201"
+    elif "MESSAGE_TYPE" in code or "MSG_TYPE" in code:
+        hl7 = "200"
+    elif "PROCESSING" in words:
+        hl7 = "202"
+    elif "DUPLICATE" in words:
+        hl7 = "205"
+    elif "UNKNOWN_KEY" in code or "NOT_FOUND" in code:
+        hl7 = "204"
+    elif code == "MSH_MISSING" or words & {"SEGMENT", "ORDER", "SEQUENCE"}:
+        hl7 = "100"
+    elif words & {"MISSING", "REQUIRED", "EMPTY"}:
+        hl7 = "101"
+    elif words & {"TABLE", "VALUESET"} or {"CODE", "UNKNOWN"} <= words:
+        hl7 = "103"
+    else:
+        hl7 = "207"
+    return hl7, HL7_0357[hl7]
+
+
+def erl(location: str | None, enc: Encoding = DEFAULT_ENCODING) -> str:
+    """An ERL (error location) from ``PID-3.4``, ``PID-3(2).4``, ``OBX[2]-5`` or ``MSH-18``.
+
+    ``[n]`` names the segment occurrence (1 when not given); the field repetition
+    is 1 unless ``(n)`` says otherwise. Locations that are not HL7 v2 paths (CDA
+    XPaths, free text) give ``""``: a wrong ERL would be worse than none.
+    """
+    if not location:
+        return ""
+    m = _LOCATION.fullmatch(location.strip())
+    if not m:
+        return ""
+    parts = [m["seg"], m["seq"] or "1"]
+    if m["field"]:
+        parts.append(m["field"])
+        if m["rep"] or m["comp"]:
+            parts.append(m["rep"] or "1")
+        if m["comp"]:
+            parts.append(m["comp"])
+            if m["sub"]:
+                parts.append(m["sub"])
+    return enc.component.join(parts)
+
+
+def _ts(now: datetime) -> str:
+    """HL7 DTM: seconds precision, with the UTC offset when ``now`` is aware."""
+    return now.strftime("%Y%m%d%H%M%S%z")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    nums: list[int] = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        nums.append(int(part))
+    return tuple(nums)
+
+
+def _segment(enc: Encoding, name: str, fields: Sequence[str]) -> str:
+    """``name|f1|f2…`` with trailing empty fields dropped."""
+    values = list(fields)
+    while values and not values[-1]:
+        values.pop()
+    return enc.field.join([name, *values])
+
+
+def _msh(enc: Encoding, fields: dict[int, str]) -> str:
+    """An MSH from ``{field number: raw value}`` (MSH-1/2 are the encoding itself)."""
+    top = max(fields)
+    values = [fields.get(n, "") for n in range(3, top + 1)]
+    return _segment(enc, "MSH", [enc.msh2, *values])
+
+
+def _err(finding: Finding, enc: Encoding, version: tuple[int, ...]) -> str:
+    c = enc.component
+    code, text = hl7_error_code(finding)
+    if version and version < (2, 5):
+        # ERR-1 ELD: segment ^ sequence ^ field ^ code&text&HL70357 (CE in a component)
+        s = enc.subcomponent
+        where = erl(finding.location, enc).split(c) if finding.location else []
+        eld = [
+            where[0] if where else "",
+            where[1] if len(where) > 1 else "",
+            where[2] if len(where) > 2 else "",
+        ]
+        eld.append(s.join([code, escape(text, enc), "HL70357"]))
+        return _segment(enc, "ERR", [c.join(eld)])
+    return _segment(
+        enc,
+        "ERR",
+        [
+            "",  # ERR-1 withdrawn since 2.5
+            erl(finding.location, enc),
+            c.join([code, escape(text, enc), "HL70357"]),
+            _SEVERITY.get(finding.severity, "E"),
+            c.join([escape(finding.code, enc), escape(finding.message, enc), "L"]),
+            "",
+            "",
+            escape(finding.message, enc),
+        ],
+    )
+
+
+def build_ack(
+    msg: Message | None,
+    code: str,
+    *,
+    errors: Sequence[Finding] = (),
+    now: datetime,
+    control_id: str,
+    app: str = "RELAIS",
+    facility: str = "RELAIS",
+    text: str | None = None,
+) -> str:
+    """Build the technical ACK for ``msg`` with MSA-1 ``code`` (``AA``, ``AE`` or ``AR``).
+
+    Enhanced mode (MSH-15 valued in the original) turns AA/AE/AR into CA/CE/CR.
+    One ERR is written per finding given; findings should come with AE/AR, or as
+    warnings with AA. ``text`` goes to MSA-3: keep it short and free of patient
+    data. With ``msg=None`` the result is the same as :func:`build_ack_unreadable`
+    without a charset hint.
+    """
+    if code not in _ACK_CODES:
+        raise ValueError(f"ACK code must be one of {sorted(_ACK_CODES)}, not {code!r}")
+    if msg is None:
+        return _unreadable(
+            None, code, errors, now=now, control_id=control_id, app=app, facility=facility, text=text
+        )
+    enc = msg.encoding
+    msh = msg.msh
+    c = enc.component
+    if msh.field(15):
+        code = _ENHANCED[code]
+    trigger = msh.field(9).comp(2).raw
+    version_raw = msh.field(12).raw or "2.5"
+    fields = {
+        3: msh.field(5).raw or escape(app, enc),
+        4: msh.field(6).raw or escape(facility, enc),
+        5: msh.field(3).raw,
+        6: msh.field(4).raw,
+        7: _ts(now),
+        9: c.join(["ACK", trigger, "ACK"]) if trigger else "ACK",
+        10: escape(control_id, enc),
+        11: msh.field(11).raw,
+        12: version_raw,
+        17: msh.field(17).raw,
+        18: msh.field(18).raw,
+        21: msh.field(21).raw,
+    }
+    segments = [_msh(enc, fields), _msa(enc, code, msh.field(10).raw, text)]
+    version = _version_tuple(msh.field(12).comp(1).text)
+    segments += [_err(f, enc, version) for f in errors]
+    return "\r".join(segments)
+
+
+def _msa(enc: Encoding, code: str, control_raw: str, text: str | None) -> str:
+    return _segment(enc, "MSA", [code, control_raw, escape(text, enc) if text else ""])
+
+
+def _unreadable(
+    charset: str | None,
+    code: str,
+    errors: Sequence[Finding],
+    *,
+    now: datetime,
+    control_id: str,
+    app: str,
+    facility: str,
+    text: str | None,
+) -> str:
+    enc = DEFAULT_ENCODING
+    fields = {
+        3: escape(app, enc),
+        4: escape(facility, enc),
+        7: _ts(now),
+        9: "ACK",
+        10: escape(control_id, enc),
+        11: "P",  # required; we cannot know the sender's processing id
+        12: "2.5",
+        18: charset or "",
+    }
+    segments = [_msh(enc, fields), _msa(enc, code, "", text)]
+    segments += [_err(f, enc, (2, 5)) for f in errors]
+    return "\r".join(segments)
+
+
+def build_ack_unreadable(
+    raw: bytes,
+    now: datetime,
+    control_id: str,
+    reason: Finding,
+    *,
+    app: str = "RELAIS",
+    facility: str = "RELAIS",
+) -> str:
+    """AR for bytes whose MSH cannot be parsed: empty MSA-2, version 2.5, one ERR.
+
+    Nothing is guessed from the broken MSH (a wrong MSA-2 would acknowledge some
+    other message) except MSH-18: when ``raw`` declares a supported charset the
+    ACK declares it too, so the sender decodes the reply as it expects.
+    """
+    declared = declared_charset(raw)
+    charset = declared if " ".join(declared.upper().split()) in HL7_CHARSETS else None
+    return _unreadable(
+        charset, "AR", (reason,), now=now, control_id=control_id, app=app, facility=facility, text=None
+    )
+
+
+def build_zam(
+    original: Message,
+    *,
+    positive: bool,
+    now: datetime,
+    control_id: str,
+    error: Finding | None = None,
+    dmp_error: tuple[str, str] | None = None,
+    app: str = "RELAIS",
+    facility: str = "RELAIS",
+) -> str:
+    """Build the DMP business acknowledgement ``ZAM^Z01^ZAM_Z01`` for ``original``.
+
+    Layout as in the volet's sample (MSH, EVN, OBX, [ERR]): OBX-3
+    ``ACK_RECEPTION_DMP^Accusé de réception DMP^AckMetierZAM``, OBX-4 = the
+    original MSH-10, OBX-5 ``Y``/``N^^expandedYes-NoIndicator``. A negative ZAM
+    carries one ERR: ERR-3 ``207``, ERR-4 from ``error`` (E by default), ERR-5
+    ``code^label^DMP_ERROR_CODE`` from ``dmp_error`` (else the finding's own code,
+    coding system ``L``), ERR-8 the finding's message.
+    """
+    enc = original.encoding
+    msh = original.msh
+    c = enc.component
+    fields = {
+        3: msh.field(5).raw or escape(app, enc),
+        4: msh.field(6).raw or escape(facility, enc),
+        5: msh.field(3).raw,
+        6: msh.field(4).raw,
+        7: _ts(now),
+        9: c.join(["ZAM", "Z01", "ZAM_Z01"]),
+        10: escape(control_id, enc),
+        11: msh.field(11).raw or "P",
+        12: "2.6",
+        17: msh.field(17).raw or "FRA",
+        18: msh.field(18).raw,
+        21: c.join(ZAM_PROFILE),
+    }
+    obx = _segment(
+        enc,
+        "OBX",
+        [
+            "1",
+            "CWE",
+            c.join(["ACK_RECEPTION_DMP", escape("Accusé de réception DMP", enc), "AckMetierZAM"]),
+            msh.field(10).raw,
+            c.join(["Y" if positive else "N", "", "expandedYes-NoIndicator"]),
+            "",
+            "",
+            "",
+            "",
+            "",
+            "F",
+        ],
+    )
+    segments = [_msh(enc, fields), _segment(enc, "EVN", ["", _ts(now)]), obx]
+    if not positive:
+        if dmp_error is not None:
+            err5 = c.join([escape(dmp_error[0], enc), escape(dmp_error[1], enc), "DMP_ERROR_CODE"])
+        elif error is not None:
+            err5 = c.join([escape(error.code, enc), escape(error.message, enc), "L"])
+        else:
+            err5 = ""
+        segments.append(
+            _segment(
+                enc,
+                "ERR",
+                [
+                    "",
+                    "",
+                    c.join(["207", escape(HL7_0357["207"], enc), "HL70357"]),
+                    _SEVERITY.get(error.severity, "E") if error else "E",
+                    err5,
+                    "",
+                    "",
+                    escape(error.message, enc) if error else "",
+                ],
+            )
+        )
+    return "\r".join(segments)

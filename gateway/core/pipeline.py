@@ -1,0 +1,350 @@
+"""The pure pipeline: raw bytes → decoded → parsed → validated → identity → FHIR and XDS.
+
+No journal, no clock, no network: time and ids come in through :class:`Ids`. The same
+function serves the MLLP listener, the HTTP ingest, ``relais check`` (offline) and
+replay, so they can never disagree. What needs the journal (duplicates, identity
+registry conflicts, holding and releasing) is decided afterwards in ``gateway.intake``.
+
+ACK policy (HL7 v2 original mode; the listener maps to CA/CE/CR in enhanced mode):
+* AR — unreadable MSH, unsupported message type or version, too large;
+* AE — stored but rejected: charset, syntax, profile or consistency errors (ERR names the field);
+* AA — accepted (it may still be *held* by the identity gate: we keep it and answer AA).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.core import cda as cda_mod
+from gateway.core.charset import decode_message
+from gateway.core.fhir.patient import build_patient
+from gateway.core.fhir.pdsm import build_iti65_bundle
+from gateway.core.hl7v2.adt import AdtEvent, parse_adt
+from gateway.core.hl7v2.documents import DocumentMessage, check_against_cda, parse_document_message
+from gateway.core.hl7v2.reader import Message
+from gateway.core.identity.ins import validate_ins
+from gateway.core.identity.status import StatusAssessment, assess_status, reliability_extension
+from gateway.core.xds import build_xds
+from gateway.errors import GatewayError
+from gateway.model import CdaHeader, Finding, Identifier, PatientIdentity, SubmissionContext
+
+__all__ = ["Ids", "PipelineOptions", "DocumentResult", "IdentityVerdict", "Analysis", "analyse_hl7v2", "analyse_cda"]
+
+Kind = Literal["document", "adt", "cda", "unsupported", "unreadable"]
+
+_DOC_TYPES = {("ORU", "R01"), ("MDM", "T02"), ("MDM", "T10"), ("MDM", "T04")}
+_ADT_TRIGGERS = {"A01", "A03", "A04", "A05", "A08", "A28", "A31", "A40", "A47"}
+_SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9")
+
+
+@dataclass(frozen=True)
+class Ids:
+    """Injected time and identifiers (never read from globals in core code)."""
+
+    now: datetime
+    new_uuid: Callable[[], str]
+
+    def urn(self) -> str:
+        return f"urn:uuid:{self.new_uuid()}"
+
+    def oid(self) -> str:
+        # 2.25.<128-bit integer> is the standard OID form of a UUID (ITU-T X.667).
+        return "2.25." + str(int(self.new_uuid().replace("-", ""), 16))
+
+    @property
+    def xds_time(self) -> str:
+        return self.now.strftime("%Y%m%d%H%M%S")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    default_charset: str = "utf-8"
+    allow_test_ins: bool = False
+    convention: str = "pam-2.11"
+    cda_xsd: Path | None = None
+    source_id: str = "1.2.250.1.999999.1"
+    max_cda_bytes: int = 20 * 1024 * 1024
+
+
+@dataclass
+class DocumentResult:
+    index: int
+    unique_id: str
+    cda: bytes
+    header: CdaHeader
+    xds: dict[str, Any]
+    fhir: dict[str, Any] | None
+    action: str
+
+
+@dataclass(frozen=True)
+class IdentityVerdict:
+    """What the pure rules say about the patient identity (the registry may add conflicts)."""
+
+    ins: str | None = None
+    ins_oid: str | None = None
+    ipp_key: str | None = None
+    ins_valid: bool = False
+    qualified: bool = False
+    reason: Finding | None = None  # why a DMP-bound document must be held
+    status: StatusAssessment | None = None
+
+
+@dataclass
+class Analysis:
+    kind: Kind
+    ack_code: str = "AA"
+    message: Message | None = None
+    charset: str | None = None  # MSH-18 as declared
+    summary: dict[str, Any] = field(default_factory=dict)
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+    documents: list[DocumentResult] = field(default_factory=list)
+    patient: PatientIdentity | None = None
+    identity: IdentityVerdict = field(default_factory=IdentityVerdict)
+    dmp_bound: bool = False
+    ack_reception: bool = False
+    adt: AdtEvent | None = None
+    doc_message: DocumentMessage | None = None
+
+    @property
+    def outcome(self) -> str:
+        """accepted / rejected / held, as ``relais check`` reports it (no registry)."""
+        if self.ack_code != "AA":
+            return "rejected"
+        if self.kind in ("document", "cda") and self.dmp_bound and self.identity.reason is not None:
+            return "held"
+        return "accepted"
+
+    def findings_json(self) -> dict[str, list[dict[str, str | None]]]:
+        return {"errors": [f.as_dict() for f in self.errors], "warnings": [f.as_dict() for f in self.warnings]}
+
+
+def ipp_key(ident: Identifier | None) -> str | None:
+    """Registry key of an IPP: its assigning authority (OID, else namespace) and value."""
+    if ident is None or not ident.value:
+        return None
+    return f"{ident.oid or ident.namespace or ''}|{ident.value}"
+
+
+# --------------------------------------------------------------------------- HL7 v2
+
+
+def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
+    """Run the whole pure pipeline over one HL7 v2 message as received."""
+    try:
+        decoded = decode_message(raw, opts.default_charset)
+    except GatewayError as exc:
+        an = Analysis(kind="unreadable", ack_code="AE", errors=[Finding(exc.code, exc.message, exc.location or "MSH-18")])
+        # we still want MSA-2 and the MSH swap: read MSH in latin-1, which cannot fail
+        try:
+            an.message = Message.parse(raw.decode("latin-1"))
+            an.kind = "unsupported"
+            an.summary = _summary(an.message, None)
+        except GatewayError:
+            pass
+        return an
+    try:
+        msg = Message.parse(decoded.text)
+    except GatewayError as exc:
+        return Analysis(kind="unreadable", ack_code="AR", errors=[Finding(exc.code, exc.message, exc.location)])
+    an = Analysis(kind="unsupported", message=msg, charset=decoded.declared, summary=_summary(msg, decoded.declared))
+    code, trigger = msg.msh.value(9, 1), msg.msh.value(9, 2)
+    version = msg.msh.value(12)
+    if not msg.control_id:
+        an.errors.append(Finding("MSH10_MISSING", "MSH-10 (message control id) is empty", "MSH-10"))
+        an.ack_code = "AE"
+    if not version.startswith(_SUPPORTED_VERSIONS):
+        an.errors.append(Finding("VERSION_UNSUPPORTED", f"HL7 version {version or '(empty)'} is not supported", "MSH-12"))
+        an.ack_code = "AR"
+        return an
+    if (code, trigger) in _DOC_TYPES:
+        an.kind = "document"
+        _analyse_document_message(an, msg, opts, ids)
+    elif code == "ADT" and trigger in _ADT_TRIGGERS:
+        an.kind = "adt"
+        _analyse_adt(an, msg, opts)
+    else:
+        an.errors.append(
+            Finding("MSG_TYPE_UNSUPPORTED", f"message type {code}^{trigger} is not supported", "MSH-9")
+        )
+        an.ack_code = "AR"
+    if an.ack_code == "AA" and an.errors:
+        an.ack_code = "AE"
+    return an
+
+
+def _summary(msg: Message, charset: str | None) -> dict[str, Any]:
+    return {
+        "sender_app": msg.msh.value(3),
+        "sender_facility": msg.msh.value(4),
+        "control_id": msg.control_id,
+        "message_type": msg.message_type,
+        "version": msg.msh.value(12),
+        "charset": charset,
+    }
+
+
+def _split(findings: list[Finding], an: Analysis) -> None:
+    for f in findings:
+        (an.warnings if f.severity == "warning" else an.errors).append(f)
+
+
+def _assess_identity(patient: PatientIdentity, opts: PipelineOptions, *, from_v2: bool) -> IdentityVerdict:
+    ins = patient.ins
+    ipp = ipp_key(patient.ipp)
+    if ins is None:
+        return IdentityVerdict(
+            ipp_key=ipp,
+            reason=Finding("INS_NOT_QUALIFIED", "no INS for this patient: the DMP needs a qualified INS", "PID-3"),
+        )
+    verdict = validate_ins(
+        ins.value,
+        oid=ins.oid,
+        type_code=ins.type_code,
+        sex=patient.gender,
+        birth_date=patient.birth_date,
+        allow_test=opts.allow_test_ins,
+    )
+    status = assess_status(patient.status, True, opts.convention) if from_v2 else None
+    reason: Finding | None = None
+    if not verdict.valid:
+        first = verdict.errors[0]
+        reason = Finding(first.code, first.message, "PID-3" if from_v2 else "recordTarget/patientRole/id")
+    elif status is not None and not status.qualified:
+        reason = status.reason or Finding(
+            "INS_NOT_QUALIFIED", f"identity status {status.status or '(empty)'} is not qualified", "PID-32"
+        )
+    return IdentityVerdict(
+        ins=ins.value,
+        ins_oid=ins.oid,
+        ipp_key=ipp,
+        ins_valid=verdict.valid,
+        qualified=verdict.valid and (status is None or status.qualified),
+        reason=reason,
+        status=status,
+    )
+
+
+def _analyse_document_message(an: Analysis, msg: Message, opts: PipelineOptions, ids: Ids) -> None:
+    dm, findings = parse_document_message(msg)
+    an.doc_message = dm
+    _split(findings, an)
+    an.patient = dm.patient
+    an.dmp_bound = bool(dm.flags.get("DESTDMP"))
+    an.ack_reception = bool(dm.flags.get("ACK_RECEPTION"))
+    if an.errors:
+        return
+    an.identity = _assess_identity(dm.patient, opts, from_v2=True)
+    for doc in dm.documents:
+        ctx = SubmissionContext(
+            action=dm.action,
+            flags=dict(dm.flags),
+            sender=dm.sender,
+            patient_class=dm.patient_class,
+            patient=dm.patient,
+            type_code=doc.type_code,
+            parent_document_id=dm.txa13.unique_id if dm.txa13 else None,
+            source_id=opts.source_id,
+        )
+        result = _map_document(an, doc.data, ctx, opts, ids, location=doc.location, index=len(an.documents) + 1)
+        if result is None:
+            continue
+        _split(check_against_cda(dm, doc, result.header), an)
+        an.documents.append(result)
+
+
+def _map_document(
+    an: Analysis, data: bytes, ctx: SubmissionContext, opts: PipelineOptions, ids: Ids, *, location: str, index: int, infer_action: bool = False
+) -> DocumentResult | None:
+    try:
+        root = cda_mod.parse_cda(data, max_size=opts.max_cda_bytes)
+        header = cda_mod.parse_header(root)
+    except GatewayError as exc:
+        an.errors.append(Finding(exc.code, exc.message, location))
+        return None
+    if infer_action and header.related_type == "RPLC" and header.parent_document_id:
+        ctx = replace(ctx, action="replace", parent_document_id=header.parent_document_id)
+    if opts.cda_xsd is not None:
+        for f in cda_mod.validate_xsd(root, opts.cda_xsd):
+            an.errors.append(replace(f, location=f"{location}: {f.location}" if f.location else location))
+    ctx = replace(
+        ctx,
+        submission_time=ids.xds_time,
+        submission_set_unique_id=ids.oid(),
+        entry_uuid=ids.urn(),
+        submission_set_uuid=ids.urn(),
+        binary_uuid=ids.urn(),
+        patient_uuid=ids.urn(),
+    )
+    if ctx.patient is None:
+        ctx = replace(ctx, patient=header.patient)
+    try:
+        xds, xds_findings = build_xds(header, data, ctx)
+    except GatewayError as exc:
+        an.errors.append(Finding(exc.code, exc.message, exc.location or location))
+        return None
+    dmp_codes = [f for f in xds_findings if f.code == "XDS_TYPECODE_NOT_DMP"]
+    _split([f for f in xds_findings if f.code != "XDS_TYPECODE_NOT_DMP"], an)
+    if dmp_codes and bool(ctx.flags.get("DESTDMP")):
+        an.errors.extend(dmp_codes)
+    patient = ctx.patient or header.patient
+    status = assess_status(patient.status, patient.ins is not None, opts.convention) if patient.status else None
+    reliability = reliability_extension(status, opts.convention) if status is not None else None
+    bundle: dict[str, Any] | None = None
+    if ctx.action != "delete":  # a deletion has no ITI-65 form: only the XDS adapter handles it
+        try:
+            patient_resource = build_patient(patient, reliability=reliability, id=ctx.patient_uuid or ids.urn())
+            bundle = build_iti65_bundle(header, data, ctx, xds, patient_resource=patient_resource)
+        except GatewayError as exc:
+            an.errors.append(Finding(exc.code, exc.message, exc.location or location))
+            return None
+    return DocumentResult(
+        index=index,
+        unique_id=xds["documentEntry"].get("uniqueId", header.document_id),
+        cda=data,
+        header=header,
+        xds=dict(xds),
+        fhir=bundle,
+        action=ctx.action,
+    )
+
+
+def _analyse_adt(an: Analysis, msg: Message, opts: PipelineOptions) -> None:
+    event, findings = parse_adt(msg)
+    _split(findings, an)
+    an.adt = event
+    an.patient = event.patient
+    if event.patient.ins is not None:
+        an.identity = _assess_identity(event.patient, opts, from_v2=True)
+    else:
+        an.identity = IdentityVerdict(ipp_key=ipp_key(event.patient.ipp))
+
+
+# --------------------------------------------------------------------------- CDA over HTTP
+
+
+def analyse_cda(data: bytes, flags: dict[str, bool], opts: PipelineOptions, ids: Ids) -> Analysis:
+    """The pipeline for a CDA posted on its own (HTTP ingest, ``relais check file.xml``)."""
+    an = Analysis(kind="cda", summary={"message_type": "CDA", "control_id": None})
+    an.dmp_bound = bool(flags.get("DESTDMP", True))
+    an.ack_reception = False
+    ctx = SubmissionContext(action="submit", flags=dict(flags), source_id=opts.source_id)
+    result = _map_document(an, data, ctx, opts, ids, location="ClinicalDocument", index=1, infer_action=True)
+    if result is not None:
+        an.documents.append(result)
+        an.patient = result.header.patient
+        an.summary["control_id"] = result.unique_id
+        an.identity = _assess_identity(result.header.patient, opts, from_v2=False)
+    if an.errors:
+        an.ack_code = "AE"
+    return an
+
+
+def sha1_hex(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()  # noqa: S324 - XDS mandates SHA-1

@@ -1,0 +1,387 @@
+"""DMP XDS.b metadata (ITI-41) from a CDA header and its HL7 v2 envelope.
+
+``build_xds`` is a pure function: every id and time that is not in the document (entryUUIDs,
+submission set uniqueId, submissionTime) comes from ``SubmissionContext``; nothing here reads
+a clock or draws a UUID. The output is the ``XdsMetadata`` JSON shape of ``gateway.model``,
+serialised to ebRIM by ``adapters/dmp``.
+
+Mapping (domain brief §5, HL7 v2 CDA volet ``mapping.md``):
+
+* typeCode = CDA ``code``; classCode from ASS_X16 then ASS_X04; formatCode from ASS_A11
+  (level 1: by the nonXMLBody media type);
+* confidentialityCode = CDA ``confidentialityCode`` first, then the TRE_A07 codes asked for by
+  the MetaDMPMSS flags (``INVISIBLE_REP_LEGAUX`` in v2 becomes
+  ``INVISIBLE_REPRESENTANTS_LEGAUX``);
+* times are converted to UTC and keep the precision the document gave (``YYYYMMDD`` stays a
+  date; fractions of a second are dropped). A time without a UTC offset is passed through
+  as written: we cannot know its zone, and guessing would move it by one or two hours;
+* the submission set contentTypeCode comes from PV1-2 (I→03, O→07, R→19, N→97, E→07);
+  with no PV1-2 we send 97 "Type d'activité indifférencié" rather than guess an encounter
+  type;
+* sourcePatientInfo uses the IHE ``PID-x|value`` form.
+
+Findings (codes are stable): ``XDS_TYPECODE_NOT_DMP`` (error; the caller decides whether the
+destination is the DMP), ``XDS_TYPE_MISMATCH``, ``XDS_CLASS_UNKNOWN``, ``XDS_FORMAT_UNKNOWN``,
+``XDS_FORMAT_NOT_DMP``, ``XDS_DOCUMENT_ID_EXTENSION``, ``XDS_FACILITY_TYPE_MISSING``,
+``XDS_PRACTICE_SETTING_MISSING``, ``XDS_CONFIDENTIALITY_MISSING``, ``XDS_TIME_INVALID``
+(warnings); ``XDS_PATIENT_ID_MISSING`` and ``XDS_REPLACE_PARENT_MISSING`` (errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+from gateway.core import terminology
+from gateway.model import (
+    Author,
+    CdaHeader,
+    CodedValue,
+    Finding,
+    Identifier,
+    Organization,
+    PatientIdentity,
+    Person,
+    SubmissionContext,
+    XdsAuthor,
+    XdsDocumentEntry,
+    XdsMetadata,
+    XdsSubmissionSet,
+)
+
+__all__ = ["build_xds", "to_xds_time", "xcn", "xon", "cx"]
+
+RPPS_ROOT = "1.2.250.1.71.4.2.1"
+STRUCTURE_ROOT = "1.2.250.1.71.4.2.2"
+
+#: MetaDMPMSS flag (HL7 v2 OBX-3) -> TRE_A07 code (XDS / FHIR spelling).
+_VISIBILITY_FLAGS = (
+    ("MASQUE_PS", "MASQUE_PS"),
+    ("INVISIBLE_PATIENT", "INVISIBLE_PATIENT"),
+    ("INVISIBLE_REP_LEGAUX", "INVISIBLE_REPRESENTANTS_LEGAUX"),
+)
+
+_TS = re.compile(
+    r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
+    r"(?:\.\d+)?(?P<tz>[+-]\d{4})?$"
+)
+
+# HL7 v2 escapes for the delimiters of XCN / XON / CX values built here.
+_ESCAPES = str.maketrans({"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"})
+
+
+def _esc(value: str | None) -> str:
+    return (value or "").translate(_ESCAPES)
+
+
+def to_xds_time(ts: str | None) -> str | None:
+    """A CDA TS (``20210104160527+0100``) as an XDS UTC time (``20210104150527``).
+
+    Keeps the given precision, drops fractions of a second; returns None when unparseable.
+    Dates (no hour) are returned as written: a date has no instant to shift.
+    """
+    if not ts:
+        return None
+    match = _TS.match(ts.strip())
+    if match is None:
+        return None
+    parts = match.groupdict()
+    digits = "".join(parts[k] or "" for k in ("y", "mo", "d", "h", "mi", "s"))
+    tz = parts["tz"]
+    if tz is None or parts["h"] is None:
+        return digits
+    sign = 1 if tz[0] == "+" else -1
+    offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5]))
+    try:
+        local = datetime(
+            int(parts["y"]),
+            int(parts["mo"] or 1),
+            int(parts["d"] or 1),
+            int(parts["h"]),
+            int(parts["mi"] or 0),
+            int(parts["s"] or 0),
+            tzinfo=timezone(sign * offset),
+        )
+    except ValueError:
+        return None
+    utc = local.astimezone(UTC)
+    return utc.strftime("%Y%m%d%H%M%S")[: len(digits)]
+
+
+def _id_type(person: Person) -> str:
+    if person.id_root == RPPS_ROOT or (person.id or "").startswith("8"):
+        return "IDNPS"
+    return "EI"
+
+
+def xcn(person: Person | None) -> str | None:
+    """XCN for authorPerson / legalAuthenticator: ``id^family^given^^^^^^&root&ISO^D^^^IDNPS``."""
+    if person is None:
+        return None
+    if not person.id:
+        if not (person.family or person.given):
+            return None
+        return f"^{_esc(person.family)}^{_esc(person.given)}"
+    authority = f"&{person.id_root}&ISO" if person.id_root else ""
+    return f"{_esc(person.id)}^{_esc(person.family)}^{_esc(person.given)}^^^^^^{authority}^D^^^{_id_type(person)}"
+
+
+def xon(org: Organization | None) -> str | None:
+    """XON for authorInstitution: ``name^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^id``."""
+    if org is None or not (org.name or org.id):
+        return None
+    if not org.id:
+        return _esc(org.name)
+    root = org.id_root or STRUCTURE_ROOT
+    return f"{_esc(org.name)}^^^^^&{root}&ISO^{org.id_type or 'IDNST'}^^^{_esc(org.id)}"
+
+
+def cx(ident: Identifier, type_code: str) -> str:
+    """CX ``value^^^&oid&ISO^type`` (namespace only when there is no OID)."""
+    authority = f"&{ident.oid}&ISO" if ident.oid else _esc(ident.namespace)
+    return f"{_esc(ident.value)}^^^{authority}^{type_code}"
+
+
+def _cwe(coded: dict[str, str] | None) -> str | None:
+    if not coded or not coded.get("code"):
+        return None
+    system = coded.get("codeSystem") or ""
+    return f"{_esc(coded['code'])}^{_esc(coded.get('displayName'))}^&{system}&ISO"
+
+
+def _xds_author(author: Author) -> XdsAuthor | None:
+    result: XdsAuthor = {}
+    person = xcn(author.person)
+    if person:
+        result["authorPerson"] = person
+    institution = xon(author.organization)
+    if institution:
+        result["authorInstitution"] = [institution]
+    role = _cwe(author.function)
+    if role:
+        result["authorRole"] = [role]
+    specialty = _cwe(author.person.profession if author.person else None)
+    if specialty:
+        result["authorSpecialty"] = [specialty]
+    return result or None
+
+
+def _as_coded(value: dict[str, str]) -> CodedValue:
+    return {
+        "code": value["code"],
+        "codeSystem": value.get("codeSystem", ""),
+        "displayName": value.get("displayName", ""),
+    }
+
+
+def _bound(vs: str, value: dict[str, str]) -> CodedValue:
+    """The CDA coded value, with the value set's display when the value set knows the code."""
+    out = _as_coded(value)
+    label = terminology.display(vs, out["code"], out["codeSystem"] or None)
+    if label:
+        out["displayName"] = label
+    return out
+
+
+def _source_patient_info(patient: PatientIdentity) -> list[str]:
+    lines: list[str] = []
+    if patient.ipp is not None:
+        lines.append(f"PID-3|{cx(patient.ipp, 'PI')}")
+    if patient.ins is not None:
+        lines.append(f"PID-3|{cx(patient.ins, 'NH')}")
+    if patient.birth_family or patient.first_given:
+        lines.append(f"PID-5|{_esc(patient.birth_family)}^{_esc(patient.first_given)}^^^^^L")
+    if patient.used_family or patient.used_given:
+        lines.append(f"PID-5|{_esc(patient.used_family)}^{_esc(patient.used_given)}^^^^^D")
+    if patient.birth_date:
+        lines.append(f"PID-7|{patient.birth_date}")
+    if patient.gender:
+        lines.append(f"PID-8|{patient.gender}")
+    return lines
+
+
+def build_xds(
+    header: CdaHeader, cda_bytes: bytes, ctx: SubmissionContext
+) -> tuple[XdsMetadata, list[Finding]]:
+    """Build the DocumentEntry + SubmissionSet metadata for one CDA document.
+
+    Returns the metadata and the findings; errors among them mean the DMP would refuse the
+    submission (``XDS_TYPECODE_NOT_DMP`` only matters when the destination is the DMP).
+    """
+    findings: list[Finding] = []
+
+    def warn(code: str, message: str, location: str | None = None) -> None:
+        findings.append(Finding(code, message, location, "warning"))
+
+    def error(code: str, message: str, location: str | None = None) -> None:
+        findings.append(Finding(code, message, location, "error"))
+
+    entry: XdsDocumentEntry = {}
+    if ctx.entry_uuid:
+        entry["entryUUID"] = ctx.entry_uuid
+    entry["uniqueId"] = header.document_id
+    if header.id_extension:
+        warn(
+            "XDS_DOCUMENT_ID_EXTENSION",
+            "document id has an extension; the DMP refuses OID^extension uniqueIds",
+            "/ClinicalDocument/id",
+        )
+
+    # typeCode / classCode
+    type_code = header.code
+    if type_code:
+        entry["typeCode"] = _bound("jdv_j66_typecode_dmp", type_code)
+        if not terminology.in_value_set("jdv_j66_typecode_dmp", type_code["code"], type_code["codeSystem"]):
+            error(
+                "XDS_TYPECODE_NOT_DMP",
+                f"typeCode {type_code['code']} is not in JDV_J66 (DMP type codes)",
+                "/ClinicalDocument/code",
+            )
+        if ctx.type_code and ctx.type_code.get("code") and ctx.type_code["code"] != type_code["code"]:
+            warn(
+                "XDS_TYPE_MISMATCH",
+                f"message type code {ctx.type_code['code']} differs from CDA code {type_code['code']}",
+                "OBX-3",
+            )
+        class_code = terminology.class_for_type(type_code["code"], type_code["codeSystem"] or None)
+        if class_code:
+            entry["classCode"] = class_code
+        else:
+            warn("XDS_CLASS_UNKNOWN", f"no classCode for typeCode {type_code['code']} in ASS_X16/ASS_X04")
+    else:
+        error("XDS_TYPECODE_NOT_DMP", "the CDA has no code", "/ClinicalDocument/code")
+        warn("XDS_CLASS_UNKNOWN", "no typeCode to derive a classCode from")
+
+    # formatCode
+    format_code = terminology.format_for_templates(
+        header.template_ids, header.level, header.nonxml_media_type
+    )
+    if format_code:
+        entry["formatCode"] = format_code
+        if not terminology.in_value_set(
+            "jdv_j60_formatcode_dmp", format_code["code"], format_code["codeSystem"]
+        ):
+            warn("XDS_FORMAT_NOT_DMP", f"formatCode {format_code['code']} is not in JDV_J60")
+    else:
+        warn(
+            "XDS_FORMAT_UNKNOWN",
+            "no formatCode in ASS_A11 for the document's templateIds / media type",
+            "/ClinicalDocument/templateId",
+        )
+
+    # confidentialityCode: the CDA code first, then the visibility codes
+    confidentiality: list[CodedValue] = []
+    if header.confidentiality:
+        conf = dict(header.confidentiality)
+        conf["codeSystem"] = conf.get("codeSystem") or terminology.HL7_CONFIDENTIALITY
+        confidentiality.append(_bound("jdv_j58_confidentiality_dmp", conf))
+    else:
+        warn(
+            "XDS_CONFIDENTIALITY_MISSING",
+            "no confidentialityCode in the CDA; N (normal) used",
+            "/ClinicalDocument/confidentialityCode",
+        )
+        normal = terminology.coded("jdv_j58_confidentiality_dmp", "N", terminology.HL7_CONFIDENTIALITY)
+        if normal:
+            confidentiality.append(normal)
+    for flag, code in _VISIBILITY_FLAGS:
+        if ctx.flags.get(flag):
+            value = terminology.coded("jdv_j58_confidentiality_dmp", code, terminology.TRE_A07)
+            confidentiality.append(
+                value or {"code": code, "codeSystem": terminology.TRE_A07, "displayName": code}
+            )
+    entry["confidentialityCode"] = confidentiality
+
+    if header.facility_type:
+        entry["healthcareFacilityTypeCode"] = _bound("jdv_j61_facilitytype_dmp", header.facility_type)
+    else:
+        warn(
+            "XDS_FACILITY_TYPE_MISSING",
+            "no healthCareFacility/code in the CDA",
+            "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
+        )
+    if header.practice_setting:
+        entry["practiceSettingCode"] = _bound("jdv_j62_practicesetting_dmp", header.practice_setting)
+    else:
+        warn(
+            "XDS_PRACTICE_SETTING_MISSING",
+            "no serviceEvent performer organisation standardIndustryClassCode in the CDA",
+            "/ClinicalDocument/documentationOf/serviceEvent/performer",
+        )
+
+    authors = [a for a in (_xds_author(author) for author in header.authors) if a]
+    if authors:
+        entry["authors"] = authors
+    legal = xcn(header.legal_authenticator.person if header.legal_authenticator else None)
+    if legal:
+        entry["legalAuthenticator"] = legal
+
+    # patient: the envelope's identity (PID) wins over the CDA's, as the PFI checks them equal
+    envelope = ctx.patient
+    ins = (envelope.ins if envelope else None) or header.patient.ins
+    ipp = (envelope.ipp if envelope else None) or header.patient.ipp
+    patient_id = cx(ins, "NH") if ins else None
+    if patient_id:
+        entry["patientId"] = patient_id
+    else:
+        error("XDS_PATIENT_ID_MISSING", "no INS for the patient: XDS patientId cannot be set", "PID-3")
+    source_patient = cx(ipp, "PI") if ipp else patient_id
+    if source_patient:
+        entry["sourcePatientId"] = source_patient
+    info = _source_patient_info(envelope or header.patient)
+    if info:
+        entry["sourcePatientInfo"] = info
+
+    service = "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime"
+    times: tuple[tuple[str, str | None, str], ...] = (
+        ("creationTime", header.effective_time, "/ClinicalDocument/effectiveTime"),
+        ("serviceStartTime", header.service_start, f"{service}/low"),
+        ("serviceStopTime", header.service_stop, f"{service}/high"),
+    )
+    for key, ts, location in times:
+        if not ts:
+            continue
+        converted = to_xds_time(ts)
+        if converted is None:
+            warn("XDS_TIME_INVALID", f"{key}: {ts!r} is not an HL7 TS", location)
+        else:
+            entry[key] = converted  # type: ignore[literal-required]
+
+    if header.language:
+        entry["languageCode"] = header.language
+    if header.title:
+        entry["title"] = header.title
+    entry["mimeType"] = "text/xml"
+    entry["hash"] = hashlib.sha1(cda_bytes).hexdigest()
+    entry["size"] = len(cda_bytes)
+    entry["action"] = ctx.action
+    if ctx.action == "replace":
+        parent = ctx.parent_document_id or header.parent_document_id
+        if parent:
+            entry["replaces"] = parent
+        else:
+            error(
+                "XDS_REPLACE_PARENT_MISSING",
+                "replacement without a parent document id (TXA-13 or relatedDocument)",
+                "TXA-13",
+            )
+
+    submission: XdsSubmissionSet = {}
+    if ctx.submission_set_uuid:
+        submission["entryUUID"] = ctx.submission_set_uuid
+    if ctx.submission_set_unique_id:
+        submission["uniqueId"] = ctx.submission_set_unique_id
+    submission["sourceId"] = ctx.source_id
+    if patient_id:
+        submission["patientId"] = patient_id
+    if ctx.submission_time:
+        submission["submissionTime"] = ctx.submission_time
+    submission["contentTypeCode"] = terminology.content_type_for_patient_class(ctx.patient_class)
+    set_author = _xds_author(ctx.sender) if ctx.sender else None
+    if set_author is None and header.authors:
+        set_author = _xds_author(header.authors[0])
+    if set_author:
+        submission["authors"] = [set_author]
+
+    return {"documentEntry": entry, "submissionSet": submission}, findings

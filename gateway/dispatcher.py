@@ -1,0 +1,429 @@
+"""Dispatcher: workers claim due deliveries from the journal and hand them to destinations.
+
+Exactly-once towards the DMP rests on three rules:
+* a delivery is claimed in the journal (``in_flight`` with a lease) before anything is sent;
+* every attempt after the first — and every attempt after a crash, whose outcome is
+  unknown — first asks the destination whether the document is already there
+  (ITI-18 by uniqueId, FHIR search by masterIdentifier), and records ``found-existing``
+  instead of sending again;
+* the outcome is committed before the next claim of that patient (per-patient order).
+
+Between attempts the schedule is durable: exponential backoff with jitter and a cap,
+``Retry-After`` honoured, bounded by attempts and age. Permanent errors are ``dead``.
+The decision of *when* to retry is a pure function (``next_attempt``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from gateway.core.ack import build_zam
+from gateway.core.charset import decode_message
+from gateway.core.hl7v2.reader import Message
+from gateway.errors import DestinationError, DestinationRejected, DestinationUnavailable
+from gateway.journal.tx import Tx
+from gateway.model import Finding
+from gateway.ports import Clock, Destination, Payload, SendResult
+from gateway.settings import DispatcherSettings, Settings
+
+__all__ = ["Dispatcher", "RetryDecision", "next_attempt"]
+
+log = structlog.get_logger(__name__)
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    dead: bool
+    delay: float = 0.0
+
+
+def next_attempt(
+    attempts: int,
+    age: timedelta,
+    settings: DispatcherSettings,
+    *,
+    retry_after: float | None,
+    rand: Callable[[], float],
+) -> RetryDecision:
+    """When to try again after a retryable failure (pure: ``rand`` gives the jitter)."""
+    if attempts >= settings.max_attempts or age >= timedelta(hours=settings.max_age_hours):
+        return RetryDecision(dead=True)
+    delay = min(settings.backoff_cap, settings.backoff_base * (2 ** max(attempts - 1, 0)))
+    delay = delay * (0.5 + rand() / 2)  # "equal jitter": never less than half the backoff
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.backoff_cap))
+    return RetryDecision(dead=False, delay=delay)
+
+
+class Dispatcher:
+    """Claims due deliveries and runs them through their destination."""
+
+    def __init__(
+        self,
+        journal: Any,
+        destinations: Mapping[str, Destination],
+        settings: Settings,
+        clock: Clock,
+        *,
+        zam_destination: Callable[[str, str], Destination | None] | None = None,
+        on_outcome: Callable[[str, str, float], None] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.journal = journal
+        self.destinations = dict(destinations)
+        self.settings = settings
+        self.cfg = settings.dispatcher
+        self.clock = clock
+        self.zam_destination = zam_destination
+        self.on_outcome = on_outcome
+        self.rand = rand
+        self.worker_id = f"dispatcher-{clock.new_id()[:8]}"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._inflight = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def recover(self) -> int:
+        """At start-up: whatever was in flight when we stopped has an unknown outcome."""
+        now = iso(self.clock.now())
+        n = await self.journal.write(lambda tx: tx.recover_in_flight(now=now))
+        if n:
+            log.warning("dispatcher.recovered_in_flight", count=n)
+        return int(n)
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(), name="dispatcher")]
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="dispatcher-sweeper"))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    # -- main loop -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        sem = asyncio.Semaphore(max(1, self.cfg.workers))
+        running: set[asyncio.Task[None]] = set()
+        while not self._stopping.is_set():
+            free = max(1, self.cfg.workers) - len(running)
+            claimed: list[dict[str, Any]] = []
+            if free > 0:
+                now = self.clock.now()
+                lease = iso(now + timedelta(seconds=self.cfg.lease_seconds))
+                def claim(tx: Tx, now: datetime = now, lease: str = lease, free: int = free) -> list[dict[str, Any]]:
+                    return tx.claim_due(now=iso(now), worker=self.worker_id, lease_until=lease, limit=free)
+
+                try:
+                    claimed = await self.journal.write(claim)
+                except Exception as exc:  # journal trouble: back off, never crash the loop
+                    log.error("dispatcher.claim_failed", error=type(exc).__name__)
+            for delivery in claimed:
+                task = asyncio.create_task(self._guarded(sem, delivery))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if not claimed:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.cfg.poll_interval):
+                        await self._wake.wait()
+            elif len(running) >= self.cfg.workers:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if running:
+            await asyncio.wait(running)
+
+    async def _guarded(self, sem: asyncio.Semaphore, delivery: dict[str, Any]) -> None:
+        async with sem:
+            try:
+                await self._deliver(delivery)
+            except Exception as exc:  # a bug in one delivery must not stop the others
+                log.exception("dispatcher.delivery_crashed", delivery_id=delivery["id"], error=type(exc).__name__)
+                now = self.clock.now()
+                error = f"internal error: {type(exc).__name__}"
+                await self.journal.write(
+                    lambda tx: tx.update_delivery(
+                        delivery["id"], iso(now), status="failed",
+                        next_attempt_at=iso(now + timedelta(seconds=self.cfg.backoff_cap)),
+                        last_error=error,
+                    )
+                )
+            finally:
+                self._wake.set()
+
+    async def _deliver(self, delivery: dict[str, Any]) -> None:
+        dest = self._destination_for(delivery)
+        started = self.clock.now()
+        t0 = time.perf_counter()
+        if dest is None:
+            await self._finish(delivery, "dead", started, t0, error=f"unknown destination {delivery['destination']!r}")
+            return
+        payload = await self.journal.read(lambda tx: self._payload(tx, delivery))
+        if payload is None:
+            await self._finish(delivery, "dead", started, t0, error="payload no longer in the journal")
+            return
+        try:
+            if delivery["attempts"] > 1 and await dest.already_delivered(payload):
+                await self._finish(delivery, "delivered", started, t0, outcome="found-existing",
+                                   result=SendResult(detail={"already_delivered": True}))
+                return
+            result = await dest.send(payload)
+        except DestinationRejected as exc:
+            await self._finish(delivery, "dead", started, t0, error=f"{exc.code}: {exc.message}", exc=exc)
+            return
+        except DestinationUnavailable as exc:
+            await self._retry_later(delivery, started, t0, exc)
+            return
+        except DestinationError as exc:
+            await self._retry_later(delivery, started, t0, DestinationUnavailable(exc.message, code=exc.code))
+            return
+        outcome = "found-existing" if result.detail.get("already_delivered") else "delivered"
+        await self._finish(delivery, "delivered", started, t0, outcome=outcome, result=result)
+
+    def _destination_for(self, delivery: dict[str, Any]) -> Destination | None:
+        name = delivery["destination"]
+        if name in self.destinations:
+            return self.destinations[name]
+        if delivery["kind"] == "zam" and self.zam_destination is not None and name.startswith("zam:"):
+            app, _, facility = name[4:].partition("|")
+            return self.zam_destination(app, facility)
+        return None
+
+    @staticmethod
+    def _payload(tx: Tx, delivery: dict[str, Any]) -> Payload | None:
+        if delivery["kind"] == "zam":
+            if delivery.get("payload") is None:
+                return None
+            return Payload(
+                exchange_id=delivery["exchange_id"], delivery_id=delivery["id"], kind="zam",
+                hl7=bytes(delivery["payload"]), attempt=delivery["attempts"],
+            )
+        doc = tx.get_document(delivery["exchange_id"], delivery.get("doc_index") or 1)
+        if doc is None or doc.get("cda") is None:
+            return None
+        return Payload(
+            exchange_id=delivery["exchange_id"], delivery_id=delivery["id"], kind="document",
+            document=bytes(doc["cda"]), xds=doc["xds"], fhir=doc["fhir"], attempt=delivery["attempts"],
+        )
+
+    async def _retry_later(
+        self, delivery: dict[str, Any], started: datetime, t0: float, exc: DestinationUnavailable
+    ) -> None:
+        created = datetime.fromisoformat(delivery["created_at"])
+        decision = next_attempt(
+            delivery["attempts"], started - created, self.cfg, retry_after=exc.retry_after, rand=self.rand
+        )
+        if decision.dead:
+            await self._finish(delivery, "dead", started, t0, error=f"gave up after {delivery['attempts']} attempts: "
+                               f"{exc.code}: {exc.message}", exc=exc)
+            return
+        await self._finish(
+            delivery, "failed", started, t0, error=f"{exc.code}: {exc.message}", exc=exc,
+            next_at=started + timedelta(seconds=decision.delay),
+        )
+
+    async def _finish(
+        self,
+        delivery: dict[str, Any],
+        status: str,
+        started: datetime,
+        t0: float,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        result: SendResult | None = None,
+        exc: Exception | None = None,
+        next_at: datetime | None = None,
+    ) -> None:
+        duration = time.perf_counter() - t0
+        finished = self.clock.now()
+        request = result.request if result else getattr(exc, "request", None)
+        response = result.response if result else getattr(exc, "response", None)
+        zam = None
+        if delivery["kind"] == "document" and status in ("delivered", "dead"):
+            zam = await self._zam_for(delivery, positive=status == "delivered", error=error)
+
+        def op(tx: Tx) -> None:
+            at = iso(finished)
+            tx.insert_attempt(
+                dict(
+                    delivery_id=delivery["id"], number=delivery["attempts"], started_at=iso(started),
+                    finished_at=at, outcome=outcome or status, error=error,
+                    request=request if isinstance(request, str) else None,
+                    response=response if isinstance(response, str) else None, duration=duration,
+                )
+            )
+            tx.update_delivery(
+                delivery["id"], at, status=status, last_error=error, claimed_by=None, lease_until=None,
+                next_attempt_at=iso(next_at) if next_at else at,
+            )
+            detail: dict[str, Any] = {
+                "delivery": delivery["id"], "destination": delivery["destination"], "attempt": delivery["attempts"],
+                "outcome": outcome or status,
+            }
+            if error:
+                detail["error"] = error
+            tx.add_event(delivery["exchange_id"], at, f"attempt:{delivery['kind']}", detail)
+            if delivery["kind"] == "document":
+                tx.append_audit(
+                    at=at, actor="dispatcher", action="submission", target=delivery["exchange_id"],
+                    detail={"delivery": delivery["id"], "destination": delivery["destination"],
+                            "unique_id": delivery.get("unique_id"), "outcome": outcome or status},
+                )
+                self._update_exchange_status(tx, delivery["exchange_id"], at)
+                if zam is not None:
+                    tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
+                    tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": status == "delivered"})
+            elif status == "delivered":
+                tx.add_event(delivery["exchange_id"], at, "zam:sent", {"delivery": delivery["id"]})
+
+        await self.journal.write(op)
+        if self.on_outcome is not None:
+            self.on_outcome(delivery["destination"], outcome or status, duration)
+        log.info(
+            "dispatcher.attempt", exchange_id=delivery["exchange_id"], delivery_id=delivery["id"],
+            destination=delivery["destination"], attempt=delivery["attempts"], outcome=outcome or status,
+            error_code=(error or "").split(":")[0] or None, ms=round(duration * 1000, 1),
+        )
+
+    @staticmethod
+    def _update_exchange_status(tx: Tx, exchange_id: str, at: str) -> None:
+        rows = [d for d in tx.deliveries_for(exchange_id) if d["kind"] == "document"]
+        statuses = {d["status"] for d in rows}
+        if rows and statuses == {"delivered"}:
+            new = "delivered"
+        elif "dead" in statuses:
+            new = "dead"
+        else:
+            return
+        ex = tx.get_exchange(exchange_id)
+        if ex and ex["status"] != new:
+            dead = next((d for d in rows if d["status"] == "dead"), None)
+            tx.update_exchange(
+                exchange_id, at, status=new,
+                reason_code=(dead["last_error"] or "").split(":")[0] if dead else None,
+                reason=dead["last_error"] if dead else None,
+            )
+            tx.add_event(exchange_id, at, new, {})
+
+    async def _zam_for(self, delivery: dict[str, Any], *, positive: bool, error: str | None) -> dict[str, Any] | None:
+        """A ZAM^Z01 delivery when the sender asked for it and we know where to send it."""
+        return await self.journal.read(lambda tx: self._zam_row(tx, delivery, positive, error))
+
+    def _zam_row(self, tx: Tx, delivery: dict[str, Any], positive: bool, error: str | None) -> dict[str, Any] | None:
+        ex = tx.get_exchange(delivery["exchange_id"], bodies=True)
+        if not ex or not ex.get("ack_reception") or ex.get("raw") is None:
+            return None
+        others = [d for d in tx.deliveries_for(delivery["exchange_id"]) if d["kind"] == "zam"]
+        if others:
+            return None  # one business acknowledgement per exchange
+        siblings = [d for d in tx.deliveries_for(delivery["exchange_id"])
+                    if d["kind"] == "document" and d["id"] != delivery["id"]]
+        if positive and any(d["status"] != "delivered" for d in siblings):
+            return None  # wait for the last document delivery
+        return self._zam_delivery(ex, positive, error, delivery.get("patient_key"))
+
+    def _zam_delivery(self, ex: dict[str, Any], positive: bool, error: str | None,
+                      patient_key: str | None) -> dict[str, Any] | None:
+        creator = find_creator(self.settings, ex.get("sender_app") or "", ex.get("sender_facility") or "")
+        if creator is None:
+            return None
+        try:
+            decoded = decode_message(bytes(ex["raw"]), self.settings.pipeline.default_charset)
+            original = Message.parse(decoded.text)
+        except Exception:
+            return None
+        finding = None
+        dmp_error = None
+        if not positive:
+            code = (error or "DELIVERY_FAILED").split(":")[0].strip() or "DELIVERY_FAILED"
+            finding = Finding(code, (error or "delivery failed")[:200], None)
+            dmp_error = (code, (error or "")[:80])
+        text = build_zam(
+            original, positive=positive, now=self.clock.now(), control_id="ZAM" + self.clock.new_id()[:17].replace("-", ""),
+            error=finding, dmp_error=dmp_error,
+        )
+        return dict(
+            id=self.clock.new_id(), exchange_id=ex["id"], destination=f"zam:{creator.application}|{creator.facility}",
+            kind="zam", status="queued", patient_key=f"zam:{ex['id']}", payload=text.encode("utf-8"),
+        )
+
+    # -- holds past their bound ------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.expire_holds()
+                now = iso(self.clock.now())
+                await self.journal.write(lambda tx, now=now: tx.recover_in_flight(now=now, expired_only=True))
+            except Exception as exc:
+                log.error("dispatcher.sweep_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await self._stopping.wait()
+
+    async def expire_holds(self) -> list[str]:
+        """Held past ``identity.hold_max_hours``: dead with the reason, and a negative ZAM."""
+        now = self.clock.now()
+        limit = iso(now - timedelta(hours=self.settings.identity.hold_max_hours))
+        held = await self.journal.read(
+            lambda tx: [h for h in tx.held_exchanges() if (h["held_since"] or "") < limit]
+        )
+        expired: list[str] = []
+        for h in held:
+            zam = await self.journal.read(
+                lambda tx, h=h: self._zam_delivery_for_hold(tx, h)
+            )
+
+            def op(tx: Tx, h: dict[str, Any] = h, zam: dict[str, Any] | None = zam, now: datetime = now) -> None:
+                at = iso(now)
+                reason = f"held longer than {self.settings.identity.hold_max_hours:g} h: {h['reason_code']}"
+                tx.conn.execute(
+                    "UPDATE deliveries SET status = 'dead', last_error = ?, updated_at = ? "
+                    "WHERE exchange_id = ? AND status = 'waiting'",
+                    (reason, at, h["id"]),
+                )
+                tx.update_exchange(h["id"], at, status="dead", reason=reason)
+                tx.add_event(h["id"], at, "dead", {"code": h["reason_code"], "message": reason})
+                if zam is not None:
+                    tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
+                    tx.add_event(h["id"], at, "zam:queued", {"positive": False})
+
+            await self.journal.write(op)
+            expired.append(h["id"])
+        if expired:
+            log.warning("dispatcher.holds_expired", count=len(expired))
+        return expired
+
+    def _zam_delivery_for_hold(self, tx: Tx, h: dict[str, Any]) -> dict[str, Any] | None:
+        ex = tx.get_exchange(h["id"], bodies=True)
+        if not ex or not ex.get("ack_reception"):
+            return None
+        return self._zam_delivery(ex, False, f"{h['reason_code']}: identity not qualified in time", None)
+
+
+def find_creator(settings: Settings, app: str, facility: str) -> Any:
+    for c in settings.creators:
+        if c.application == app and (not c.facility or c.facility == facility):
+            return c
+    return None

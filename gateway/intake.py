@@ -1,0 +1,453 @@
+"""Intake: what happens to an inbound message between the socket and the ACK.
+
+1. the pure pipeline analyses the bytes (``gateway.core.pipeline``);
+2. **one** journal transaction stores the raw bytes with the outcome, applies the
+   identity registry (duplicates, conflicts, hold / release, merges), and creates the
+   deliveries — group-committed and fsync'd;
+3. only then is the ACK built and returned.
+
+If the pipeline itself fails on a bug, the raw bytes are still stored (status
+``rejected``, reason ``INTERNAL_ERROR``) and the sender gets AE: nothing is lost and
+nothing is acknowledged as accepted without being kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from gateway.core.ack import build_ack, build_ack_unreadable
+from gateway.core.charset import encode_for
+from gateway.core.identity.traits import strict_traits_differ
+from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
+from gateway.journal.tx import Tx
+from gateway.model import Finding, PatientIdentity
+from gateway.ports import Clock
+from gateway.settings import Settings
+
+__all__ = ["Intake", "IntakeResult", "Router", "patient_from_traits", "traits_of"]
+
+log = structlog.get_logger(__name__)
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Router:
+    """Which destinations get documents. ADT is never forwarded."""
+
+    document_destinations: tuple[str, ...]
+
+    def for_analysis(self, an: Analysis) -> tuple[str, ...]:
+        if an.kind in ("document", "cda") and an.dmp_bound:
+            return self.document_destinations
+        return ()
+
+
+@dataclass
+class IntakeResult:
+    exchange_id: str
+    status: str
+    ack_code: str
+    analysis: Analysis
+    ack: bytes = b""
+    duplicate_of: str | None = None
+    released: list[str] = field(default_factory=list)
+
+
+def traits_of(p: PatientIdentity) -> dict[str, Any]:
+    return {
+        "birth_family": p.birth_family,
+        "birth_given_list": p.birth_given_list,
+        "first_given": p.first_given,
+        "gender": p.gender,
+        "birth_date": p.birth_date,
+        "birthplace_cog": p.birthplace_cog,
+    }
+
+
+def patient_from_traits(traits: dict[str, Any]) -> PatientIdentity:
+    return PatientIdentity(**{k: traits.get(k) for k in traits_of(PatientIdentity())})
+
+
+class Intake:
+    """Turns inbound bytes into journal rows and an acknowledgement."""
+
+    def __init__(
+        self,
+        journal: Any,
+        settings: Settings,
+        clock: Clock,
+        router: Router,
+        *,
+        on_result: Callable[[IntakeResult, str], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.settings = settings
+        self.clock = clock
+        self.router = router
+        self.on_result = on_result
+        self.options = pipeline_options(settings)
+
+    # -- entry points ----------------------------------------------------------------
+    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> IntakeResult:
+        started = time.perf_counter()
+        now = self.clock.now()
+        exchange_id = self.clock.new_id()
+        try:
+            an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+        except Exception as exc:  # a bug must not lose the message: keep it and say so
+            log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
+            an = Analysis(kind="unreadable", ack_code="AE")
+            an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this message", None))
+        result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now))
+        result.ack = self._ack(result, raw, now)
+        self._log(result, started)
+        return result
+
+    async def handle_cda(self, data: bytes, flags: dict[str, bool], *, peer: str | None) -> IntakeResult:
+        started = time.perf_counter()
+        now = self.clock.now()
+        exchange_id = self.clock.new_id()
+        try:
+            an = analyse_cda(data, flags, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+        except Exception as exc:
+            log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
+            an = Analysis(kind="cda", ack_code="AE")
+            an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
+        result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now))
+        self._log(result, started)
+        return result
+
+    async def handle_oversize(self, size: int, *, peer: str | None, listener: str) -> bytes:
+        """A frame above the size limit: record the refusal (without the bytes) and answer AR."""
+        now = self.clock.now()
+        exchange_id = self.clock.new_id()
+        reason = Finding(
+            "MESSAGE_TOO_LARGE",
+            f"message exceeds {self.settings.mllp.max_message_bytes} bytes (received at least {size})",
+            "MSH",
+        )
+
+        def op(tx: Tx) -> None:
+            at = iso(now)
+            tx.insert_exchange(
+                dict(
+                    id=exchange_id, received_at=at, listener=listener, peer=peer, raw=b"",
+                    sha256=hashlib.sha256(b"").hexdigest(), size=size, status="rejected",
+                    reason_code=reason.code, reason=reason.message, ack_code="AR",
+                    findings={"errors": [reason.as_dict()], "warnings": []},
+                )
+            )
+            tx.add_event(exchange_id, at, "received", {"size": size})
+            tx.add_event(exchange_id, at, "rejected", {"code": reason.code})
+
+        await self.journal.write(op)
+        log.warning("mllp.oversize", exchange_id=exchange_id, size=size)
+        return build_ack_unreadable(b"", now=now, control_id=self.clock.new_id()[:20], reason=reason).encode("utf-8")
+
+    async def replay(self, exchange_id: str, *, actor: str) -> IntakeResult:
+        """Run the pipeline again from the stored raw bytes; a new exchange records the outcome.
+
+        Delivery stays idempotent: a document already delivered is found at the destination
+        by its uniqueId before anything is sent again.
+        """
+        bodies = await self.journal.read(lambda tx: tx.exchange_bodies(exchange_id))
+        if bodies is None or bodies.get("raw") is None:
+            raise KeyError(exchange_id)
+        raw = bytes(bodies["raw"])
+        if bodies["listener"] == "http-cda":
+            result = await self.handle_cda(raw, {"DESTDMP": True}, peer=f"replay:{exchange_id}")
+        else:
+            result = await self._replay_hl7(raw, exchange_id)
+        now = iso(self.clock.now())
+        await self.journal.write(
+            lambda tx: (
+                tx.add_event(exchange_id, now, "replayed", {"new_exchange": result.exchange_id, "by": actor}),
+                tx.add_event(result.exchange_id, now, "replay-of", {"exchange": exchange_id, "by": actor}),
+                tx.append_audit(at=now, actor=actor, action="replay", target=exchange_id,
+                                detail={"new_exchange": result.exchange_id}),
+            )
+        )
+        return result
+
+    async def _replay_hl7(self, raw: bytes, original_id: str) -> IntakeResult:
+        now = self.clock.now()
+        exchange_id = self.clock.new_id()
+        an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+        return await self.journal.write(
+            lambda tx: self._ingest(tx, exchange_id, raw, an, f"replay:{original_id}", "replay", now, dedup=False)
+        )
+
+    # -- the journal transaction -------------------------------------------------------
+    def _ingest(
+        self, tx: Tx, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
+        now: datetime, *, dedup: bool = True,
+    ) -> IntakeResult:
+        at = iso(now)
+        sha = hashlib.sha256(raw).hexdigest()
+        s = an.summary
+        base = dict(
+            id=exchange_id, received_at=at, listener=listener, peer=peer, raw=raw, sha256=sha, size=len(raw),
+            sender_app=s.get("sender_app"), sender_facility=s.get("sender_facility"),
+            control_id=s.get("control_id"), message_type=s.get("message_type"), version=s.get("version"),
+            charset=s.get("charset"),
+        )
+        if dedup and listener != "http-cda" and s.get("control_id"):
+            original = tx.find_duplicate(s.get("sender_app") or "", s.get("sender_facility") or "", s["control_id"], sha)
+            if original is not None:
+                prev = tx.get_exchange(original)
+                ack_code = (prev or {}).get("ack_code") or "AA"
+                tx.insert_exchange({**base, "status": "duplicate", "duplicate_of": original, "ack_code": ack_code})
+                tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw)})
+                tx.add_event(exchange_id, at, "duplicate", {"of": original})
+                return IntakeResult(exchange_id, "duplicate", ack_code, an, duplicate_of=original)
+
+        first_doc = an.documents[0] if an.documents else None
+        ident = an.identity
+        rec = {
+            **base,
+            "status": "received",
+            "ack_code": an.ack_code,
+            "findings": an.findings_json(),
+            "patient_ins": ident.ins,
+            "patient_ipp": ident.ipp_key,
+            "document_id": first_doc.unique_id if first_doc else None,
+            "dmp_bound": int(an.dmp_bound),
+            "ack_reception": int(an.ack_reception),
+            "fhir": first_doc.fhir if first_doc else None,
+            "xds": first_doc.xds if first_doc else None,
+        }
+        tx.insert_exchange(rec)
+        tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw), "sha256": sha})
+        result = IntakeResult(exchange_id, "received", an.ack_code, an)
+        if an.ack_code != "AA":
+            reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
+            tx.update_exchange(exchange_id, at, status="rejected", reason_code=reason.code, reason=reason.message)
+            tx.add_event(exchange_id, at, "rejected", {"errors": [f.as_dict() for f in an.errors]})
+            result.status = "rejected"
+            return result
+        tx.add_event(exchange_id, at, "parsed", {"kind": an.kind, "warnings": len(an.warnings)})
+
+        if an.kind == "adt":
+            result.status = "accepted"
+            tx.update_exchange(exchange_id, at, status="accepted")
+            result.released = self._apply_adt(tx, exchange_id, an, at)
+            return result
+
+        for doc in an.documents:
+            tx.insert_document(exchange_id, doc.index, doc.unique_id, doc.action, doc.cda, doc.xds, doc.fhir)
+        tx.add_event(exchange_id, at, "normalised", {"documents": [d.unique_id for d in an.documents]})
+        destinations = self.router.for_analysis(an)
+        if not destinations:
+            tx.update_exchange(exchange_id, at, status="accepted")
+            result.status = "accepted"
+            return result
+
+        hold = self._gate(tx, an, at)
+        tx.add_event(
+            exchange_id, at, "identity",
+            {"qualified": ident.qualified, "hold": hold.code if hold else None},
+        )
+        patient_key = ident.ipp_key or ident.ins or exchange_id
+        for doc in an.documents:
+            for dest in destinations:
+                tx.insert_delivery(
+                    dict(
+                        id=self.clock.new_id(), exchange_id=exchange_id, destination=dest, kind="document",
+                        status="waiting" if hold else "queued", next_attempt_at=at, patient_key=patient_key,
+                        unique_id=doc.unique_id, doc_index=doc.index, action=doc.action, created_at=at,
+                    )
+                )
+        if hold:
+            tx.update_exchange(
+                exchange_id, at, status="held", reason_code=hold.code, reason=hold.message, held_since=at
+            )
+            tx.add_event(exchange_id, at, "held", hold.as_dict())
+            result.status = "held"
+        else:
+            tx.update_exchange(exchange_id, at, status="queued")
+            tx.add_event(exchange_id, at, "queued", {"destinations": list(destinations)})
+            result.status = "queued"
+        self._remember_identity(tx, an, at)
+        return result
+
+    # -- identity gate and registry ------------------------------------------------------
+    def _gate(self, tx: Tx, an: Analysis, at: str) -> Finding | None:
+        """Why this DMP-bound document must wait, or None when it may go now."""
+        ident = an.identity
+        patient = an.patient or PatientIdentity()
+        if ident.ipp_key:
+            known = tx.get_identity(ident.ipp_key)
+            if known and known.get("ins") and ident.ins and known["ins"] != ident.ins:
+                return Finding("INS_CONFLICT", "this IPP is known with a different INS", "PID-3")
+        if ident.ins:
+            for known in tx.identities_with_ins(ident.ins):
+                differing = strict_traits_differ(patient, patient_from_traits(known["traits"]))
+                if differing:
+                    return Finding(
+                        "INS_TRAITS_MISMATCH",
+                        f"strict traits differ from the identity registry: {', '.join(differing)}",
+                        "PID-5",
+                    )
+        if ident.reason is None:
+            return None
+        if ident.reason.code == "INS_NOT_QUALIFIED" and ident.ins_valid and self._registry_qualified(tx, an):
+            return None
+        return ident.reason
+
+    def _registry_qualified(self, tx: Tx, an: Analysis) -> bool:
+        ident = an.identity
+        rows = [tx.get_identity(ident.ipp_key)] if ident.ipp_key else []
+        rows += tx.identities_with_ins(ident.ins) if ident.ins else []
+        return any(r and r.get("qualified") and r.get("ins") == ident.ins for r in rows)
+
+    def _remember_identity(self, tx: Tx, an: Analysis, at: str) -> None:
+        """Documents feed the registry too, but never downgrade what an ADT established."""
+        ident = an.identity
+        if not ident.ipp_key or an.patient is None:
+            return
+        known = tx.get_identity(ident.ipp_key)
+        if known is not None:
+            return
+        tx.upsert_identity(
+            dict(
+                ipp_key=ident.ipp_key, ins=ident.ins, ins_oid=ident.ins_oid, traits=traits_of(an.patient),
+                status="~".join(an.patient.status), qualified=int(ident.qualified), updated_at=at,
+            )
+        )
+
+    def _apply_adt(self, tx: Tx, exchange_id: str, an: Analysis, at: str) -> list[str]:
+        event = an.adt
+        assert event is not None and an.patient is not None
+        ident = an.identity
+        key = ident.ipp_key or (f"ins:{ident.ins}" if ident.ins else None)
+        released: list[str] = []
+        if key is None:
+            tx.add_event(exchange_id, at, "identity", {"registry": "no IPP nor INS: nothing to record"})
+            return released
+        trigger = event.trigger
+        if trigger == "A40":
+            for old in event.merged_ids:
+                old_key = ipp_key(old)
+                if not old_key or old_key == key:
+                    continue
+                tx.conn.execute(
+                    "UPDATE identities SET merged_into = ?, updated_at = ? WHERE ipp_key = ?", (key, at, old_key)
+                )
+                moved = tx.exchanges_for_patient(ins=None, ipp=old_key, statuses=("held", "queued", "received"))
+                for ex in moved:
+                    tx.update_exchange(ex["id"], at, patient_ipp=key)
+                    tx.add_event(ex["id"], at, "re-keyed", {"from": old_key, "to": key, "by": exchange_id})
+                tx.conn.execute(
+                    "UPDATE deliveries SET patient_key = ?, updated_at = ? WHERE patient_key = ? "
+                    "AND status IN ('waiting', 'queued', 'failed', 'in_flight')",
+                    (key, at, old_key),
+                )
+        removed_ins = event.removed_ins.value if trigger == "A47" and event.removed_ins is not None else None
+        qualified = ident.qualified and trigger != "A47"
+        tx.upsert_identity(
+            dict(
+                ipp_key=key, ins=ident.ins if ident.ins_valid or ident.ins else None, ins_oid=ident.ins_oid,
+                traits=traits_of(an.patient), status="~".join(an.patient.status), qualified=int(qualified),
+                merged_into=None, updated_at=at,
+            )
+        )
+        tx.add_event(exchange_id, at, "identity", {"registry": "updated", "qualified": qualified, "trigger": trigger})
+        if trigger == "A47" or (trigger != "A40" and not qualified and removed_ins):
+            self._rehold(tx, exchange_id, removed_ins or ident.ins, key, at)
+        if qualified and trigger in ("A01", "A04", "A05", "A08", "A28", "A31", "A40"):
+            released = self._release(tx, exchange_id, an, key, at)
+        return released
+
+    def _release(self, tx: Tx, by_exchange: str, an: Analysis, key: str, at: str) -> list[str]:
+        ident = an.identity
+        released: list[str] = []
+        candidates = tx.exchanges_for_patient(ins=ident.ins, ipp=key, statuses=("held",))
+        for ex in candidates:
+            if ex["reason_code"] not in ("INS_NOT_QUALIFIED",) or ex["patient_ins"] != ident.ins:
+                continue  # conflicts and broken INS need an operator
+            tx.conn.execute(
+                "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
+                "WHERE exchange_id = ? AND status = 'waiting'",
+                (at, at, ex["id"]),
+            )
+            tx.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
+            tx.add_event(ex["id"], at, "released", {"by": by_exchange, "cause": "identity qualified by ADT"})
+            released.append(ex["id"])
+        return released
+
+    def _rehold(self, tx: Tx, by_exchange: str, ins: str | None, key: str, at: str) -> None:
+        rows = tx.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",))
+        for ex in rows:
+            cur = tx.conn.execute(
+                "UPDATE deliveries SET status = 'waiting', updated_at = ? WHERE exchange_id = ? "
+                "AND kind = 'document' AND status IN ('queued', 'failed')",
+                (at, ex["id"]),
+            )
+            if cur.rowcount:
+                reason = "INS removed or downgraded by ADT^A47"
+                tx.update_exchange(
+                    ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=reason, held_since=at
+                )
+                tx.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": reason, "by": by_exchange})
+
+    # -- ACK -------------------------------------------------------------------------------------
+    def _ack(self, result: IntakeResult, raw: bytes, now: datetime) -> bytes:
+        an = result.analysis
+        g = self.settings.gateway
+        control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
+        if an.message is None:
+            reason = an.errors[0] if an.errors else Finding("MSH_UNREADABLE", "MSH could not be read", "MSH")
+            return build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason).encode("utf-8")
+        text = None
+        if result.status == "held":
+            text = "stored; held by the identity gate"
+        elif result.status == "duplicate":
+            text = "duplicate of an already stored message"
+        ack = build_ack(
+            an.message, result.ack_code, errors=an.errors, now=now, control_id=control_id,
+            app=g.application, facility=g.facility, text=text,
+        )
+        return encode_for(an.charset or "", ack, self.options.default_charset)
+
+    def _log(self, result: IntakeResult, started: float) -> None:
+        an = result.analysis
+        elapsed = time.perf_counter() - started
+        log.info(
+            "intake.stored",
+            exchange_id=result.exchange_id,
+            control_id=an.summary.get("control_id"),
+            message_type=an.summary.get("message_type"),
+            status=result.status,
+            ack=result.ack_code,
+            errors=[f.code for f in an.errors],
+            ms=round(elapsed * 1000, 2),
+        )
+        if self.on_result is not None:
+            self.on_result(result, an.kind)
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    from pathlib import Path
+
+    return PipelineOptions(
+        default_charset=settings.pipeline.default_charset,
+        allow_test_ins=settings.identity.allow_test_ins,
+        convention=settings.identity.convention,
+        cda_xsd=Path(settings.pipeline.cda_xsd) if settings.pipeline.cda_xsd else None,
+        source_id=settings.gateway.source_id,
+        max_cda_bytes=settings.pipeline.max_cda_bytes,
+    )
+
+
+def hold_deadline(held_since: str, hours: float) -> str:
+    return iso(datetime.fromisoformat(held_since) + timedelta(hours=hours))

@@ -1,0 +1,205 @@
+"""SQLite journal: one writer thread with group commit, reader connections per thread.
+
+Why a writer thread: SQLite allows one writer at a time, and an ``fsync`` costs far
+more than the SQL around it. Callers hand a function to :meth:`SqliteJournal.write`;
+the writer runs every function queued at that moment inside **one** transaction and
+commits once (WAL, ``synchronous=FULL``: the commit is on disk when it returns), then
+resolves all their futures. Concurrent senders therefore share one fsync, and an ACK
+sent after ``await journal.write(...)`` means the bytes are durable. The event loop
+never waits on SQLite: writes go to the thread, reads run in ``asyncio.to_thread``.
+
+A function that raises is rolled back alone (a SAVEPOINT per function), so one bad
+exchange never loses another's commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from gateway.errors import JournalError
+from gateway.journal.tx import Tx
+
+__all__ = ["SqliteJournal", "open_journal"]
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+_SCHEMA = resources.files("gateway.journal.sql").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, timeout=30)
+    else:
+        conn = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=30000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsync'd at every commit, so a committed exchange survives a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class SqliteJournal:
+    """The embedded journal. ``write`` is durable on return; ``read`` sees committed data."""
+
+    def __init__(self, path: str | Path, *, group_commit_ms: float = 2.0, readonly: bool = False) -> None:
+        self.path = str(path)
+        self.readonly = readonly
+        self._group_wait = max(group_commit_ms, 0.0) / 1000.0
+        self._queue: queue.Queue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._local = threading.local()
+        self._closed = False
+        self.commits = 0  # number of fsync'd commits (for tests and metrics)
+        self.writes = 0
+
+    # -- lifecycle --------------------------------------------------------------
+    def open(self) -> SqliteJournal:
+        if not self.readonly:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path)
+            conn.executescript(_SCHEMA)
+            conn.close()
+            self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
+            self._thread.start()
+        elif not Path(self.path).exists():
+            raise JournalError(f"no journal at {self.path}", code="JOURNAL_MISSING")
+        return self
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+
+    def close_sync(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+
+    # -- writes -----------------------------------------------------------------
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in the writer thread inside a transaction; return once it is fsync'd."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def submit(self, fn: Callable[[Tx], T]) -> Future[T]:
+        if self._closed or self._thread is None:
+            raise JournalError("journal is closed or read-only", code="JOURNAL_CLOSED")
+        fut: Future[T] = Future()
+        self._queue.put((fn, fut))
+        return fut
+
+    def write_sync(self, fn: Callable[[Tx], T]) -> T:
+        """Blocking variant for command-line tools that own the journal."""
+        return self.submit(fn).result()
+
+    def _writer(self) -> None:
+        conn = _connect(self.path)
+        tx = Tx(conn)
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            # Group commit: give concurrent writers a moment to join this fsync.
+            if self._group_wait:
+                with contextlib.suppress(queue.Empty):
+                    nxt = self._queue.get(timeout=self._group_wait)
+                    if nxt is None:
+                        stop = True
+                    else:
+                        batch.append(nxt)
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._run_batch(conn, tx, batch)
+        conn.close()
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, tx: Tx, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]
+    ) -> None:
+        results: list[tuple[Future[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = fn(tx)
+                except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((fut, False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((fut, True, value))
+            conn.execute("COMMIT")
+            self.commits += 1
+            self.writes += len(batch)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            log.error("journal.commit_failed", error=type(exc).__name__)
+            err = JournalError(f"journal commit failed: {exc}", code="JOURNAL_COMMIT")
+            for _fn, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    # -- reads ------------------------------------------------------------------
+    def _reader(self) -> Tx:
+        tx = getattr(self._local, "tx", None)
+        if tx is None:
+            tx = Tx(_connect(self.path, readonly=True))
+            self._local.tx = tx
+        return tx
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.to_thread(self.read_sync, fn)
+
+    def read_sync(self, fn: Callable[[Tx], T]) -> T:
+        tx = self._reader()
+        tx.conn.execute("BEGIN")
+        try:
+            return fn(tx)
+        finally:
+            tx.conn.execute("COMMIT")
+
+
+def open_journal(url: str, *, group_commit_ms: float = 2.0, readonly: bool = False) -> SqliteJournal:
+    """Open the journal named by ``url`` (``sqlite:///path``). PostgreSQL is not built yet."""
+    if url.startswith("sqlite:///"):
+        return SqliteJournal(url[len("sqlite:///") :], group_commit_ms=group_commit_ms, readonly=readonly).open()
+    if url.startswith(("postgresql://", "postgres://")):
+        raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+    raise JournalError(f"unsupported journal url {url!r}", code="JOURNAL_BACKEND")

@@ -1,0 +1,405 @@
+"""The journal's transaction object: every read and write the gateway makes, as plain SQL.
+
+A ``Tx`` wraps one connection. Writes only ever run inside the journal's writer
+thread (see ``sqlite.py``), reads on a read-only connection. Rows come back as
+dicts. Times are ISO 8601 UTC strings, which sort like the instants they name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES"]
+
+EXCHANGE_SUMMARY_COLUMNS = (
+    "id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id, "
+    "message_type, version, charset, status, reason_code, reason, ack_code, duplicate_of, document_id, "
+    "dmp_bound, ack_reception, held_since, pruned_at, updated_at"
+)
+OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
+GENESIS_HASH = "0" * 64
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
+
+
+class Tx:
+    """Named operations on the journal tables."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # -- generic ------------------------------------------------------------------
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
+        return _row(self.conn.execute(sql, args).fetchone())
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(sql, args).fetchall()]
+
+    def _next_seq(self, table: str) -> int:
+        row = self.conn.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}").fetchone()  # noqa: S608
+        return int(row[0])
+
+    # -- exchanges ------------------------------------------------------------------
+    def insert_exchange(self, rec: dict[str, Any]) -> None:
+        rec = dict(rec)
+        rec.setdefault("seq", self._next_seq("exchanges"))
+        rec.setdefault("updated_at", rec["received_at"])
+        for key in ("findings", "fhir", "xds"):
+            if key in rec and rec[key] is not None and not isinstance(rec[key], str):
+                rec[key] = json.dumps(rec[key], ensure_ascii=False)
+        cols = ", ".join(rec)
+        marks = ", ".join("?" for _ in rec)
+        self.conn.execute(f"INSERT INTO exchanges ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
+
+    def update_exchange(self, exchange_id: str, at: str, **fields: Any) -> None:
+        for key in ("findings", "fhir", "xds"):
+            if key in fields and fields[key] is not None and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key], ensure_ascii=False)
+        fields["updated_at"] = at
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.conn.execute(
+            f"UPDATE exchanges SET {sets} WHERE id = ?",  # noqa: S608
+            [*fields.values(), exchange_id],
+        )
+
+    def find_duplicate(self, sender_app: str, sender_facility: str, control_id: str, sha256: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT id FROM exchanges WHERE sender_app = ? AND sender_facility = ? AND control_id = ? "
+            "AND sha256 = ? AND status != 'duplicate' ORDER BY seq LIMIT 1",
+            (sender_app, sender_facility, control_id, sha256),
+        ).fetchone()
+        return row[0] if row else None
+
+    def get_exchange(self, exchange_id: str, *, bodies: bool = False) -> dict[str, Any] | None:
+        cols = "*" if bodies else EXCHANGE_SUMMARY_COLUMNS + ", findings, fhir, xds, patient_ins, patient_ipp"
+        row = self._one(f"SELECT {cols} FROM exchanges WHERE id = ?", (exchange_id,))  # noqa: S608
+        if row is None:
+            # let operators use a unique prefix of the id
+            rows = self._all(
+                f"SELECT {cols} FROM exchanges WHERE id LIKE ? LIMIT 2",  # noqa: S608
+                (exchange_id + "%",),
+            )
+            row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            return None
+        for key in ("findings", "fhir", "xds"):
+            if row.get(key):
+                row[key] = json.loads(row[key])
+        return row
+
+    def list_exchanges(
+        self,
+        *,
+        status: str | None = None,
+        message_type: str | None = None,
+        sender: str | None = None,
+        control_id: str | None = None,
+        q: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if message_type:
+            where.append("message_type LIKE ?")
+            args.append(message_type.replace("*", "%") + ("%" if "^" not in message_type else ""))
+        if sender:
+            where.append("(sender_app = ? OR sender_facility = ? OR sender_app || '|' || sender_facility = ?)")
+            args += [sender, sender, sender]
+        if control_id:
+            where.append("control_id = ?")
+            args.append(control_id)
+        if q:
+            where.append("(control_id = ? OR id LIKE ? OR document_id = ?)")
+            args += [q, q + "%", q]
+        if since:
+            where.append("received_at >= ?")
+            args.append(since)
+        if until:
+            where.append("received_at < ?")
+            args.append(until)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return self._all(
+            f"SELECT {EXCHANGE_SUMMARY_COLUMNS} FROM exchanges {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
+            [*args, limit, offset],
+        )
+
+    def count_exchanges_by_status(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in self._all("SELECT status, COUNT(*) AS n FROM exchanges GROUP BY status")}
+
+    def exchanges_for_patient(
+        self, *, ins: str | None, ipp: str | None, statuses: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        statuses = list(statuses)
+        marks = ", ".join("?" for _ in statuses)
+        keys: list[str] = []
+        args: list[Any] = list(statuses)
+        if ins:
+            keys.append("patient_ins = ?")
+            args.append(ins)
+        if ipp:
+            keys.append("patient_ipp = ?")
+            args.append(ipp)
+        if not keys:
+            return []
+        return self._all(
+            f"SELECT id, status, reason_code, patient_ins, patient_ipp, held_since, dmp_bound FROM exchanges "  # noqa: S608
+            f"WHERE status IN ({marks}) AND ({' OR '.join(keys)}) ORDER BY seq",
+            args,
+        )
+
+    def held_exchanges(self) -> list[dict[str, Any]]:
+        return self._all(
+            "SELECT id, control_id, message_type, reason_code, reason, held_since, patient_ins, patient_ipp "
+            "FROM exchanges WHERE status = 'held' ORDER BY seq"
+        )
+
+    def exchanges_with_status(self, status: str) -> list[dict[str, Any]]:
+        return self._all("SELECT id FROM exchanges WHERE status = ? ORDER BY seq", (status,))
+
+    def exchange_bodies(self, exchange_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT raw, document, fhir, xds, listener FROM exchanges WHERE id = ?", (exchange_id,))
+        if row is None:
+            return None
+        for key in ("fhir", "xds"):
+            if row.get(key):
+                row[key] = json.loads(row[key])
+        return row
+
+    # -- documents -------------------------------------------------------------------------
+    def insert_document(self, exchange_id: str, idx: int, unique_id: str, action: str, cda: bytes,
+                        xds: dict[str, Any], fhir: dict[str, Any]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO documents (exchange_id, idx, unique_id, action, cda, xds, fhir) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (exchange_id, idx, unique_id, action, cda, json.dumps(xds, ensure_ascii=False),
+             json.dumps(fhir, ensure_ascii=False)),
+        )
+
+    def get_document(self, exchange_id: str, idx: int) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM documents WHERE exchange_id = ? AND idx = ?", (exchange_id, idx))
+        if row:
+            for key in ("xds", "fhir"):
+                row[key] = json.loads(row[key]) if row.get(key) else None
+        return row
+
+    def documents_for(self, exchange_id: str) -> list[dict[str, Any]]:
+        return self._all(
+            "SELECT exchange_id, idx, unique_id, action FROM documents WHERE exchange_id = ? ORDER BY idx",
+            (exchange_id,),
+        )
+
+    # -- events -------------------------------------------------------------------------
+    def add_event(self, exchange_id: str, at: str, stage: str, detail: dict[str, Any] | None = None) -> None:
+        self.conn.execute(
+            "INSERT INTO events (exchange_id, at, stage, detail) VALUES (?, ?, ?, ?)",
+            (exchange_id, at, stage, json.dumps(detail or {}, ensure_ascii=False)),
+        )
+
+    def events(self, exchange_id: str) -> list[dict[str, Any]]:
+        rows = self._all("SELECT at, stage, detail FROM events WHERE exchange_id = ? ORDER BY id", (exchange_id,))
+        for r in rows:
+            r["detail"] = json.loads(r["detail"] or "{}")
+        return rows
+
+    # -- deliveries ------------------------------------------------------------------------
+    def insert_delivery(self, rec: dict[str, Any]) -> None:
+        rec = dict(rec)
+        rec.setdefault("seq", self._next_seq("deliveries"))
+        rec.setdefault("updated_at", rec["created_at"])
+        cols = ", ".join(rec)
+        marks = ", ".join("?" for _ in rec)
+        self.conn.execute(f"INSERT INTO deliveries ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
+
+    def claim_due(self, *, now: str, worker: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
+        """Claim due deliveries, oldest first, at most one in flight per (destination, patient).
+
+        Per-patient ordering: a delivery is due only when no earlier delivery of the same
+        patient to the same destination is still open, so a replacement or a deletion
+        never overtakes the submission it refers to. PostgreSQL does the same with
+        ``FOR UPDATE SKIP LOCKED``; here the single writer thread serialises claims.
+        """
+        rows = self._all(
+            "SELECT d.id FROM deliveries d "
+            "WHERE d.status IN ('queued', 'failed') AND d.next_attempt_at <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination "
+            "  AND e.patient_key = d.patient_key AND e.seq < d.seq "
+            "  AND e.status IN ('waiting', 'queued', 'in_flight', 'failed')) "
+            "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
+            (now, limit),
+        )
+        claimed: list[dict[str, Any]] = []
+        for r in rows:
+            self.conn.execute(
+                "UPDATE deliveries SET status = 'in_flight', claimed_by = ?, lease_until = ?, "
+                "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (worker, lease_until, now, r["id"]),
+            )
+            row = self._one("SELECT * FROM deliveries WHERE id = ?", (r["id"],))
+            assert row is not None
+            claimed.append(row)
+        return claimed
+
+    def recover_in_flight(self, *, now: str, expired_only: bool = False) -> int:
+        """Put in-flight deliveries back in the queue (after a crash or an expired lease).
+
+        Their outcome is unknown, so the next attempt asks the destination first.
+        """
+        cond = "status = 'in_flight'" + (" AND lease_until < ?" if expired_only else "")
+        args: list[Any] = [now, now] + ([now] if expired_only else [])
+        cur = self.conn.execute(
+            f"UPDATE deliveries SET status = 'failed', next_attempt_at = ?, updated_at = ?, "  # noqa: S608
+            f"last_error = 'outcome unknown: interrupted in flight' WHERE {cond}",
+            args,
+        )
+        return cur.rowcount
+
+    def update_delivery(self, delivery_id: str, at: str, **fields: Any) -> None:
+        fields["updated_at"] = at
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.conn.execute(f"UPDATE deliveries SET {sets} WHERE id = ?", [*fields.values(), delivery_id])  # noqa: S608
+
+    def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def deliveries_for(self, exchange_id: str) -> list[dict[str, Any]]:
+        return self._all(
+            "SELECT id, exchange_id, destination, kind, status, attempts, next_attempt_at, last_error, "
+            "unique_id, created_at, updated_at FROM deliveries WHERE exchange_id = ? ORDER BY seq",
+            (exchange_id,),
+        )
+
+    def open_deliveries_for_exchanges(self, exchange_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not exchange_ids:
+            return []
+        marks = ", ".join("?" for _ in exchange_ids)
+        return self._all(
+            f"SELECT * FROM deliveries WHERE exchange_id IN ({marks}) "  # noqa: S608
+            "AND status IN ('waiting', 'queued', 'failed')",
+            list(exchange_ids),
+        )
+
+    def queue_depth(self) -> dict[str, int]:
+        return {
+            r["destination"]: r["n"]
+            for r in self._all(
+                "SELECT destination, COUNT(*) AS n FROM deliveries "
+                "WHERE status IN ('queued', 'in_flight', 'failed') GROUP BY destination"
+            )
+        }
+
+    def delivery_counts(self) -> list[dict[str, Any]]:
+        return self._all("SELECT destination, status, COUNT(*) AS n FROM deliveries GROUP BY destination, status")
+
+    def insert_attempt(self, rec: dict[str, Any]) -> int:
+        cols = ", ".join(rec)
+        marks = ", ".join("?" for _ in rec)
+        cur = self.conn.execute(f"INSERT INTO attempts ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
+        return int(cur.lastrowid or 0)
+
+    def attempts_for(self, delivery_id: str, *, bodies: bool = False) -> list[dict[str, Any]]:
+        cols = "*" if bodies else "id, delivery_id, number, started_at, finished_at, outcome, error, duration"
+        return self._all(
+            f"SELECT {cols} FROM attempts WHERE delivery_id = ? ORDER BY id",  # noqa: S608
+            (delivery_id,),
+        )
+
+    # -- identities --------------------------------------------------------------------------
+    def get_identity(self, ipp_key: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM identities WHERE ipp_key = ?", (ipp_key,))
+        if row and row.get("traits"):
+            row["traits"] = json.loads(row["traits"])
+        return row
+
+    def identities_with_ins(self, ins: str) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM identities WHERE ins = ? AND merged_into IS NULL", (ins,))
+        for r in rows:
+            r["traits"] = json.loads(r["traits"] or "{}")
+        return rows
+
+    def upsert_identity(self, rec: dict[str, Any]) -> None:
+        rec = dict(rec)
+        if not isinstance(rec.get("traits"), str):
+            rec["traits"] = json.dumps(rec.get("traits") or {}, ensure_ascii=False)
+        cols = ", ".join(rec)
+        marks = ", ".join("?" for _ in rec)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in rec if k != "ipp_key")
+        self.conn.execute(
+            f"INSERT INTO identities ({cols}) VALUES ({marks}) ON CONFLICT(ipp_key) DO UPDATE SET {updates}",  # noqa: S608
+            list(rec.values()),
+        )
+
+    def list_identities(self) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM identities ORDER BY updated_at DESC")
+        for r in rows:
+            r["traits"] = json.loads(r["traits"] or "{}")
+        return rows
+
+    # -- audit ----------------------------------------------------------------------------------
+    @staticmethod
+    def audit_hash(prev_hash: str, at: str, actor: str, action: str, target: str | None, detail: str) -> str:
+        material = json.dumps([prev_hash, at, actor, action, target, detail], ensure_ascii=False)
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    def append_audit(self, *, at: str, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> str:
+        row = self.conn.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS_HASH
+        detail_text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
+        digest = self.audit_hash(prev, at, actor, action, target, detail_text)
+        self.conn.execute(
+            "INSERT INTO audit (at, actor, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, actor, action, target, detail_text, prev, digest),
+        )
+        return digest
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        return self._all("SELECT * FROM audit ORDER BY seq")
+
+    # -- retention ---------------------------------------------------------------------------------
+    def prune_bodies(self, *, before: str, at: str) -> int:
+        """Drop raw bytes and documents of delivered/rejected/duplicate exchanges received before ``before``."""
+        ids = [
+            r["id"]
+            for r in self._all(
+                "SELECT id FROM exchanges WHERE received_at < ? AND pruned_at IS NULL "
+                "AND status IN ('delivered', 'accepted', 'rejected', 'duplicate')",
+                (before,),
+            )
+        ]
+        for exchange_id in ids:
+            self.conn.execute(
+                "UPDATE exchanges SET raw = NULL, document = NULL, fhir = NULL, xds = NULL, pruned_at = ?, "
+                "updated_at = ? WHERE id = ?",
+                (at, at, exchange_id),
+            )
+            self.conn.execute(
+                "UPDATE attempts SET request = NULL, response = NULL WHERE delivery_id IN "
+                "(SELECT id FROM deliveries WHERE exchange_id = ?)",
+                (exchange_id,),
+            )
+            self.conn.execute("UPDATE deliveries SET payload = NULL WHERE exchange_id = ?", (exchange_id,))
+            self.conn.execute(
+                "UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id = ?", (exchange_id,)
+            )
+        return len(ids)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

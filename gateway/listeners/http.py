@@ -1,0 +1,175 @@
+"""HTTP listener: health, metrics and the two ingest routes (CDA and raw HL7 v2).
+
+Errors are RFC 9457 problem documents (``application/problem+json``), never a stack
+trace. The operations API and the dashboard (``gateway.web``) mount on the same app.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from gateway.service import Service
+
+__all__ = ["build_app", "problem", "SERVICE_KEY"]
+
+log = structlog.get_logger(__name__)
+SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+
+_FLAG_NAMES = (
+    "MASQUE_PS",
+    "INVISIBLE_PATIENT",
+    "INVISIBLE_REP_LEGAUX",
+    "CONNEXION_SECRETE",
+    "MODIF_CONF_CODE",
+    "DESTDMP",
+    "DESTMSSANTEPS",
+    "DESTMSSANTEPAT",
+    "ACK_RECEPTION",
+)
+
+
+def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> web.Response:
+    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(
+        status=status, text=json.dumps(body, ensure_ascii=False), content_type="application/problem+json"
+    )
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/problem+json":
+            raise
+        return problem(exc.status, exc.reason, exc.text or exc.reason)
+    except Exception as exc:  # never a stack trace to the client
+        log.exception("http.error", path=request.path, error=type(exc).__name__)
+        return problem(500, "Internal Server Error", "the gateway could not process this request")
+
+
+def _flags(request: web.Request) -> tuple[dict[str, bool], str | None]:
+    flags: dict[str, bool] = {}
+    for name in _FLAG_NAMES:
+        value = request.query.get(name) or request.query.get(name.lower())
+        if value is None:
+            continue
+        v = value.strip().upper()
+        if v not in ("Y", "N", "TRUE", "FALSE", "1", "0"):
+            return flags, name
+        flags[name] = v in ("Y", "TRUE", "1")
+    flags.setdefault("DESTDMP", True)
+    return flags, None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
+    if request.content_length is not None and request.content_length > limit:
+        return problem(413, "Payload Too Large", f"the body exceeds {limit} bytes")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            return problem(413, "Payload Too Large", f"the body exceeds {limit} bytes")
+    if not data:
+        return problem(400, "Bad Request", "empty body")
+    return bytes(data)
+
+
+async def _document_from_request(request: web.Request, limit: int) -> tuple[bytes, dict[str, bool]] | web.Response:
+    flags, bad = _flags(request)
+    if bad:
+        return problem(400, "Bad Request", f"query parameter {bad} must be Y or N", invalid_param=bad)
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        doc: bytes | None = None
+        async for part in reader:
+            if part.name in ("document", "file", "cda"):
+                doc = bytes(await part.read(decode=False))  # type: ignore[union-attr]
+                if len(doc) > limit:
+                    return problem(413, "Payload Too Large", f"the document exceeds {limit} bytes")
+            elif part.name and part.name.upper() in _FLAG_NAMES:
+                value = (await part.text()).strip().upper()  # type: ignore[union-attr]
+                flags[part.name.upper()] = value in ("Y", "TRUE", "1")
+        if doc is None:
+            return problem(400, "Bad Request", "multipart body has no 'document' part")
+        return doc, flags
+    body = await _read_body(request, limit)
+    if isinstance(body, web.Response):
+        return body
+    return body, flags
+
+
+async def post_document(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    got = await _document_from_request(request, service.settings.http.max_body_bytes)
+    if isinstance(got, web.Response):
+        return got
+    data, flags = got
+    result = await service.intake.handle_cda(data, flags, peer=request.remote)
+    service.metrics.received.labels(listener="http", type="CDA").inc()
+    if result.status == "rejected":
+        errors = [f.as_dict() for f in result.analysis.errors]
+        return problem(
+            422 if result.analysis.documents or errors and errors[0]["code"] not in ("CDA_NOT_XML",) else 400,
+            "Document rejected",
+            errors[0]["message"] if errors else "rejected",
+            type_="https://relais.example/problems/document-rejected",
+            exchange_id=result.exchange_id,
+            errors=errors,
+        )
+    service.dispatcher_wake()
+    return web.json_response(
+        {"exchange_id": result.exchange_id, "status": result.status,
+         "warnings": [f.as_dict() for f in result.analysis.warnings]},
+        status=202,
+    )
+
+
+async def post_hl7v2(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    body = await _read_body(request, service.settings.mllp.max_message_bytes)
+    if isinstance(body, web.Response):
+        return body
+    raw = body.replace(b"\r\n", b"\r").replace(b"\n", b"\r") if b"\r" not in body else body
+    ack = await service.handle_hl7(raw, peer=request.remote, listener="http-hl7v2")
+    return web.Response(body=ack, content_type="x-application/hl7-v2+er7")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    if not service.ready:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    await service.refresh_metrics()
+    return web.Response(body=service.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+def build_app(service: Service) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=service.settings.http.max_body_bytes + 1024)
+    app[SERVICE_KEY] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v1/documents", post_document)
+    app.router.add_post("/v1/hl7v2", post_hl7v2)
+    try:  # the operations API and dashboard (issue: operate it)
+        from gateway.web.app import setup as setup_web
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("gateway.web.app",):
+            raise
+    else:
+        setup_web(app, service)
+    return app

@@ -1,0 +1,252 @@
+"""Asyncio MLLP server: moves bytes between sockets and the injected handler.
+
+All framing is done by :class:`gateway.core.mllp.MllpFramer`; this module only
+reads, writes, times out and closes.
+
+Messages on one connection are processed **sequentially**: the next frame is
+handed to the handler only after the previous ACK was written. That gives ACKs
+in message order for free, and — more important — keeps the journal order equal
+to the sender's order (an A08 must not overtake the A01 it updates). MLLP senders
+wait for each ACK anyway, so pipelining would buy almost nothing; concurrency
+comes from many connections, each served by its own task.
+
+The handler is expected to journal the message durably before returning an AA.
+If it raises (the journal is down, a bug), no ACK is sent and the connection is
+closed, so the sender retries later rather than believing we took the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from gateway.core.mllp import DEFAULT_MAX_SIZE, Frame, Garbage, MllpFramer, Oversize, frame
+
+__all__ = ["PeerInfo", "Handler", "OversizeHandler", "MllpListener", "make_ssl_context"]
+
+_READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who sent a message: address, which listener took it, TLS client certificate subject."""
+
+    host: str
+    port: int
+    listener: str
+    tls_subject: str | None = None
+
+
+Handler = Callable[[bytes, PeerInfo], Awaitable[bytes]]
+OversizeHandler = Callable[[int, PeerInfo], Awaitable[bytes]]
+
+
+def _subject(cert: dict[str, Any] | None) -> str | None:
+    """``CN=…,O=…`` from the dict ``SSLSocket.getpeercert()`` returns."""
+    if not cert or "subject" not in cert:
+        return None
+    parts = [f"{key}={value}" for rdn in cert["subject"] for key, value in rdn]
+    return ",".join(parts) or None
+
+
+class _Connection:
+    __slots__ = ("task", "busy", "stopping")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.busy = False  # a message is between "received" and "ACK written"
+        self.stopping = False
+
+
+class MllpListener:
+    """An MLLP/TCP (optionally TLS) server feeding frames to ``handler``.
+
+    ``handler(payload, peer)`` returns the ACK bytes, unframed. On an oversized
+    frame ``handler_oversize(size, peer)`` is awaited for the AR to send before the
+    connection is closed; without it the connection is just closed. A connection
+    that stays silent for ``idle_timeout`` seconds is closed.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 2575,
+        max_size: int = DEFAULT_MAX_SIZE,
+        idle_timeout: float = 300.0,
+        ssl: ssl_module.SSLContext | None = None,
+        log: Any = None,
+        handler_oversize: OversizeHandler | None = None,
+        name: str = "mllp",
+    ) -> None:
+        self._handler = handler
+        self._handler_oversize = handler_oversize
+        self._host = host
+        self._port = port
+        self._max_size = max_size
+        self._idle_timeout = idle_timeout
+        self._ssl = ssl
+        self._log = log if log is not None else structlog.get_logger(__name__)
+        self.name = name
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self.garbage_bytes = 0  # total discarded, for metrics
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> tuple[str, int]:
+        """Bind and start accepting; returns the bound ``(host, port)`` (useful with port 0)."""
+        self._server = await asyncio.start_server(
+            self._serve, self._host, self._port, ssl=self._ssl, limit=_READ_SIZE
+        )
+        sockname = self._server.sockets[0].getsockname()
+        host, port = sockname[0], sockname[1]
+        self._log.info("mllp.listening", listener=self.name, host=host, port=port, tls=self._ssl is not None)
+        return host, port
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight messages get their ACK, then close every connection.
+
+        Idle connections (no message being handled) are closed at once; busy ones
+        close right after writing their current ACK. Whatever is still running after
+        ``drain_timeout`` seconds is cancelled — its sender got no ACK and will resend.
+        """
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.stopping = True
+            if not conn.busy and conn.task is not None:
+                conn.task.cancel()
+        tasks = [c.task for c in self._connections if c.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._log.warning("mllp.drain_timeout", listener=self.name, cancelled=len(pending))
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        self._log.info("mllp.stopped", listener=self.name)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(asyncio.current_task())
+        self._connections.add(conn)
+        addr = writer.get_extra_info("peername") or ("?", 0)
+        sslobj = writer.get_extra_info("ssl_object")
+        peer = PeerInfo(
+            host=str(addr[0]),
+            port=int(addr[1]),
+            listener=self.name,
+            tls_subject=_subject(sslobj.getpeercert()) if sslobj is not None else None,
+        )
+        log = self._log.bind(listener=self.name, peer_host=peer.host, peer_port=peer.port)
+        log.info("mllp.connected", tls=sslobj is not None)
+        framer = MllpFramer(self._max_size)
+        reason = "eof"
+        try:
+            while not conn.stopping:
+                try:
+                    async with asyncio.timeout(self._idle_timeout):
+                        data = await reader.read(_READ_SIZE)
+                except TimeoutError:
+                    reason = "idle"
+                    break
+                if not data:
+                    if framer.in_frame:
+                        log.warning("mllp.truncated", buffered=framer.buffered)
+                    break
+                if not await self._handle_events(framer.feed(data), conn, writer, peer, log):
+                    reason = "closed"
+                    break
+            else:
+                reason = "stopping"
+        except asyncio.CancelledError:
+            reason = "stopping"
+            raise
+        except (ConnectionError, OSError) as exc:
+            reason = type(exc).__name__
+        finally:
+            self._connections.discard(conn)
+            log.info("mllp.disconnected", reason=reason)
+            writer.close()
+            with contextlib.suppress(OSError):  # SSLError and ConnectionError are OSErrors
+                await writer.wait_closed()
+
+    async def _handle_events(
+        self,
+        events: list[Frame | Garbage | Oversize],
+        conn: _Connection,
+        writer: asyncio.StreamWriter,
+        peer: PeerInfo,
+        log: Any,
+    ) -> bool:
+        """Act on one read's events; False means close the connection now."""
+        for event in events:
+            if conn.stopping:
+                return False  # not acknowledged: the sender will resend it after we are back
+            if isinstance(event, Garbage):
+                self.garbage_bytes += event.count
+                log.warning("mllp.garbage", count=event.count)
+            elif isinstance(event, Oversize):
+                log.warning("mllp.oversize", size=event.size_so_far, max_size=self._max_size)
+                if self._handler_oversize is not None:
+                    try:
+                        reply = await self._handler_oversize(event.size_so_far, peer)
+                    except Exception as exc:
+                        log.error("mllp.oversize_handler_failed", error=type(exc).__name__)
+                        return False
+                    await self._write(writer, reply)
+                return False
+            else:
+                conn.busy = True
+                try:
+                    try:
+                        ack = await self._handler(event.payload, peer)
+                    except Exception as exc:  # any failure means: no ACK
+                        log.error("mllp.handler_failed", error=type(exc).__name__, size=len(event.payload))
+                        return False
+                    await self._write(writer, ack)
+                finally:
+                    conn.busy = False
+        return True
+
+    async def _write(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
+        writer.write(frame(payload))
+        # a peer that never reads must not pin this task forever
+        async with asyncio.timeout(self._idle_timeout):
+            await writer.drain()
+
+
+def make_ssl_context(
+    cert: str, key: str | None = None, ca: str | None = None, require_client_cert: bool = False
+) -> ssl_module.SSLContext:
+    """Server-side TLS context (TLS 1.2+); client certificates checked against ``ca``.
+
+    ``key`` may be omitted when the private key is in the ``cert`` PEM file.
+
+    With ``require_client_cert`` a peer without a certificate signed by ``ca`` is
+    refused during the handshake; with only ``ca`` a certificate is asked for and
+    verified when given.
+    """
+    if require_client_cert and not ca:
+        raise ValueError("require_client_cert needs a CA file to verify client certificates")
+    ctx = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl_module.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if ca:
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl_module.CERT_REQUIRED if require_client_cert else ssl_module.CERT_OPTIONAL
+    else:
+        ctx.verify_mode = ssl_module.CERT_NONE
+    return ctx

@@ -1,0 +1,53 @@
+"""Prometheus metrics, one registry per running service (tests start several services)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """The gateway's metrics. Gauges that mirror the journal are refreshed before each scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "relais_messages_received", "Inbound messages by listener and type", ["listener", "type"], registry=r
+        )
+        self.acks = Counter("relais_acks", "Acknowledgements sent by MSA-1 code", ["code"], registry=r)
+        self.exchanges = Gauge("relais_exchanges", "Exchanges in the journal by status", ["status"], registry=r)
+        self.deliveries = Counter(
+            "relais_deliveries", "Delivery attempts by destination and outcome", ["destination", "outcome"], registry=r
+        )
+        self.attempt_seconds = Histogram(
+            "relais_delivery_attempt_seconds", "Duration of one delivery attempt", ["destination"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "relais_queue_depth", "Deliveries waiting or in flight per destination", ["destination"], registry=r
+        )
+        self.held = Gauge("relais_held_documents", "Documents held by the identity gate", registry=r)
+        self.pipeline_seconds = Histogram(
+            "relais_pipeline_seconds", "Time spent per pipeline stage", ["stage"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+
+    def observe_delivery(self, destination: str, outcome: str, seconds: float) -> None:
+        self.deliveries.labels(destination=destination, outcome=outcome).inc()
+        self.attempt_seconds.labels(destination=destination).observe(seconds)
+
+    def refresh(self, by_status: dict[str, int], depth: dict[str, int], destinations: list[str]) -> None:
+        for status in ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate"):
+            self.exchanges.labels(status=status).set(by_status.get(status, 0))
+        for name in set(destinations) | set(depth):
+            self.queue_depth.labels(destination=name).set(depth.get(name, 0))
+        self.held.set(by_status.get("held", 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def sample(self, name: str, labels: dict[str, Any] | None = None) -> float | None:
+        return self.registry.get_sample_value(name, labels or {})

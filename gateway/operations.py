@@ -1,0 +1,96 @@
+"""Operator actions shared by the CLI and the API: release, retry, audit, prune.
+
+Every action is one journal transaction that also appends a hash-chained audit row,
+so the journal can prove afterwards who did what.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.journal.tx import GENESIS_HASH, Tx
+
+__all__ = ["release_exchange", "retry_delivery", "verify_audit", "prune", "OperationError", "iso"]
+
+
+class OperationError(Exception):
+    """An operator action that cannot be done (unknown id, wrong state). ``status`` maps to HTTP."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def iso(dt: datetime) -> str:
+    return dt.isoformat(timespec="microseconds")
+
+
+def release_exchange(tx: Tx, exchange_id: str, *, operator: str, reason: str, at: str) -> dict[str, Any]:
+    """Operator override of the identity gate: queue a held exchange's deliveries now."""
+    ex = tx.get_exchange(exchange_id)
+    if ex is None:
+        raise OperationError(f"no exchange {exchange_id}", 404)
+    if ex["status"] != "held":
+        raise OperationError(f"exchange {ex['id']} is {ex['status']}, not held")
+    if not reason.strip() or not operator.strip():
+        raise OperationError("an operator name and a reason are required", 400)
+    tx.conn.execute(
+        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
+        "WHERE exchange_id = ? AND status = 'waiting'",
+        (at, at, ex["id"]),
+    )
+    tx.update_exchange(ex["id"], at, status="queued", held_since=None)
+    tx.add_event(ex["id"], at, "released", {"by": operator, "reason": reason, "override": ex["reason_code"]})
+    tx.append_audit(at=at, actor=operator, action="release", target=ex["id"],
+                    detail={"reason": reason, "hold_code": ex["reason_code"]})
+    return {"id": ex["id"], "status": "queued"}
+
+
+def retry_delivery(tx: Tx, delivery_id: str, *, operator: str, at: str) -> dict[str, Any]:
+    """Make a failed or dead delivery due now (delivery stays idempotent: lookup first)."""
+    d = tx.get_delivery(delivery_id)
+    if d is None:
+        raise OperationError(f"no delivery {delivery_id}", 404)
+    if d["status"] not in ("failed", "dead"):
+        raise OperationError(f"delivery {delivery_id} is {d['status']}; only failed or dead deliveries are retried")
+    tx.update_delivery(delivery_id, at, status="failed", next_attempt_at=at)
+    tx.update_exchange(d["exchange_id"], at, status="queued")
+    tx.add_event(d["exchange_id"], at, "retry", {"delivery": delivery_id, "by": operator})
+    tx.append_audit(at=at, actor=operator, action="retry", target=d["exchange_id"], detail={"delivery": delivery_id})
+    return {"id": delivery_id, "status": "failed", "next_attempt_at": at}
+
+
+def verify_audit(tx: Tx) -> tuple[bool, int | None, int]:
+    """Walk the hash chain. Returns (intact, first broken seq or None, rows checked)."""
+    prev = GENESIS_HASH
+    rows = tx.audit_rows()
+    for row in rows:
+        expected = Tx.audit_hash(prev, row["at"], row["actor"], row["action"], row["target"], row["detail"])
+        if row["prev_hash"] != prev or row["hash"] != expected:
+            return False, int(row["seq"]), len(rows)
+        prev = row["hash"]
+    return True, None, len(rows)
+
+
+def prune(tx: Tx, *, older_than: timedelta, now: datetime, actor: str) -> int:
+    """Drop bodies of finished exchanges past retention; summaries and audit rows stay."""
+    at = iso(now)
+    n = tx.prune_bodies(before=iso(now - older_than), at=at)
+    tx.append_audit(at=at, actor=actor, action="prune", target=None,
+                    detail={"older_than_seconds": older_than.total_seconds(), "exchanges": n})
+    return n
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s`` → timedelta."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    text = text.strip().lower()
+    if not text or text[-1] not in units or not text[:-1].replace(".", "", 1).isdigit():
+        raise ValueError(f"duration must look like 90d, 12h, 30m or 45s, got {text!r}")
+    return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+
+
+def audit_detail_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "detail": json.loads(row["detail"] or "{}")}

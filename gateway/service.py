@@ -1,0 +1,229 @@
+"""Wiring: the one module that names concrete classes, starts components in order, stops in reverse.
+
+Start: journal → recovery of in-flight deliveries → destinations → dispatcher → HTTP →
+MLLP listener last (a sender is only acknowledged once everything behind it runs).
+Stop: MLLP (drain in-flight messages) → HTTP → dispatcher → destinations → journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.dispatcher import Dispatcher
+from gateway.intake import Intake, IntakeResult, Router
+from gateway.journal.sqlite import open_journal
+from gateway.listeners.http import build_app
+from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
+from gateway.metrics import Metrics
+from gateway.pki import ensure_signing_material
+from gateway.ports import Clock, Destination, SystemClock
+from gateway.settings import DestinationSettings, Settings
+
+__all__ = ["Service", "build_destinations"]
+
+log = structlog.get_logger(__name__)
+
+DOCUMENT_KINDS = ("dmp-xds", "mhd", "file")
+
+
+def build_destinations(settings: Settings, clock: Clock) -> dict[str, Destination]:
+    """Instantiate the configured destinations; with none, a ``file`` outbox in the data dir."""
+    from adapters.base import RetrySettings
+
+    retry = RetrySettings(
+        quick_attempts=settings.dispatcher.quick_retries, timeout=settings.dispatcher.attempt_timeout
+    )
+    dests: dict[str, Destination] = {}
+    configured = list(settings.destinations)
+    if not any(d.kind in DOCUMENT_KINDS for d in configured):
+        configured.append(DestinationSettings(name="outbox", kind="file", directory=str(settings.data_dir / "outbox")))
+    for d in configured:
+        dests[d.name] = _destination(d, settings, clock, retry)
+    return dests
+
+
+def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry: Any) -> Destination:
+    opts = dict(d.options)
+    if d.kind == "file":
+        from adapters.file import FileDestination
+
+        return FileDestination(d.name, d.directory or str(settings.data_dir / "outbox" / d.name), retry=retry)
+    if d.kind == "mllp":
+        from adapters.mllp import MllpDestination
+
+        return MllpDestination(d.name, d.url or opts.get("address", ""), retry=retry)
+    if d.kind == "mhd":
+        import os
+
+        from adapters.mhd.client import MhdConfig, MhdDestination
+
+        token = os.environ.get(opts["bearer_token_env"]) if opts.get("bearer_token_env") else None
+        config = MhdConfig(
+            base_url=d.url, bearer_token=token, client_cert=opts.get("tls_cert"), client_key=opts.get("tls_key"),
+            ca_file=opts.get("tls_ca"), timeout=settings.dispatcher.attempt_timeout,
+        )
+        return MhdDestination(d.name, config, retry=retry, clock=clock)
+    if d.kind == "dmp-xds":
+        from adapters.dmp.client import DmpDestination, DmpSettings
+        from adapters.dmp.vihf import VihfSettings
+
+        key, cert = opts.get("vihf_key"), opts.get("vihf_cert")
+        if not key or not cert:
+            key, cert = ensure_signing_material(settings.data_dir / "pki")
+            log.warning("dmp.self_signed_vihf", destination=d.name,
+                        hint="set vihf_key and vihf_cert to the structure's cachet certificate")
+        vihf_fields = {k[len("vihf_"):]: v for k, v in opts.items()
+                       if k.startswith("vihf_") and k not in ("vihf_key", "vihf_cert")}
+        vihf = VihfSettings(
+            key_path=Path(key), cert_path=Path(cert),
+            structure_id=str(vihf_fields.pop("structure_id", opts.get("structure_id", "10000000000000"))),
+            **vihf_fields,
+        )
+        dmp = DmpSettings(
+            url=d.url, vihf=vihf, registry_url=opts.get("registry_url"), source_id=settings.gateway.source_id,
+            tls_cert=Path(opts["tls_cert"]) if opts.get("tls_cert") else None,
+            tls_key=Path(opts["tls_key"]) if opts.get("tls_key") else None,
+            tls_ca=Path(opts["tls_ca"]) if opts.get("tls_ca") else None,
+            retry=retry,
+        )
+        return DmpDestination(d.name, dmp, clock=clock)
+    raise ValueError(f"unknown destination kind {d.kind!r}")
+
+
+class Service:
+    """A running gateway: journal, intake, dispatcher, HTTP and MLLP listeners."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.ready = False
+        self.journal: Any = None
+        self.intake: Intake = None  # type: ignore[assignment]
+        self.dispatcher: Dispatcher | None = None
+        self.destinations: dict[str, Destination] = {}
+        self._zam_destinations: dict[str, Destination] = {}
+        self._runner: web.AppRunner | None = None
+        self.mllp: MllpListener | None = None
+        self.addresses: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> dict[str, str]:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
+        self.destinations = build_destinations(s, self.clock)
+        document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
+        self.intake = Intake(self.journal, s, self.clock, Router(document_dests), on_result=self._count)
+        self.dispatcher = Dispatcher(
+            self.journal, self.destinations, s, self.clock,
+            zam_destination=self._zam_destination, on_outcome=self.metrics.observe_delivery,
+        )
+        await self.dispatcher.recover()
+        self.dispatcher.start()
+        if s.http.enabled:
+            app = build_app(self)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, s.http.host, s.http.port)
+            await site.start()
+            host, port = self._runner.addresses[0][:2]
+            self.addresses["http"] = f"http://{host}:{port}"
+        if s.mllp.enabled:
+            ssl_ctx = None
+            if s.mllp.tls_cert:
+                ssl_ctx = make_ssl_context(
+                    s.mllp.tls_cert, s.mllp.tls_key or None, s.mllp.tls_ca or None,
+                    require_client_cert=bool(s.mllp.tls_ca),
+                )
+            self.mllp = MllpListener(
+                self._on_mllp, host=s.mllp.host, port=s.mllp.port, max_size=s.mllp.max_message_bytes,
+                idle_timeout=s.mllp.idle_timeout, ssl=ssl_ctx, handler_oversize=self._on_oversize,
+            )
+            host, port = await self.mllp.start()
+            self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
+        self.ready = True
+        log.info("service.ready", **self.addresses, journal=s.journal_url.split(":")[0])
+        return self.addresses
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.mllp is not None:
+            await self.mllp.stop(drain_timeout=10.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
+            with contextlib.suppress(Exception):
+                await dest.close()
+        if self.journal is not None:
+            await self.journal.close()
+        log.info("service.stopped")
+
+    # -- inbound -------------------------------------------------------------------------------
+    async def _on_mllp(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return await self.handle_hl7(payload, peer=f"{peer.host}:{peer.port}", listener=peer.listener)
+
+    async def _on_oversize(self, size: int, peer: PeerInfo) -> bytes:
+        self.metrics.received.labels(listener=peer.listener, type="oversize").inc()
+        self.metrics.acks.labels(code="AR").inc()
+        return await self.intake.handle_oversize(size, peer=f"{peer.host}:{peer.port}", listener=peer.listener)
+
+    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> bytes:
+        t0 = time.perf_counter()
+        result = await self.intake.handle_hl7(raw, peer=peer, listener=listener)
+        self.metrics.pipeline_seconds.labels(stage="total").observe(time.perf_counter() - t0)
+        self.metrics.received.labels(listener=listener, type=result.analysis.summary.get("message_type") or "unknown").inc()
+        self.metrics.acks.labels(code=result.ack_code).inc()
+        if result.status == "queued" or result.released:
+            self.dispatcher_wake()
+        return result.ack
+
+    def _count(self, result: IntakeResult, kind: str) -> None:
+        pass
+
+    def dispatcher_wake(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    def _zam_destination(self, app: str, facility: str) -> Destination | None:
+        from adapters.mllp import MllpDestination
+
+        key = f"zam:{app}|{facility}"
+        if key not in self._zam_destinations:
+            for c in self.settings.creators:
+                if c.application == app and (not c.facility or c.facility == facility):
+                    self._zam_destinations[key] = MllpDestination(key, c.address)
+                    break
+        return self._zam_destinations.get(key)
+
+    async def refresh_metrics(self) -> None:
+        def read(tx: Any) -> tuple[dict[str, int], dict[str, int]]:
+            return tx.count_exchanges_by_status(), tx.queue_depth()
+
+        by_status, depth = await self.journal.read(read)
+        self.metrics.refresh(by_status, depth, list(self.destinations))
+
+
+async def run_until_signalled(service: Service, *, announce: Any = print) -> int:
+    """Start, print one readiness line, wait for SIGTERM/SIGINT, stop cleanly, return 0."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    addresses = await service.start()
+    parts = " ".join(f"{k}={v}" for k, v in addresses.items())
+    announce(f"relais ready {parts} journal={service.settings.journal_url}", flush=True)
+    await stop.wait()
+    await service.stop()
+    return 0

@@ -1,0 +1,238 @@
+"""Typed settings, built once at the edge: defaults ← TOML file ← ``RELAIS_*`` environment ← flags.
+
+Every setting lives in a frozen dataclass section; ``config/default.toml`` documents
+each one with its default (a test keeps the two in step). Environment variables are
+``RELAIS_<SECTION>_<KEY>`` (``RELAIS_MLLP_PORT=2576``); ``RELAIS_API_TOKENS`` is the
+one shorthand (``operator:TOKEN,viewer:TOKEN``). Secrets come from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = [
+    "Settings",
+    "GatewaySettings",
+    "JournalSettings",
+    "MllpSettings",
+    "HttpSettings",
+    "PipelineSettings",
+    "IdentitySettings",
+    "DispatcherSettings",
+    "ApiSettings",
+    "RetentionSettings",
+    "DestinationSettings",
+    "CreatorSettings",
+    "load_settings",
+]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    application: str = "RELAIS"  # MSH-3 of our ACKs and ZAMs
+    facility: str = "RELAIS"  # MSH-4 of our ACKs and ZAMs
+    source_id: str = "1.2.250.1.999999.1"  # XDS sourceId: the OID of this PFI
+    data_dir: str = "relais-data"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class JournalSettings:
+    url: str = ""  # empty: sqlite:///<data_dir>/journal.db
+    group_commit_ms: float = 2.0  # how long the writer waits to gather concurrent commits
+
+
+@dataclass(frozen=True)
+class MllpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2575
+    max_message_bytes: int = 16 * 1024 * 1024
+    idle_timeout: float = 300.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""  # set to require and verify client certificates (mutual TLS)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 32 * 1024 * 1024
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    default_charset: str = "utf-8"  # used when MSH-18 is empty; must be ASCII-compatible
+    cda_xsd: str = ""  # directory holding CDA_extended.xsd; empty: no XSD validation
+    max_cda_bytes: int = 20 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    allow_test_ins: bool = False
+    convention: str = "pam-2.11"  # or "frcore-rniv" (QUAL = qualified)
+    hold_max_hours: float = 72.0
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    workers: int = 4
+    poll_interval: float = 0.2
+    lease_seconds: float = 120.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+    max_attempts: int = 20
+    max_age_hours: float = 72.0
+    attempt_timeout: float = 30.0
+    quick_retries: int = 3
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    tokens: str = ""  # "operator:TOKEN,viewer:TOKEN"; secrets belong in RELAIS_API_TOKENS
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    days: float = 0.0  # 0: keep bodies forever; relais prune --older-than overrides
+
+
+@dataclass(frozen=True)
+class DestinationSettings:
+    name: str
+    kind: str  # dmp-xds | mhd | file | mllp
+    url: str = ""
+    directory: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreatorSettings:
+    application: str
+    facility: str
+    address: str  # host:port of the sender's MLLP listener for business acknowledgements
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    mllp: MllpSettings = field(default_factory=MllpSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    destinations: tuple[DestinationSettings, ...] = ()
+    creators: tuple[CreatorSettings, ...] = ()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.gateway.data_dir)
+
+    @property
+    def journal_url(self) -> str:
+        return self.journal.url or f"sqlite:///{self.data_dir / 'journal.db'}"
+
+
+_SECTIONS = (
+    "gateway",
+    "journal",
+    "mllp",
+    "http",
+    "pipeline",
+    "identity",
+    "dispatcher",
+    "api",
+    "retention",
+)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{where}: expected a boolean, got {value!r}")
+    if typ is int:
+        return int(value)
+    if typ is float:
+        return float(value)
+    return str(value)
+
+
+def _section(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown setting(s) in [{where}]: {', '.join(sorted(unknown))}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()})
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build the settings: defaults, then the TOML file, then environment, then ``overrides`` (flags)."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    sections: dict[str, dict[str, Any]] = {name: dict(raw.get(name, {})) for name in _SECTIONS}
+    unknown_top = set(raw) - set(_SECTIONS) - {"destination", "creator"}
+    if unknown_top:
+        raise ValueError(f"unknown section(s): {', '.join(sorted(unknown_top))}")
+    for key, value in env.items():
+        if not key.startswith("RELAIS_"):
+            continue
+        if key == "RELAIS_API_TOKENS":
+            sections["api"]["tokens"] = value
+            continue
+        rest = key[len("RELAIS_") :].lower()
+        for name in _SECTIONS:
+            if rest.startswith(name + "_"):
+                sections[name][rest[len(name) + 1 :]] = value
+                break
+    for name, values in (overrides or {}).items():
+        sections[name].update({k: v for k, v in values.items() if v is not None})
+    classes = {f.name: get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings)}
+    built = {name: _section(classes[name], sections[name], name) for name in _SECTIONS}
+    destinations = tuple(_destination(d) for d in raw.get("destination", []))
+    names = [d.name for d in destinations]
+    if len(set(names)) != len(names):
+        raise ValueError("destination names must be unique")
+    creators = tuple(
+        CreatorSettings(application=c["application"], facility=c.get("facility", ""), address=c["address"])
+        for c in raw.get("creator", [])
+    )
+    return Settings(**built, destinations=destinations, creators=creators)
+
+
+_DEST_KINDS = ("dmp-xds", "mhd", "file", "mllp")
+
+
+def _destination(d: Mapping[str, Any]) -> DestinationSettings:
+    kind = d.get("kind", "")
+    if kind not in _DEST_KINDS:
+        raise ValueError(f"destination {d.get('name')!r}: kind must be one of {', '.join(_DEST_KINDS)}")
+    options = {k: v for k, v in d.items() if k not in ("name", "kind", "url", "directory")}
+    return DestinationSettings(
+        name=d["name"], kind=kind, url=d.get("url", ""), directory=d.get("directory", ""), options=options
+    )

@@ -1,0 +1,1 @@
+"""DMP / CI-SIS terminology data (JSON), read with ``gateway.core.terminology.load``."""
