@@ -264,8 +264,12 @@ class Dispatcher:
         if delivery["kind"] == "document" and status in ("delivered", "dead"):
             zam = await self._zam_for(delivery, positive=status == "delivered", error=error)
 
-        def op(tx: Tx) -> None:
+        def op(tx: Tx, status: str = status) -> None:
             at = iso(finished)
+            if status == "failed" and delivery["kind"] == "document":
+                ex = tx.get_exchange(delivery["exchange_id"])
+                if ex is not None and ex["status"] == "held":
+                    status = "waiting"  # put on hold (A47) while this attempt was in flight
             tx.insert_attempt(
                 dict(
                     delivery_id=delivery["id"], number=delivery["attempts"], started_at=iso(started),

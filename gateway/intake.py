@@ -336,7 +336,7 @@ class Intake:
             return released
         trigger = event.trigger
         if trigger == "A40":
-            for old in event.merged_ids:
+            for old in event.merged_identifiers:
                 old_key = ipp_key(old)
                 if not old_key or old_key == key:
                     continue
@@ -386,19 +386,22 @@ class Intake:
         return released
 
     def _rehold(self, tx: Tx, by_exchange: str, ins: str | None, key: str, at: str) -> None:
-        rows = tx.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",))
-        for ex in rows:
-            cur = tx.conn.execute(
+        """A47: documents not yet delivered for this patient go back on hold.
+
+        Queued and failed deliveries wait again at once; an attempt already in flight
+        cannot be recalled, but if it fails it waits instead of retrying (dispatcher).
+        """
+        reason = "INS removed or downgraded by ADT^A47"
+        for ex in tx.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",)):
+            tx.conn.execute(
                 "UPDATE deliveries SET status = 'waiting', updated_at = ? WHERE exchange_id = ? "
                 "AND kind = 'document' AND status IN ('queued', 'failed')",
                 (at, ex["id"]),
             )
-            if cur.rowcount:
-                reason = "INS removed or downgraded by ADT^A47"
-                tx.update_exchange(
-                    ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=reason, held_since=at
-                )
-                tx.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": reason, "by": by_exchange})
+            tx.update_exchange(
+                ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=reason, held_since=at
+            )
+            tx.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": reason, "by": by_exchange})
 
     # -- ACK -------------------------------------------------------------------------------------
     def _ack(self, result: IntakeResult, raw: bytes, now: datetime) -> bytes:

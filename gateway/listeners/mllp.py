@@ -172,8 +172,9 @@ class MllpListener:
             else:
                 reason = "stopping"
         except asyncio.CancelledError:
+            # Cancelled by stop(): end quietly. Re-raising would make asyncio's stream
+            # callback log the cancellation as an error for every idle connection.
             reason = "stopping"
-            raise
         except (ConnectionError, OSError) as exc:
             reason = type(exc).__name__
         finally:

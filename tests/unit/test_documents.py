@@ -644,3 +644,15 @@ def test_sender_org_and_type_code_mismatch_are_warnings() -> None:
     assert sorted(codes(findings, "warning")) == ["DOC_TYPE_CDA_MISMATCH", "SENDER_ORG_CDA_MISMATCH"]
     sender = next(f for f in findings if f.code == "SENDER_ORG_CDA_MISMATCH")
     assert sender.location == "PRT[1]-8.10"
+
+
+@pytest.mark.parametrize(
+    "name", ["mdm_t02_initial.hl7", "mdm_t10_replace.hl7", "mdm_t04_delete.hl7", "oru_doc_r01_initial.hl7"]
+)
+def test_fixture_cda_is_consistent_with_its_envelope(name: str) -> None:
+    cda = pytest.importorskip("gateway.core.cda")
+    dm = _mdm(name)
+    doc = dm.documents[0]
+    head = cda.parse_header(cda.parse_cda(doc.data))
+    assert head.level == 1
+    assert check_against_cda(dm, doc, head) == []

@@ -1,0 +1,326 @@
+"""The operations API (``/v1``): exchanges, deliveries, identities, operator actions.
+
+JSON in and out; errors are RFC 9457 problem documents. Viewers see the whole trace of
+an exchange except what identifies or carries the patient: raw bytes, INS/IPP, the
+Patient resources of the FHIR bundle, the XDS patient fields and the bodies exchanged
+with destinations. Every operator action appends a hash-chained audit row (the
+``operations`` functions and ``Intake.replay`` do it in the same transaction).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from gateway.commands._common import exchange_json
+from gateway.commands.show import exchange_detail
+from gateway.journal.tx import Tx
+from gateway.listeners.http import SERVICE_KEY, problem
+from gateway.operations import OperationError, iso, release_exchange, retry_delivery
+
+if TYPE_CHECKING:
+    from gateway.service import Service
+    from gateway.web.auth import Principal
+
+__all__ = [
+    "register",
+    "PRINCIPAL_KEY",
+    "EXCHANGE_STATUSES",
+    "ApiError",
+    "exchange_trace",
+    "identities_view",
+    "list_filters",
+    "redact_fhir",
+    "redact_xds",
+    "replay_exchange",
+    "retry",
+    "release",
+]
+
+log = structlog.get_logger(__name__)
+
+PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("relais_principal")
+EXCHANGE_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate")
+MAX_LIMIT = 500
+REDACTED = "[redacted]"
+_XDS_PATIENT_KEYS = frozenset({"patientId", "sourcePatientId", "sourcePatientInfo"})
+
+
+class ApiError(Exception):
+    """A request the API refuses; becomes a problem document (or a flash message on the dashboard)."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return problem(self.status, _TITLES.get(self.status, "Error"), self.detail, **self.extra)
+
+
+_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+
+
+# -- redaction for viewers ---------------------------------------------------------------------
+def redact_fhir(value: Any) -> Any:
+    """A copy of a FHIR resource tree without patient data (Patient resources, subjects, bodies)."""
+    if isinstance(value, list):
+        return [redact_fhir(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("resourceType") == "Patient":
+        return {k: value[k] for k in ("resourceType", "id", "meta") if k in value} | {"_redacted": True}
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if key in ("subject", "patient", "sourcePatientInfo") and isinstance(v, dict):
+            out[key] = {k: v[k] for k in ("reference", "type") if k in v} or {"_redacted": True}
+        elif key == "data" and isinstance(v, str):  # Binary.data / Attachment.data: the document itself
+            out[key] = REDACTED
+        else:
+            out[key] = redact_fhir(v)
+    return out
+
+
+def redact_xds(value: Any) -> Any:
+    """A copy of XDS metadata with the patient identifiers and traits masked."""
+    if isinstance(value, list):
+        return [redact_xds(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {k: (REDACTED if k in _XDS_PATIENT_KEYS else redact_xds(v)) for k, v in value.items()}
+
+
+def _b64(data: bytes | str | None) -> str | None:
+    if data is None:
+        return None
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return base64.b64encode(raw).decode("ascii")
+
+
+# -- reads (pure functions of a Tx, shared with the dashboard) ----------------------------------
+def exchange_trace(tx: Tx, exchange_id: str, *, operator: bool) -> dict[str, Any] | None:
+    """The whole trace of one exchange (``relais show`` shape), trimmed to what the role may see."""
+    out = exchange_detail(tx, exchange_id)
+    if out is None:
+        return None
+    if operator:
+        row = tx.get_exchange(out["id"]) or {}
+        bodies = tx.exchange_bodies(out["id"]) or {}
+        out["patient_ins"] = row.get("patient_ins")
+        out["patient_ipp"] = row.get("patient_ipp")
+        out["raw_base64"] = _b64(bodies.get("raw"))
+        if bodies.get("document") is not None:
+            out["document_base64"] = _b64(bodies["document"])
+        for d in out["deliveries"]:
+            d["attempts_detail"] = tx.attempts_for(d["id"], bodies=True)
+    else:
+        out["fhir"] = redact_fhir(out.get("fhir"))
+        out["xds"] = redact_xds(out.get("xds"))
+        out["redacted"] = ["raw", "patient_ins", "patient_ipp", "fhir.Patient", "xds.patient", "attempt bodies"]
+    return out
+
+
+def _pseudonym(key: str | None) -> str | None:
+    # a stable handle so viewers can tell rows apart without seeing the IPP or INS
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] if key else None
+
+
+def identities_view(tx: Tx, *, held_only: bool, operator: bool) -> list[dict[str, Any]]:
+    """Identity registry rows with their held exchanges; identifiers and traits for operators only."""
+    held = tx.held_exchanges()
+    out: list[dict[str, Any]] = []
+    for row in tx.list_identities():
+        ins = row.get("ins")
+        mine = [h for h in held if h.get("patient_ipp") == row["ipp_key"] or (ins and h.get("patient_ins") == ins)]
+        if held_only and not mine:
+            continue
+        held_list = [
+            {"id": h["id"], "reason_code": h["reason_code"], "held_since": h["held_since"],
+             "control_id": h["control_id"], "message_type": h["message_type"]}
+            for h in mine
+        ]
+        item: dict[str, Any] = {
+            "ref": _pseudonym(row["ipp_key"]),
+            "status": row.get("status"),
+            "qualified": bool(row.get("qualified")),
+            "merged": row.get("merged_into") is not None,
+            "updated_at": row.get("updated_at"),
+            "held_exchanges": held_list,
+        }
+        if operator:
+            item |= {
+                "ipp_key": row["ipp_key"], "ins": ins, "ins_oid": row.get("ins_oid"),
+                "traits": row.get("traits") or {}, "merged_into": row.get("merged_into"),
+            }
+        out.append(item)
+    return out
+
+
+def _instant(value: str, name: str) -> str:
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 date-time", invalid_param=name) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    # stored instants are UTC with microseconds: normalise so string comparison is time comparison
+    return iso(dt.astimezone(UTC))
+
+
+def list_filters(query: Any) -> tuple[dict[str, Any], int, int]:
+    """Validate the list query (status, type, sender, since, until, control_id, q, limit, offset)."""
+    filters: dict[str, Any] = {}
+    status = (query.get("status") or "").strip()
+    if status:
+        if status not in EXCHANGE_STATUSES:
+            raise ApiError(400, f"status must be one of {', '.join(EXCHANGE_STATUSES)}", invalid_param="status")
+        filters["status"] = status
+    for param, key in (("type", "message_type"), ("sender", "sender"), ("control_id", "control_id"), ("q", "q")):
+        value = (query.get(param) or "").strip()
+        if value:
+            filters[key] = value
+    for param in ("since", "until"):
+        if query.get(param):
+            filters[param] = _instant(query[param], param)
+    try:
+        limit = int(query.get("limit", 50))
+        offset = int(query.get("offset", 0))
+    except ValueError:
+        raise ApiError(400, "limit and offset must be integers", invalid_param="limit") from None
+    if not 1 <= limit <= MAX_LIMIT or offset < 0:
+        raise ApiError(400, f"limit must be 1..{MAX_LIMIT} and offset >= 0", invalid_param="limit")
+    return filters, limit, offset
+
+
+# -- actions (shared with the dashboard) -------------------------------------------------------
+async def replay_exchange(service: Service, exchange_id: str, principal: Principal) -> dict[str, Any]:
+    """Run the pipeline again on a stored exchange; returns the new exchange's id and status."""
+    ex = await service.journal.read(lambda tx: tx.get_exchange(exchange_id))
+    if ex is None:
+        raise ApiError(404, f"no exchange {exchange_id}")
+    try:
+        result = await service.intake.replay(ex["id"], actor=principal.actor)
+    except KeyError:
+        raise ApiError(409, f"exchange {ex['id']} has no stored bytes (pruned); it cannot be replayed") from None
+    if result.status == "queued" or result.released:
+        service.dispatcher_wake()
+    log.info("api.replay", exchange_id=ex["id"], new_exchange=result.exchange_id, actor=principal.actor)
+    return {"exchange_id": result.exchange_id, "status": result.status, "replay_of": ex["id"]}
+
+
+async def retry(service: Service, delivery_id: str, principal: Principal) -> dict[str, Any]:
+    """Make a failed or dead delivery due now."""
+    at = iso(service.clock.now())
+    try:
+        out = await service.journal.write(lambda tx: retry_delivery(tx, delivery_id, operator=principal.actor, at=at))
+    except OperationError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    service.dispatcher_wake()
+    log.info("api.retry", delivery_id=delivery_id, actor=principal.actor)
+    return out
+
+
+async def release(service: Service, exchange_id: str, reason: str, principal: Principal) -> dict[str, Any]:
+    """Operator override of the identity gate for one held exchange."""
+    at = iso(service.clock.now())
+    try:
+        out = await service.journal.write(
+            lambda tx: release_exchange(tx, exchange_id, operator=principal.actor, reason=reason, at=at)
+        )
+    except OperationError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    service.dispatcher_wake()
+    log.info("api.release", exchange_id=out["id"], actor=principal.actor)
+    return out
+
+
+# -- handlers -----------------------------------------------------------------------------------
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE_KEY]
+
+
+def _errors(handler: Any) -> Any:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return exc.response()
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+@_errors
+async def list_exchanges(request: web.Request) -> web.Response:
+    filters, limit, offset = list_filters(request.query)
+    rows = await _service(request).journal.read(
+        lambda tx: tx.list_exchanges(**filters, limit=limit + 1, offset=offset)
+    )
+    more = len(rows) > limit
+    nxt = str(request.rel_url.update_query(limit=limit, offset=offset + limit)) if more else None
+    return web.json_response(
+        {"items": [exchange_json(r) for r in rows[:limit]], "limit": limit, "offset": offset, "next": nxt}
+    )
+
+
+@_errors
+async def get_exchange(request: web.Request) -> web.Response:
+    operator = request[PRINCIPAL_KEY].is_operator
+    exchange_id = request.match_info["id"]
+    detail = await _service(request).journal.read(lambda tx: exchange_trace(tx, exchange_id, operator=operator))
+    if detail is None:
+        raise ApiError(404, f"no exchange {exchange_id}")
+    return web.json_response(detail, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+
+
+@_errors
+async def post_replay(request: web.Request) -> web.Response:
+    out = await replay_exchange(_service(request), request.match_info["id"], request[PRINCIPAL_KEY])
+    out["links"] = {"exchange": f"/v1/exchanges/{out['exchange_id']}"}
+    return web.json_response(out, status=201)
+
+
+@_errors
+async def post_retry(request: web.Request) -> web.Response:
+    return web.json_response(await retry(_service(request), request.match_info["id"], request[PRINCIPAL_KEY]))
+
+
+@_errors
+async def post_release(request: web.Request) -> web.Response:
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body must be JSON: {\"reason\": \"...\"}") from None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if not isinstance(reason, str) or not reason.strip():
+        raise ApiError(400, "a non-empty 'reason' is required", invalid_param="reason")
+    out = await release(_service(request), request.match_info["id"], reason.strip(), request[PRINCIPAL_KEY])
+    return web.json_response(out)
+
+
+@_errors
+async def get_identities(request: web.Request) -> web.Response:
+    held_only = (request.query.get("held") or "").lower() in ("1", "true", "yes")
+    operator = request[PRINCIPAL_KEY].is_operator
+    rows = await _service(request).journal.read(
+        lambda tx: identities_view(tx, held_only=held_only, operator=operator)
+    )
+    return web.json_response({"items": rows}, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
+
+
+def register(app: web.Application) -> None:
+    """Add the ``/v1`` operations routes to ``app``."""
+    app.router.add_get("/v1/exchanges", list_exchanges)
+    app.router.add_get("/v1/exchanges/{id}", get_exchange)
+    app.router.add_post("/v1/exchanges/{id}/replay", post_replay)
+    app.router.add_post("/v1/exchanges/{id}/release", post_release)
+    app.router.add_post("/v1/deliveries/{id}/retry", post_retry)
+    app.router.add_get("/v1/identities", get_identities)

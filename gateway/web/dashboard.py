@@ -1,0 +1,307 @@
+"""Server-rendered dashboard: overview, exchanges, one exchange's timeline, identities.
+
+Plain HTML from Jinja2 templates (autoescaped), one CSS file, no JavaScript and no
+external resource, so it works on an isolated hospital network. Sessions come from
+``/login`` (see ``auth.py``); every POST form carries the session's CSRF token, and
+the actions (replay, retry, release) are offered to — and accepted from — operators only.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from aiohttp import web
+
+from gateway.commands._common import exchange_json
+from gateway.listeners.http import SERVICE_KEY
+from gateway.operations import iso
+from gateway.web.api import (
+    EXCHANGE_STATUSES,
+    PRINCIPAL_KEY,
+    ApiError,
+    exchange_trace,
+    identities_view,
+    list_filters,
+    release,
+    replay_exchange,
+    retry,
+)
+from gateway.web.auth import SESSION_COOKIE, Authenticator, Session
+
+if TYPE_CHECKING:
+    from gateway.service import Service
+
+__all__ = ["register", "timeline", "per_minute_series", "AUTH_KEY", "SESSION_KEY"]
+
+AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("relais_auth")
+SESSION_KEY: web.RequestKey[Session] = web.RequestKey("relais_session")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2, default=str)
+
+STAGE_LABELS = {
+    "received": "Received",
+    "parsed": "Parsed",
+    "identity": "Identity check (INS)",
+    "normalised": "Normalised (FHIR, XDS)",
+    "queued": "Queued for delivery",
+    "held": "Held by the identity gate",
+    "released": "Released",
+    "rejected": "Rejected",
+    "duplicate": "Duplicate",
+    "delivered": "Delivered",
+    "dead": "Dead (delivery abandoned)",
+    "attempt:document": "Delivery attempt",
+    "attempt:zam": "ZAM attempt",
+    "zam:queued": "ZAM queued",
+    "zam:sent": "ZAM sent",
+    "replayed": "Replayed",
+    "replay-of": "Replay of",
+    "retry": "Retry requested",
+    "re-keyed": "Patient merged (re-keyed)",
+}
+REFRESH_CHOICES = (5, 15, 60)
+
+
+# -- pure view helpers -------------------------------------------------------------------------
+def _summary(detail: dict[str, Any]) -> str:
+    parts = []
+    for key, value in detail.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        parts.append(f"{key}={text}")
+    out = ", ".join(parts)
+    return out if len(out) <= 240 else out[:237] + "..."
+
+
+def timeline(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    """Timeline rows from an exchange's events (which already include attempts, delivery, ZAM)."""
+    rows = []
+    for ev in detail.get("events", []):
+        stage, d = ev["stage"], ev.get("detail") or {}
+        label = STAGE_LABELS.get(stage, stage)
+        if stage.startswith("attempt:"):
+            label = f"{label} {d.get('attempt', '')} → {d.get('destination', '?')}: {d.get('outcome', '?')}"
+        link = None
+        if stage == "replayed" and d.get("new_exchange"):
+            link = d["new_exchange"]
+        elif stage == "replay-of" and d.get("exchange"):
+            link = d["exchange"]
+        rows.append({"at": ev["at"], "stage": stage, "label": label, "text": _summary(d), "link": link})
+    return rows
+
+
+def per_minute_series(counts: dict[str, int], now: datetime, minutes: int = 60) -> list[tuple[str, int]]:
+    """(``HH:MM``, n) for each of the last ``minutes`` minutes, oldest first, zeros included."""
+    end = now.replace(second=0, microsecond=0)
+    series = []
+    for i in range(minutes - 1, -1, -1):
+        minute = iso(end - timedelta(minutes=i))[:16]
+        series.append((minute[11:16], counts.get(minute, 0)))
+    return series
+
+
+def _minute_counts(tx: Any, since: str) -> dict[str, int]:
+    # bounded by seq (indexed) rather than a scan of received_at; 500k/hour is far above our load
+    rows = tx.conn.execute(
+        "SELECT substr(received_at, 1, 16) AS minute, COUNT(*) AS n FROM "
+        "(SELECT received_at FROM exchanges ORDER BY seq DESC LIMIT 500000) "
+        "WHERE received_at >= ? GROUP BY minute",
+        (since,),
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def _render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> web.Response:
+    session = request.get(SESSION_KEY)
+    flash = session.data.pop("flash", None) if session else None
+    refresh = request.query.get("refresh", "")
+    html = _env.get_template(name).render(
+        principal=request.get(PRINCIPAL_KEY), csrf=session.csrf if session else "", flash=flash,
+        refresh=int(refresh) if refresh.isdigit() and 2 <= int(refresh) <= 3600 else None,
+        refresh_choices=REFRESH_CHOICES, path=request.path, query=dict(request.query), **ctx,
+    )
+    resp = web.Response(text=html, content_type="text/html", status=status)
+    resp.headers["Cache-Control"] = "no-store"  # pages can carry patient data for operators
+    resp.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'"
+    )
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    return resp
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE_KEY]
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _safe_next(value: str | None) -> str:
+    return value if value and value.startswith("/") and not value.startswith("//") else "/"
+
+
+# -- login --------------------------------------------------------------------------------------
+async def login_page(request: web.Request) -> web.Response:
+    auth = request.app[AUTH_KEY]
+    if auth.session(request.cookies.get(SESSION_COOKIE)) is not None:
+        return _redirect("/")
+    return _render(request, "login.html", next=_safe_next(request.query.get("next")), error=None)
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    auth = request.app[AUTH_KEY]
+    form = await request.post()
+    principal = auth.principal_for(str(form.get("token") or "").strip())
+    nxt = _safe_next(str(form.get("next") or "/"))
+    if principal is None:
+        return _render(request, "login.html", status=401, next=nxt, error="This token is not valid.")
+    sid = auth.open_session(principal)
+    resp = _redirect(nxt)
+    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", path="/", secure=request.secure)
+    return resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    await _checked_form(request, operator=False)
+    request.app[AUTH_KEY].close_session(request.cookies.get(SESSION_COOKIE))
+    resp = _redirect("/login")
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+async def _checked_form(request: web.Request, *, operator: bool = True) -> Any:
+    """The posted form after the CSRF and role checks."""
+    session = request[SESSION_KEY]
+    form = await request.post()
+    if not Authenticator.csrf_ok(session, str(form.get("csrf") or "")):
+        raise web.HTTPForbidden(text="the form has expired; reload the page and try again")
+    if operator and not session.principal.is_operator:
+        raise web.HTTPForbidden(text="this action needs the operator role")
+    return form
+
+
+# -- pages --------------------------------------------------------------------------------------
+async def overview(request: web.Request) -> web.Response:
+    service = _service(request)
+    now = service.clock.now()
+    since = iso(now - timedelta(hours=1))
+
+    def read(tx: Any) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        return tx.count_exchanges_by_status(), tx.queue_depth(), _minute_counts(tx, since)
+
+    by_status, depth, minutes = await service.journal.read(read)
+    series = per_minute_series(minutes, now)
+    queues = {name: depth.get(name, 0) for name in service.destinations} | depth
+    return _render(
+        request, "overview.html", by_status=by_status, statuses=EXCHANGE_STATUSES, queues=sorted(queues.items()),
+        series=series, peak=max([n for _, n in series] + [1]), last_hour=sum(n for _, n in series),
+    )
+
+
+async def exchanges_page(request: web.Request) -> web.Response:
+    service = _service(request)
+    try:
+        filters, limit, offset = list_filters(request.query)
+        error = None
+    except ApiError as exc:
+        filters, limit, offset, error = {}, 50, 0, exc.detail
+    rows = await service.journal.read(lambda tx: tx.list_exchanges(**filters, limit=limit + 1, offset=offset))
+    more = len(rows) > limit
+    items = [exchange_json(r) for r in rows[:limit]]
+    nxt = str(request.rel_url.update_query(offset=offset + limit)) if more else None
+    prev = str(request.rel_url.update_query(offset=max(0, offset - limit))) if offset else None
+    return _render(
+        request, "exchanges.html", items=items, statuses=EXCHANGE_STATUSES, error=error, next_url=nxt,
+        prev_url=prev,
+    )
+
+
+async def exchange_page(request: web.Request) -> web.Response:
+    service = _service(request)
+    principal = request[PRINCIPAL_KEY]
+    exchange_id = request.match_info["id"]
+    detail = await service.journal.read(
+        lambda tx: exchange_trace(tx, exchange_id, operator=principal.is_operator)
+    )
+    if detail is None:
+        return _render(request, "notfound.html", status=404, what=f"exchange {exchange_id}")
+    return _render(request, "exchange.html", ex=detail, timeline=timeline(detail))
+
+
+async def identities_page(request: web.Request) -> web.Response:
+    service = _service(request)
+    held_only = request.query.get("held", "") in ("1", "true", "yes")
+    operator = request[PRINCIPAL_KEY].is_operator
+    rows = await service.journal.read(lambda tx: identities_view(tx, held_only=held_only, operator=operator))
+    return _render(request, "identities.html", rows=rows, held_only=held_only)
+
+
+# -- actions ------------------------------------------------------------------------------------
+def _flash(request: web.Request, kind: str, text: str) -> None:
+    request[SESSION_KEY].data["flash"] = {"kind": kind, "text": text}
+
+
+async def action_replay(request: web.Request) -> web.Response:
+    await _checked_form(request)
+    exchange_id = request.match_info["id"]
+    try:
+        out = await replay_exchange(_service(request), exchange_id, request[PRINCIPAL_KEY])
+    except ApiError as exc:
+        _flash(request, "error", exc.detail)
+        return _redirect(f"/exchanges/{exchange_id}")
+    _flash(request, "ok", f"Replayed as exchange {out['exchange_id']} ({out['status']}).")
+    return _redirect(f"/exchanges/{out['exchange_id']}")
+
+
+async def action_release(request: web.Request) -> web.Response:
+    form = await _checked_form(request)
+    exchange_id = request.match_info["id"]
+    reason = str(form.get("reason") or "").strip()
+    try:
+        if not reason:
+            raise ApiError(400, "a reason is required to release a held exchange")
+        await release(_service(request), exchange_id, reason, request[PRINCIPAL_KEY])
+        _flash(request, "ok", "Released: the deliveries are queued.")
+    except ApiError as exc:
+        _flash(request, "error", exc.detail)
+    return _redirect(f"/exchanges/{exchange_id}")
+
+
+async def action_retry(request: web.Request) -> web.Response:
+    form = await _checked_form(request)
+    back = _safe_next(str(form.get("back") or "/exchanges"))
+    try:
+        await retry(_service(request), request.match_info["id"], request[PRINCIPAL_KEY])
+        _flash(request, "ok", "The delivery is due now.")
+    except ApiError as exc:
+        _flash(request, "error", exc.detail)
+    return _redirect(back)
+
+
+def register(app: web.Application, auth: Authenticator) -> None:
+    """Add the dashboard pages, its actions, the login routes and ``/static``."""
+    app[AUTH_KEY] = auth
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login_submit)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", overview)
+    app.router.add_get("/exchanges", exchanges_page)
+    app.router.add_get("/exchanges/{id}", exchange_page)
+    app.router.add_post("/exchanges/{id}/replay", action_replay)
+    app.router.add_post("/exchanges/{id}/release", action_release)
+    app.router.add_post("/deliveries/{id}/retry", action_retry)
+    app.router.add_get("/identities", identities_page)
+    app.router.add_static("/static", Path(__file__).parent / "static", append_version=False)

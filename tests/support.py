@@ -1,0 +1,78 @@
+"""Helpers shared by the integration and acceptance tests (no mocks: real sockets, real journal)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.service import Service
+from gateway.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+CORPUS = ROOT.parent / "shared" / "corpus"
+SEGUR = CORPUS / "hl7v2" / "ansforge" / "hl7V2-exemples" / "trans-doc-cda" / "v2.1-segur"
+
+
+def corpus_path(*parts: str) -> Path:
+    """A path inside ../shared/corpus, or skip the test when the corpus is absent."""
+    path = CORPUS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"../shared/corpus is not beside the repository ({path.name} missing)")
+    return path
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / "hl7v2" / name).read_bytes()
+
+
+def as_cr(data: bytes) -> bytes:
+    lines = [line for line in re.split(rb"\r\n|\n|\r", data) if line.strip()]
+    return b"\r".join(lines) + b"\r"
+
+
+def make_settings(tmp_path: Path, *, text: str = "", **sections: dict[str, Any]) -> Settings:
+    config = None
+    if text:
+        config = tmp_path / "relais.toml"
+        config.write_text(text, encoding="utf-8")
+    overrides: dict[str, dict[str, Any]] = {
+        "gateway": {"data_dir": str(tmp_path / "data")},
+        "mllp": {"port": 0},
+        "http": {"port": 0},
+        "identity": {"allow_test_ins": True},
+        "dispatcher": {"poll_interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.5},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    return load_settings(config, env={}, overrides=overrides)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Service]:
+    service = Service(settings)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+def mllp_port(service: Service) -> int:
+    return int(service.addresses["mllp"].rsplit(":", 1)[1])
+
+
+def field(ack: bytes | str, segment: str, index: int) -> str:
+    text = ack.decode("utf-8", "replace") if isinstance(ack, bytes) else ack
+    for seg in re.split(r"\r\n|\n|\r", text):
+        if seg.startswith(segment):
+            parts = seg.split("|")
+            if segment == "MSH":
+                parts.insert(1, "|")
+            return parts[index] if len(parts) > index else ""
+    return ""
