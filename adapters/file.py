@@ -27,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,33 @@ def _json_bytes(value: Any) -> bytes:
 
 
 def _default_renderer() -> Renderer | None:
-    """The ITI-41 envelope renderer of ``adapters.dmp``, when that adapter provides one."""
+    """An ITI-41 renderer built from ``adapters.dmp``'s pure builders, if that adapter is importable.
+
+    The archive copy is the SOAP envelope with the document inlined (the XOP infoset) and
+    no VIHF: the assertion is a short-lived signed token, meaningless in a file. An RPLC
+    association needs the replaced entryUUID from the registry, so it is absent here.
+    """
     try:
-        from adapters.dmp.client import render_request  # type: ignore[attr-defined]
+        from lxml import etree
+
+        from adapters.dmp.ebrim import build_provide_and_register, inline_documents
+        from adapters.dmp.soap import ACTION_ITI41, build_envelope
     except ImportError:
         return None
-    return render_request  # type: ignore[no-any-return]
+
+    def render(payload: Payload) -> bytes:
+        if payload.xds is None:
+            raise ValueError("no XDS metadata")
+        cid = f"document-{payload.delivery_id}@relais"
+        request = build_provide_and_register(payload.xds, document_id_ref=cid)
+        if payload.document is not None:
+            request = inline_documents(request, {cid: payload.document})
+        # Derived from the delivery, so a re-delivery rewrites identical bytes.
+        message_id = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'relais:{payload.exchange_id}/{payload.delivery_id}')}"
+        envelope = build_envelope(request, action=ACTION_ITI41, message_id=message_id)
+        return bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
+
+    return render
 
 
 _UNSET: Any = object()

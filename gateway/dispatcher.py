@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from gateway.core.ack import build_zam
-from gateway.core.charset import decode_message
+from gateway.core.charset import decode_message, encode_for
 from gateway.core.hl7v2.reader import Message
 from gateway.errors import DestinationError, DestinationRejected, DestinationUnavailable
 from gateway.journal.tx import Tx
@@ -370,7 +370,8 @@ class Dispatcher:
         )
         return dict(
             id=self.clock.new_id(), exchange_id=ex["id"], destination=f"zam:{creator.application}|{creator.facility}",
-            kind="zam", status="queued", patient_key=f"zam:{ex['id']}", payload=text.encode("utf-8"),
+            kind="zam", status="queued", patient_key=f"zam:{ex['id']}",
+            payload=encode_for(decoded.declared, text, self.settings.pipeline.default_charset),
         )
 
     # -- holds past their bound ------------------------------------------------------------

@@ -118,6 +118,10 @@ class Service:
     async def start(self) -> dict[str, str]:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        if s.http.enabled:  # refuse a token-less API off loopback before anything starts
+            from gateway.web.auth import prepare_tokens
+
+            prepare_tokens(s)
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
         self.destinations = build_destinations(s, self.clock)
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class MhdConfig:
     timeout: float = 30.0
 
     @classmethod
-    def from_options(cls, url: str, options: dict[str, Any]) -> MhdConfig:
+    def from_options(cls, url: str, options: Mapping[str, Any]) -> MhdConfig:
         """Build from a ``[[destinations]]`` section (``gateway.settings.DestinationSettings``)."""
         token = options.get("bearer_token")
         env_name = options.get("bearer_token_env")

@@ -83,6 +83,9 @@ def redact_fhir(value: Any) -> Any:
             out[key] = {k: v[k] for k in ("reference", "type") if k in v} or {"_redacted": True}
         elif key == "data" and isinstance(v, str):  # Binary.data / Attachment.data: the document itself
             out[key] = REDACTED
+        elif key == "ifNoneExist" or (key == "url" and isinstance(v, str) and "identifier=" in v):
+            # conditional create / search: the query names the patient's INS or IPP
+            out[key] = v.split("?", 1)[0] + "?[redacted]" if key == "url" else REDACTED
         else:
             out[key] = redact_fhir(v)
     return out

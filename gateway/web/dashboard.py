@@ -8,6 +8,7 @@ the actions (replay, retry, release) are offered to — and accepted from — op
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -238,7 +239,12 @@ async def exchange_page(request: web.Request) -> web.Response:
     )
     if detail is None:
         return _render(request, "notfound.html", status=404, what=f"exchange {exchange_id}")
-    return _render(request, "exchange.html", ex=detail, timeline=timeline(detail))
+    raw_text = None
+    if principal.is_operator and detail.get("raw_base64"):
+        raw = base64.b64decode(detail["raw_base64"])
+        # HL7 v2 segments end with CR: one per line; bytes of another charset show as U+FFFD
+        raw_text = raw.decode("utf-8", errors="replace").replace("\r", "\n")
+    return _render(request, "exchange.html", ex=detail, timeline=timeline(detail), raw_text=raw_text)
 
 
 async def identities_page(request: web.Request) -> web.Response:

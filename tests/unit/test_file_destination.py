@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -146,3 +147,30 @@ async def test_io_error_is_retryable(tmp_path: Path) -> None:
     with pytest.raises(DestinationUnavailable) as info:
         await dest.send(document_payload())
     assert info.value.code == "FILE_IO"
+
+
+async def test_default_renderer_writes_the_iti41_envelope(tmp_path: Path) -> None:
+    dmp_testing = pytest.importorskip("adapters.dmp.testing")
+    from lxml import etree
+
+    document = dmp_testing.sample_document()
+    payload = Payload(
+        exchange_id="ex-3", delivery_id="dl-3", document=document, xds=dmp_testing.sample_metadata(document)
+    )
+    dest = FileDestination("archive", tmp_path)
+    result = await dest.send(payload)
+    assert result.detail["skipped"] == {}
+    envelope = (tmp_path / "ex-3" / "dl-3" / "iti41-envelope.xml").read_bytes()
+    root = etree.fromstring(envelope)
+    [doc] = root.iter("{urn:ihe:iti:xds-b:2007}Document")
+    assert base64.b64decode(doc.text or "") == document
+    # Deterministic: a re-delivery writes the same bytes.
+    await dest.send(payload)
+    assert (tmp_path / "ex-3" / "dl-3" / "iti41-envelope.xml").read_bytes() == envelope
+
+
+async def test_default_renderer_skips_incomplete_metadata(tmp_path: Path) -> None:
+    pytest.importorskip("adapters.dmp.ebrim")
+    dest = FileDestination("archive", tmp_path)
+    result = await dest.send(document_payload())
+    assert result.detail["skipped"] == {"iti41-envelope.xml": "MappingError XDS_METADATA_MISSING"}
