@@ -39,6 +39,7 @@ Kind = Literal["document", "adt", "cda", "unsupported", "unreadable"]
 
 _DOC_TYPES = {("ORU", "R01"), ("MDM", "T02"), ("MDM", "T10"), ("MDM", "T04")}
 _ADT_TRIGGERS = {"A01", "A03", "A04", "A05", "A08", "A28", "A31", "A40", "A47"}
+_DMP_REQUIRED = frozenset({"XDS_TYPECODE_NOT_DMP", "XDS_FORMAT_UNKNOWN"})
 _SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9")
 
 
@@ -198,10 +199,11 @@ def _split(findings: list[Finding], an: Analysis) -> None:
 def _assess_identity(patient: PatientIdentity, opts: PipelineOptions, *, from_v2: bool) -> IdentityVerdict:
     ins = patient.ins
     ipp = ipp_key(patient.ipp)
+    where = "PID-3" if from_v2 else "recordTarget/patientRole/id"
     if ins is None:
         return IdentityVerdict(
             ipp_key=ipp,
-            reason=Finding("INS_NOT_QUALIFIED", "no INS for this patient: the DMP needs a qualified INS", "PID-3"),
+            reason=Finding("INS_NOT_QUALIFIED", "no INS for this patient: the DMP needs a qualified INS", where),
         )
     verdict = validate_ins(
         ins.value,
@@ -215,7 +217,7 @@ def _assess_identity(patient: PatientIdentity, opts: PipelineOptions, *, from_v2
     reason: Finding | None = None
     if not verdict.valid:
         first = verdict.errors[0]
-        reason = Finding(first.code, first.message, "PID-3" if from_v2 else "recordTarget/patientRole/id")
+        reason = Finding(first.code, first.message, where)
     elif status is not None and not status.qualified:
         reason = status.reason or Finding(
             "INS_NOT_QUALIFIED", f"identity status {status.status or '(empty)'} is not qualified", "PID-32"
@@ -289,10 +291,18 @@ def _map_document(
     except GatewayError as exc:
         an.errors.append(Finding(exc.code, exc.message, exc.location or location))
         return None
-    dmp_codes = [f for f in xds_findings if f.code == "XDS_TYPECODE_NOT_DMP"]
-    _split([f for f in xds_findings if f.code != "XDS_TYPECODE_NOT_DMP"], an)
-    if dmp_codes and bool(ctx.flags.get("DESTDMP")):
-        an.errors.extend(dmp_codes)
+    # No INS means no XDS patientId: the identity gate holds such a document, so this is
+    # not a reason to reject it.
+    xds_findings = [
+        replace(f, severity="warning") if f.code == "XDS_PATIENT_ID_MISSING" else f for f in xds_findings
+    ]
+    # The DMP refuses a typeCode outside JDV_J66 and needs a formatCode: for a DMP-bound
+    # document these are rejections, elsewhere only warnings.
+    dmp_bound = bool(ctx.flags.get("DESTDMP"))
+    for f in xds_findings:
+        if f.code in _DMP_REQUIRED:
+            f = replace(f, severity="error" if dmp_bound else "warning", location=f.location or location)
+        _split([f], an)
     patient = ctx.patient or header.patient
     status = assess_status(patient.status, patient.ins is not None, opts.convention) if patient.status else None
     reliability = reliability_extension(status, opts.convention) if status is not None else None

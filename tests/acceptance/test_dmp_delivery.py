@@ -24,7 +24,17 @@ from lxml import etree
 from adapters.dmp.simulator import DmpSimulator
 from adapters.dmp.vihf import verify_vihf
 from gateway.mllp_client import MllpClient
-from tests.support import CORPUS, SEGUR, as_cr, corpus_path, field, fixture_bytes, make_settings, mllp_port, running
+from tests.support import (
+    CORPUS,
+    SEGUR,
+    as_cr,
+    corpus_path,
+    field,
+    fixture_bytes,
+    make_settings,
+    mllp_port,
+    running,
+)
 
 pytestmark = pytest.mark.slow
 
