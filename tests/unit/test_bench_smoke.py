@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MICRO_HEADER = ["message", "size", "row", "outcome", "n", "msg/s", "p50 ms", "p99 ms",
                 "tracemalloc peak KiB", "peak RSS MiB", "note"]
 E2E_HEADER = ["message", "size", "ACK", "connections", "n", "msg/s", "ACK p50 ms", "ACK p99 ms",
-              "journal writes", "commits", "commits/writes", "queue drained", "tracemalloc peak KiB",
+              "journal writes", "commits", "commits/writes", "dispatcher drain s", "tracemalloc peak KiB",
               "peak RSS MiB"]
 
 
@@ -71,4 +71,4 @@ def test_quick_run_writes_one_row_per_message_and_scenario(tmp_path: Path) -> No
         assert r[2] in ("AA", "AE") and int(r[4]) == 3 and _number(r[5]) > 0
         writes, commits = int(r[8]), int(r[9])
         assert writes >= 3 and 1 <= commits <= writes
-        assert r[11] == "yes"
+        assert _number(r[11]) >= 0  # the dispatcher delivered everything queued

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS exchanges (
 );
 CREATE INDEX IF NOT EXISTS exchanges_status ON exchanges(status);
 CREATE INDEX IF NOT EXISTS exchanges_seq ON exchanges(seq);
+CREATE INDEX IF NOT EXISTS exchanges_received ON exchanges(received_at);
 CREATE INDEX IF NOT EXISTS exchanges_control ON exchanges(control_id);
 CREATE INDEX IF NOT EXISTS exchanges_dedup ON exchanges(sender_app, sender_facility, control_id, sha256);
 CREATE INDEX IF NOT EXISTS exchanges_patient_ins ON exchanges(patient_ins);
