@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from gateway.core.hl7v2.documents import META_FLAG_CODES
+
 if TYPE_CHECKING:
     from gateway.service import Service
 
@@ -20,17 +22,8 @@ __all__ = ["build_app", "problem", "SERVICE_KEY"]
 log = structlog.get_logger(__name__)
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
 
-_FLAG_NAMES = (
-    "MASQUE_PS",
-    "INVISIBLE_PATIENT",
-    "INVISIBLE_REP_LEGAUX",
-    "CONNEXION_SECRETE",
-    "MODIF_CONF_CODE",
-    "DESTDMP",
-    "DESTMSSANTEPS",
-    "DESTMSSANTEPAT",
-    "ACK_RECEPTION",
-)
+# The MetaDMPMSS Y/N flags an HTTP client may set, as the HL7 v2 volet names them.
+_FLAG_NAMES = META_FLAG_CODES
 
 
 def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> web.Response:
