@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
 from gateway.core.ack import build_ack, build_ack_unreadable
 from gateway.core.charset import encode_for
+from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
 from gateway.journal.tx import Tx
@@ -75,7 +76,14 @@ def traits_of(p: PatientIdentity) -> dict[str, Any]:
 
 
 def patient_from_traits(traits: dict[str, Any]) -> PatientIdentity:
-    return PatientIdentity(**{k: traits.get(k) for k in traits_of(PatientIdentity())})
+    return PatientIdentity(
+        birth_family=traits.get("birth_family"),
+        birth_given_list=traits.get("birth_given_list"),
+        first_given=traits.get("first_given"),
+        gender=traits.get("gender"),
+        birth_date=traits.get("birth_date"),
+        birthplace_cog=traits.get("birthplace_cog"),
+    )
 
 
 class Intake:
@@ -445,7 +453,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
     return PipelineOptions(
         default_charset=settings.pipeline.default_charset,
         allow_test_ins=settings.identity.allow_test_ins,
-        convention=settings.identity.convention,
+        convention=cast(IdentityConvention, settings.identity.convention),
         cda_xsd=Path(settings.pipeline.cda_xsd) if settings.pipeline.cda_xsd else None,
         source_id=settings.gateway.source_id,
         max_cda_bytes=settings.pipeline.max_cda_bytes,

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -69,6 +69,6 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or _CurrentStderr()),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, stream or _CurrentStderr())),
         cache_logger_on_first_use=False,
     )

@@ -48,7 +48,7 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
         if strict and an.message is not None:
             from gateway.core.hl7v2.strict import strict_validate
 
-            for f in strict_validate(an.message and "\r".join(s.raw for s in an.message.segments)):
+            for f in strict_validate("\r".join(s.raw for s in an.message.segments)):
                 (an.warnings if f.severity == "warning" else an.errors).append(f)
             if an.errors and an.ack_code == "AA":
                 an.ack_code = "AE"

@@ -28,7 +28,12 @@ from gateway.core.hl7v2.adt import AdtEvent, parse_adt
 from gateway.core.hl7v2.documents import DocumentMessage, check_against_cda, parse_document_message
 from gateway.core.hl7v2.reader import Message
 from gateway.core.identity.ins import validate_ins
-from gateway.core.identity.status import StatusAssessment, assess_status, reliability_extension
+from gateway.core.identity.status import (
+    IdentityConvention,
+    StatusAssessment,
+    assess_status,
+    reliability_extension,
+)
 from gateway.core.xds import build_xds
 from gateway.errors import GatewayError
 from gateway.model import CdaHeader, Finding, Identifier, PatientIdentity, SubmissionContext
@@ -66,7 +71,7 @@ class Ids:
 class PipelineOptions:
     default_charset: str = "utf-8"
     allow_test_ins: bool = False
-    convention: str = "pam-2.11"
+    convention: IdentityConvention = "pam-2.11"
     cda_xsd: Path | None = None
     source_id: str = "1.2.250.1.999999.1"
     max_cda_bytes: int = 20 * 1024 * 1024
@@ -245,7 +250,7 @@ def _analyse_document_message(an: Analysis, msg: Message, opts: PipelineOptions,
     an.identity = _assess_identity(dm.patient, opts, from_v2=True)
     for doc in dm.documents:
         ctx = SubmissionContext(
-            action=dm.action,
+            action=dm.action or "submit",  # None only with errors, which return earlier
             flags=dict(dm.flags),
             sender=dm.sender,
             patient_class=dm.patient_class,

@@ -179,12 +179,12 @@ class Tx:
 
     # -- documents -------------------------------------------------------------------------
     def insert_document(self, exchange_id: str, idx: int, unique_id: str, action: str, cda: bytes,
-                        xds: dict[str, Any], fhir: dict[str, Any]) -> None:
+                        xds: dict[str, Any], fhir: dict[str, Any] | None) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO documents (exchange_id, idx, unique_id, action, cda, xds, fhir) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (exchange_id, idx, unique_id, action, cda, json.dumps(xds, ensure_ascii=False),
-             json.dumps(fhir, ensure_ascii=False)),
+             json.dumps(fhir, ensure_ascii=False) if fhir is not None else None),
         )
 
     def get_document(self, exchange_id: str, idx: int) -> dict[str, Any] | None:

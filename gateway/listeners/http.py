@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from gateway.core.hl7v2.documents import META_FLAG_CODES
 
@@ -81,12 +81,14 @@ async def _document_from_request(request: web.Request, limit: int) -> tuple[byte
         reader = await request.multipart()
         doc: bytes | None = None
         async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue  # nested multipart: not ours
             if part.name in ("document", "file", "cda"):
-                doc = bytes(await part.read(decode=False))  # type: ignore[union-attr]
+                doc = bytes(await part.read(decode=False))
                 if len(doc) > limit:
                     return problem(413, "Payload Too Large", f"the document exceeds {limit} bytes")
             elif part.name and part.name.upper() in _FLAG_NAMES:
-                value = (await part.text()).strip().upper()  # type: ignore[union-attr]
+                value = (await part.text()).strip().upper()
                 flags[part.name.upper()] = value in ("Y", "TRUE", "1")
         if doc is None:
             return problem(400, "Bad Request", "multipart body has no 'document' part")
@@ -110,7 +112,7 @@ async def post_document(request: web.Request) -> web.Response:
         return problem(
             422 if result.analysis.documents or errors and errors[0]["code"] not in ("CDA_NOT_XML",) else 400,
             "Document rejected",
-            errors[0]["message"] if errors else "rejected",
+            (errors[0]["message"] or "rejected") if errors else "rejected",
             type_="https://relais.example/problems/document-rejected",
             exchange_id=result.exchange_id,
             errors=errors,
