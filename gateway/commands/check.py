@@ -31,7 +31,7 @@ def _is_hl7(data: bytes) -> bool:
 
 
 def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_xsd: str | None = None,
-                config: str | None = None) -> dict[str, Any]:
+                config: str | None = None, ids: Any = None) -> dict[str, Any]:
     from gateway.core.pipeline import Ids, analyse_cda, analyse_hl7v2
     from gateway.intake import pipeline_options
     from gateway.settings import load_settings
@@ -42,7 +42,7 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     )
     opts = pipeline_options(settings)
     # relais check is an offline tool: the real clock and random ids are fine at this edge.
-    ids = Ids(now=datetime.now(UTC), new_uuid=lambda: str(uuid.uuid4()))
+    ids = ids or Ids(now=datetime.now(UTC), new_uuid=lambda: str(uuid.uuid4()))
     if _is_hl7(data):
         an = analyse_hl7v2(data, opts, ids)
         if strict and an.message is not None:
