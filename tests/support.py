@@ -76,3 +76,32 @@ def field(ack: bytes | str, segment: str, index: int) -> str:
                 parts.insert(1, "|")
             return parts[index] if len(parts) > index else ""
     return ""
+
+
+def rewrite_document_message(raw: bytes, n: int, mapping: dict[str, str], *, ack_reception: bool | None = None) -> bytes:
+    """Copy of an ANS document message made distinct: MSH-10 gets ``-nnn``, and every ``old``
+    of ``mapping`` becomes ``new`` both in TXA and inside the embedded base64 CDA."""
+
+    def swap(text: str) -> str:
+        for old, new in mapping.items():
+            text = text.replace(old, new)
+        return text
+
+    out = []
+    for seg in raw.decode("utf-8").split("\r"):
+        fields = seg.split("|")
+        if seg.startswith("MSH"):
+            fields[9] = f"{fields[9]}-{n:03d}"
+        elif seg.startswith("OBX") and len(fields) > 5 and fields[2] == "ED" and "CORPSMAIL" not in fields[3]:
+            import base64
+
+            comps = fields[5].split("^")
+            payload = comps[4]
+            cda = base64.b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8")
+            comps[4] = base64.b64encode(swap(cda).encode("utf-8")).decode("ascii")
+            fields[5] = "^".join(comps)
+        elif seg.startswith("OBX") and "ACK_RECEPTION^" in seg and ack_reception is not None:
+            fields[5] = f"{'Y' if ack_reception else 'N'}^^expandedYes-NoIndicator"
+        seg = "|".join(fields)
+        out.append(swap(seg) if seg.startswith("TXA") else seg)
+    return "\r".join(out).encode("utf-8")

@@ -7,7 +7,6 @@ ZAM^Z01 business acknowledgements.
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import signal
 import subprocess
@@ -33,6 +32,7 @@ from tests.support import (
     fixture_bytes,
     make_settings,
     mllp_port,
+    rewrite_document_message,
     running,
 )
 
@@ -43,31 +43,9 @@ SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 
 
 def with_document_id(raw: bytes, n: int) -> bytes:
-    """A copy of an MDM^T02 whose CDA id, TXA-12 and MSH-10 are made distinct, asking for a ZAM."""
-    text = raw.decode("utf-8")
-    segments = text.split("\r")
-    out = []
-    old_root = None
-    for seg in segments:
-        fields = seg.split("|")
-        if seg.startswith("MSH"):
-            fields[9] = f"{fields[9]}-{n:03d}"
-        elif seg.startswith("OBX") and len(fields) > 5 and fields[2] == "ED" and "CORPSMAIL" not in fields[3]:
-            comps = fields[5].split("^")
-            payload = comps[4]
-            cda = base64.b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8")
-            m = re.search(r'<id\s+root="([0-9.]+)"\s*(?:/>|></id>)', cda[cda.index("<ClinicalDocument"):])
-            assert m, "CDA id not found"
-            old_root = m.group(1)
-            cda = cda.replace(f'root="{old_root}"', f'root="{old_root}.{n}"', 1)
-            comps[4] = base64.b64encode(cda.encode("utf-8")).decode("ascii")
-            fields[5] = "^".join(comps)
-        elif seg.startswith("OBX") and "ACK_RECEPTION^" in seg:
-            fields[5] = "Y^^expandedYes-NoIndicator"
-        out.append("|".join(fields))
-    text = "\r".join(out)
-    assert old_root is not None
-    return text.replace(f"|{old_root}", f"|{old_root}.{n}").encode("utf-8")
+    """A copy of the Ségur MDM^T02 with its own CDA id, TXA-12 and MSH-10, asking for a ZAM."""
+    root = "1.2.250.1.71.4.2.2.120456789.71024000081"
+    return rewrite_document_message(raw, n, {root: f"{root}.{n}"}, ack_reception=True)
 
 
 class ZamCollector:

@@ -5,7 +5,6 @@ is accepted exactly once, and every replacement is linked to its original by an 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from gateway.mllp_client import MllpClient
 from tests.acceptance.test_crash import free_port
-from tests.support import CORPUS, SEGUR, as_cr, corpus_path, field
+from tests.support import CORPUS, SEGUR, as_cr, corpus_path, field, rewrite_document_message
 
 pytestmark = pytest.mark.slow
 
@@ -28,25 +27,10 @@ REPLACEMENT = "120456789.71024000082"
 
 
 def renumber(raw: bytes, n: int) -> bytes:
-    """Give the initial/replacement pair number ``n`` its own document ids, consistently
-    in the HL7 v2 envelope (TXA-12/13) and inside the embedded CDA (id, parentDocument)."""
-    out = []
-    for seg in raw.decode("utf-8").split("\r"):
-        fields = seg.split("|")
-        if seg.startswith("MSH"):
-            fields[9] = f"{fields[9]}-{n:03d}"
-        elif seg.startswith("OBX") and len(fields) > 5 and fields[2] == "ED" and "CORPSMAIL" not in fields[3]:
-            comps = fields[5].split("^")
-            payload = comps[4]
-            cda = base64.b64decode(payload + "=" * (-len(payload) % 4)).decode("utf-8")
-            cda = cda.replace(ORIGINAL, f"{ORIGINAL}.{n}").replace(REPLACEMENT, f"{REPLACEMENT}.{n}")
-            comps[4] = base64.b64encode(cda.encode("utf-8")).decode("ascii")
-            fields[5] = "^".join(comps)
-        seg = "|".join(fields)
-        if seg.startswith("TXA"):
-            seg = seg.replace(ORIGINAL, f"{ORIGINAL}.{n}").replace(REPLACEMENT, f"{REPLACEMENT}.{n}")
-        out.append(seg)
-    return "\r".join(out).encode("utf-8")
+    """Pair number ``n``: its own ids, consistent in TXA-12/13 and in the CDA (id, parentDocument)."""
+    return rewrite_document_message(
+        raw, n, {ORIGINAL: f"{ORIGINAL}.{n}", REPLACEMENT: f"{REPLACEMENT}.{n}"}
+    )
 
 
 def get_json(url: str) -> list[dict]:  # type: ignore[type-arg]
