@@ -110,22 +110,8 @@ def in_value_set(vs: str, code: str | None, system: str | None = None) -> bool:
     return (system, code) in by_pair
 
 
-def display(vs: str, code: str | None, system: str | None = None) -> str | None:
-    """The value set's display for ``code`` (first system holding it when none is given)."""
-    if not code:
-        return None
-    by_pair, by_code = _index(_resolve(vs))
-    system = _strip_urn(system)
-    if system is None:
-        systems = by_code.get(code)
-        if not systems:
-            return None
-        system = systems[0]
-    return by_pair.get((system, code))
-
-
-def coded(vs: str, code: str | None, system: str | None = None) -> CodedValue | None:
-    """``code`` as a CodedValue with the value set's system and display, or None if absent."""
+def _lookup(vs: str, code: str | None, system: str | None) -> tuple[str, str] | None:
+    """(system, display) of ``code`` in ``vs``; the first system holding it when none is given."""
     if not code:
         return None
     by_pair, by_code = _index(_resolve(vs))
@@ -136,9 +122,21 @@ def coded(vs: str, code: str | None, system: str | None = None) -> CodedValue | 
             return None
         system = systems[0]
     label = by_pair.get((system, code))
-    if label is None:
+    return (system, label) if label is not None else None
+
+
+def display(vs: str, code: str | None, system: str | None = None) -> str | None:
+    """The value set's display for ``code`` (first system holding it when none is given)."""
+    found = _lookup(vs, code, system)
+    return found[1] if found else None
+
+
+def coded(vs: str, code: str | None, system: str | None = None) -> CodedValue | None:
+    """``code`` as a CodedValue with the value set's system and display, or None if absent."""
+    found = _lookup(vs, code, system)
+    if found is None or not code:
         return None
-    return {"code": code, "codeSystem": system, "displayName": label}
+    return {"code": code, "codeSystem": found[0], "displayName": found[1]}
 
 
 def _as_coded(entry: dict[str, str] | None) -> CodedValue | None:
