@@ -30,7 +30,7 @@ from gateway.core.ack import build_zam
 from gateway.core.charset import decode_message, encode_for
 from gateway.core.hl7v2.reader import Message
 from gateway.errors import DestinationError, DestinationRejected, DestinationUnavailable
-from gateway.journal.tx import Tx
+from gateway.journal.tx import Tx, iso
 from gateway.model import Finding
 from gateway.ports import Clock, Destination, Payload, SendResult
 from gateway.settings import DispatcherSettings, Settings
@@ -39,9 +39,6 @@ __all__ = ["Dispatcher", "RetryDecision", "next_attempt"]
 
 log = structlog.get_logger(__name__)
 
-
-def iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,6 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._inflight = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     async def recover(self) -> int:
@@ -336,8 +332,8 @@ class Dispatcher:
         return await self.journal.read(lambda tx: self._zam_row(tx, delivery, positive, error))
 
     def _zam_row(self, tx: Tx, delivery: dict[str, Any], positive: bool, error: str | None) -> dict[str, Any] | None:
-        ex = tx.get_exchange(delivery["exchange_id"], bodies=True)
-        if not ex or not ex.get("ack_reception") or ex.get("raw") is None:
+        ex = tx.get_exchange(delivery["exchange_id"])
+        if not ex or not ex.get("ack_reception"):
             return None
         others = [d for d in tx.deliveries_for(delivery["exchange_id"]) if d["kind"] == "zam"]
         if others:
@@ -346,15 +342,17 @@ class Dispatcher:
                     if d["kind"] == "document" and d["id"] != delivery["id"]]
         if positive and any(d["status"] != "delivered" for d in siblings):
             return None  # wait for the last document delivery
-        return self._zam_delivery(ex, positive, error, delivery.get("patient_key"))
+        return self._zam_delivery(tx, ex, positive, error)
 
-    def _zam_delivery(self, ex: dict[str, Any], positive: bool, error: str | None,
-                      patient_key: str | None) -> dict[str, Any] | None:
+    def _zam_delivery(self, tx: Tx, ex: dict[str, Any], positive: bool, error: str | None) -> dict[str, Any] | None:
         creator = find_creator(self.settings, ex.get("sender_app") or "", ex.get("sender_facility") or "")
         if creator is None:
             return None
+        bodies = tx.exchange_bodies(ex["id"]) or {}
+        if bodies.get("raw") is None:
+            return None
         try:
-            decoded = decode_message(bytes(ex["raw"]), self.settings.pipeline.default_charset)
+            decoded = decode_message(bytes(bodies["raw"]), self.settings.pipeline.default_charset)
             original = Message.parse(decoded.text)
         except Exception:
             return None
@@ -421,10 +419,10 @@ class Dispatcher:
         return expired
 
     def _zam_delivery_for_hold(self, tx: Tx, h: dict[str, Any]) -> dict[str, Any] | None:
-        ex = tx.get_exchange(h["id"], bodies=True)
+        ex = tx.get_exchange(h["id"])
         if not ex or not ex.get("ack_reception"):
             return None
-        return self._zam_delivery(ex, False, f"{h['reason_code']}: identity not qualified in time", None)
+        return self._zam_delivery(tx, ex, False, f"{h['reason_code']}: identity not qualified in time")
 
 
 def find_creator(settings: Settings, app: str, facility: str) -> Any:

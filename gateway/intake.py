@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import structlog
@@ -27,7 +26,7 @@ from gateway.core.charset import encode_for
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
-from gateway.journal.tx import Tx
+from gateway.journal.tx import Tx, iso
 from gateway.model import Finding, PatientIdentity
 from gateway.ports import Clock
 from gateway.settings import Settings
@@ -36,9 +35,6 @@ __all__ = ["Intake", "IntakeResult", "Router", "patient_from_traits", "traits_of
 
 log = structlog.get_logger(__name__)
 
-
-def iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -95,14 +91,11 @@ class Intake:
         settings: Settings,
         clock: Clock,
         router: Router,
-        *,
-        on_result: Callable[[IntakeResult, str], None] | None = None,
     ) -> None:
         self.journal = journal
         self.settings = settings
         self.clock = clock
         self.router = router
-        self.on_result = on_result
         self.options = pipeline_options(settings)
 
     # -- entry points ----------------------------------------------------------------
@@ -231,8 +224,6 @@ class Intake:
             "document_id": first_doc.unique_id if first_doc else None,
             "dmp_bound": int(an.dmp_bound),
             "ack_reception": int(an.ack_reception),
-            "fhir": first_doc.fhir if first_doc else None,
-            "xds": first_doc.xds if first_doc else None,
         }
         tx.insert_exchange(rec)
         tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw), "sha256": sha})
@@ -443,8 +434,6 @@ class Intake:
             errors=[f.code for f in an.errors],
             ms=round(elapsed * 1000, 2),
         )
-        if self.on_result is not None:
-            self.on_result(result, an.kind)
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:
@@ -458,7 +447,3 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         source_id=settings.gateway.source_id,
         max_cda_bytes=settings.pipeline.max_cda_bytes,
     )
-
-
-def hold_deadline(held_since: str, hours: float) -> str:
-    return iso(datetime.fromisoformat(held_since) + timedelta(hours=hours))

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.journal.tx import GENESIS_HASH, Tx
+from gateway.journal.tx import GENESIS_HASH, Tx, iso
 
 __all__ = ["release_exchange", "retry_delivery", "verify_audit", "prune", "OperationError", "iso"]
 
@@ -22,9 +22,6 @@ class OperationError(Exception):
         super().__init__(message)
         self.status = status
 
-
-def iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds")
 
 
 def release_exchange(tx: Tx, exchange_id: str, *, operator: str, reason: str, at: str) -> dict[str, Any]:

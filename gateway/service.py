@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.dispatcher import Dispatcher
-from gateway.intake import Intake, IntakeResult, Router
+from gateway.dispatcher import Dispatcher, find_creator
+from gateway.intake import Intake, Router
 from gateway.journal.sqlite import open_journal
 from gateway.listeners.http import build_app
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
@@ -125,7 +125,7 @@ class Service:
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
         self.destinations = build_destinations(s, self.clock)
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
-        self.intake = Intake(self.journal, s, self.clock, Router(document_dests), on_result=self._count)
+        self.intake = Intake(self.journal, s, self.clock, Router(document_dests))
         self.dispatcher = Dispatcher(
             self.journal, self.destinations, s, self.clock,
             zam_destination=self._zam_destination, on_outcome=self.metrics.observe_delivery,
@@ -191,9 +191,6 @@ class Service:
             self.dispatcher_wake()
         return result.ack
 
-    def _count(self, result: IntakeResult, kind: str) -> None:
-        pass
-
     def dispatcher_wake(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
@@ -203,10 +200,9 @@ class Service:
 
         key = f"zam:{app}|{facility}"
         if key not in self._zam_destinations:
-            for c in self.settings.creators:
-                if c.application == app and (not c.facility or c.facility == facility):
-                    self._zam_destinations[key] = MllpDestination(key, c.address)
-                    break
+            creator = find_creator(self.settings, app, facility)
+            if creator is not None:
+                self._zam_destinations[key] = MllpDestination(key, creator.address)
         return self._zam_destinations.get(key)
 
     async def refresh_metrics(self) -> None:

@@ -30,8 +30,9 @@ def exchange_detail(tx, exchange_id: str) -> dict | None:  # type: ignore[no-unt
     for d in deliveries:
         d["attempts_detail"] = tx.attempts_for(d["id"])
     out["deliveries"] = deliveries
-    out["fhir"] = row.get("fhir")
-    out["xds"] = row.get("xds")
+    first = tx.get_document(row["id"], 1) or {}
+    out["fhir"] = first.get("fhir")
+    out["xds"] = first.get("xds")
     return out
 
 

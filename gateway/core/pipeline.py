@@ -13,7 +13,6 @@ ACK policy (HL7 v2 original mode; the listener maps to CA/CE/CR in enhanced mode
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -359,7 +358,3 @@ def analyse_cda(data: bytes, flags: dict[str, bool], opts: PipelineOptions, ids:
     if an.errors:
         an.ack_code = "AE"
     return an
-
-
-def sha1_hex(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()  # noqa: S324 - XDS mandates SHA-1

@@ -11,9 +11,10 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES"]
+__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "iso"]
 
 EXCHANGE_SUMMARY_COLUMNS = (
     "id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id, "
@@ -22,6 +23,11 @@ EXCHANGE_SUMMARY_COLUMNS = (
 )
 OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
 GENESIS_HASH = "0" * 64
+
+
+def iso(dt: datetime) -> str:
+    """The journal's time format: ISO 8601 with microseconds, so strings sort like instants."""
+    return dt.isoformat(timespec="microseconds")
 
 
 def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -50,17 +56,15 @@ class Tx:
         rec = dict(rec)
         rec.setdefault("seq", self._next_seq("exchanges"))
         rec.setdefault("updated_at", rec["received_at"])
-        for key in ("findings", "fhir", "xds"):
-            if key in rec and rec[key] is not None and not isinstance(rec[key], str):
-                rec[key] = json.dumps(rec[key], ensure_ascii=False)
+        if rec.get("findings") is not None and not isinstance(rec["findings"], str):
+            rec["findings"] = json.dumps(rec["findings"], ensure_ascii=False)
         cols = ", ".join(rec)
         marks = ", ".join("?" for _ in rec)
         self.conn.execute(f"INSERT INTO exchanges ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
 
     def update_exchange(self, exchange_id: str, at: str, **fields: Any) -> None:
-        for key in ("findings", "fhir", "xds"):
-            if key in fields and fields[key] is not None and not isinstance(fields[key], str):
-                fields[key] = json.dumps(fields[key], ensure_ascii=False)
+        if fields.get("findings") is not None and not isinstance(fields["findings"], str):
+            fields["findings"] = json.dumps(fields["findings"], ensure_ascii=False)
         fields["updated_at"] = at
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.conn.execute(
@@ -77,7 +81,7 @@ class Tx:
         return row[0] if row else None
 
     def get_exchange(self, exchange_id: str, *, bodies: bool = False) -> dict[str, Any] | None:
-        cols = "*" if bodies else EXCHANGE_SUMMARY_COLUMNS + ", findings, fhir, xds, patient_ins, patient_ipp"
+        cols = "*" if bodies else EXCHANGE_SUMMARY_COLUMNS + ", findings, patient_ins, patient_ipp"
         row = self._one(f"SELECT {cols} FROM exchanges WHERE id = ?", (exchange_id,))  # noqa: S608
         if row is None:
             # let operators use a unique prefix of the id
@@ -88,9 +92,8 @@ class Tx:
             row = rows[0] if len(rows) == 1 else None
         if row is None:
             return None
-        for key in ("findings", "fhir", "xds"):
-            if row.get(key):
-                row[key] = json.loads(row[key])
+        if row.get("findings"):
+            row["findings"] = json.loads(row["findings"])
         return row
 
     def list_exchanges(
@@ -165,16 +168,13 @@ class Tx:
             "FROM exchanges WHERE status = 'held' ORDER BY seq"
         )
 
-    def exchanges_with_status(self, status: str) -> list[dict[str, Any]]:
-        return self._all("SELECT id FROM exchanges WHERE status = ? ORDER BY seq", (status,))
-
     def exchange_bodies(self, exchange_id: str) -> dict[str, Any] | None:
-        row = self._one("SELECT raw, document, fhir, xds, listener FROM exchanges WHERE id = ?", (exchange_id,))
+        """Raw bytes and listener of an exchange, with its first document's CDA, Bundle and metadata."""
+        row = self._one("SELECT raw, listener FROM exchanges WHERE id = ?", (exchange_id,))
         if row is None:
             return None
-        for key in ("fhir", "xds"):
-            if row.get(key):
-                row[key] = json.loads(row[key])
+        doc = self.get_document(exchange_id, 1) or {}
+        row.update(document=doc.get("cda"), fhir=doc.get("fhir"), xds=doc.get("xds"))
         return row
 
     # -- documents -------------------------------------------------------------------------
@@ -299,9 +299,6 @@ class Tx:
             )
         }
 
-    def delivery_counts(self) -> list[dict[str, Any]]:
-        return self._all("SELECT destination, status, COUNT(*) AS n FROM deliveries GROUP BY destination, status")
-
     def insert_attempt(self, rec: dict[str, Any]) -> int:
         cols = ", ".join(rec)
         marks = ", ".join("?" for _ in rec)
@@ -379,7 +376,7 @@ class Tx:
         ]
         for exchange_id in ids:
             self.conn.execute(
-                "UPDATE exchanges SET raw = NULL, document = NULL, fhir = NULL, xds = NULL, pruned_at = ?, "
+                "UPDATE exchanges SET raw = NULL, pruned_at = ?, "
                 "updated_at = ? WHERE id = ?",
                 (at, at, exchange_id),
             )
@@ -393,13 +390,3 @@ class Tx:
                 "UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id = ?", (exchange_id,)
             )
         return len(ids)
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )

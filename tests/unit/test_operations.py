@@ -41,8 +41,9 @@ def add_exchange(tx: Tx, ex_id: str, status: str, *, received_at: str = AT, deli
     tx.insert_exchange(dict(
         id=ex_id, received_at=received_at, listener="mllp", raw=b"MSH|...", sha256="0" * 64, size=7,
         status=status, reason_code="INS_NOT_QUALIFIED" if status == "held" else None,
-        held_since=received_at if status == "held" else None, fhir={"resourceType": "Bundle"},
+        held_since=received_at if status == "held" else None,
     ))
+    tx.insert_document(ex_id, 1, f"1.2.3.{ex_id}", "submit", b"<ClinicalDocument/>", {}, {"resourceType": "Bundle"})
     tx.add_event(ex_id, received_at, "received", {"size": 7})
     if delivery:
         tx.insert_delivery(dict(

@@ -29,9 +29,6 @@ CREATE TABLE IF NOT EXISTS exchanges (
     ack_reception   INTEGER NOT NULL DEFAULT 0,
     held_since      TEXT,
     findings        TEXT,                        -- JSON {"errors": [...], "warnings": [...]}
-    fhir            TEXT,                        -- JSON Bundle
-    xds             TEXT,                        -- JSON XdsMetadata
-    document        BLOB,                        -- the CDA bytes
     pruned_at       TEXT,
     updated_at      TEXT NOT NULL
 );
@@ -124,9 +121,4 @@ CREATE TABLE IF NOT EXISTS audit (
     detail    TEXT,
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT
 );
