@@ -31,8 +31,10 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relais", description="Relais interoperability gateway")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from gateway.commands.failures import OneLineParser
+
+    parser = OneLineParser(prog="relais", description="Relais interoperability gateway")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"gateway.commands.{name}")
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; any failure ends as one line on stderr and a sysexits code."""
+    from gateway.commands.failures import debug_enabled, describe
     from gateway.logging import configure_logging
 
     configure_logging("warning")  # commands are quiet on stderr; `serve` re-configures
@@ -57,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        message, code = describe(exc)
+        sys.stderr.write(f"relais {args.command}: {message}\n")
+        return code
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
      │    ├── ParseError         not HL7 v2 / not XML / unreadable structure
      │    ├── ValidationError    well-formed but breaks a profile rule
      │    └── IdentityError      INS rules, identity status, conflicts
+     ├── ConfigError             the configuration file or a setting is unusable
      ├── MappingError            could not build FHIR / XDS from valid input
      ├── JournalError            the store failed (never acknowledge then)
      └── DestinationError        outbound delivery failed
@@ -24,6 +25,7 @@ __all__ = [
     "ParseError",
     "ValidationError",
     "IdentityError",
+    "ConfigError",
     "MappingError",
     "JournalError",
     "DestinationError",
@@ -73,6 +75,12 @@ class ValidationError(InboundError):
 
 class IdentityError(InboundError):
     default_code = "IDENTITY_ERROR"
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used: missing or unreadable file, bad TOML, unknown or mistyped key."""
+
+    default_code = "CONFIG_INVALID"
 
 
 class MappingError(GatewayError):

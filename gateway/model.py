@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
 __all__ = [
+    "EXCHANGE_STATUSES",
     "Severity",
     "Finding",
     "Identifier",
@@ -39,6 +40,9 @@ __all__ = [
 
 Severity = Literal["error", "warning"]
 Outcome = Literal["accepted", "rejected", "held"]
+
+#: every status an exchange can have in the journal (API, dashboard and CLI validate against it)
+EXCHANGE_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate")
 DocumentAction = Literal["submit", "replace", "delete"]
 
 

@@ -221,7 +221,13 @@ async def run_until_signalled(service: Service, *, announce: Any = print) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    addresses = await service.start()
+    try:
+        addresses = await service.start()
+    except BaseException:
+        # a port in use or a bad certificate must not leave the journal writer and the
+        # dispatcher running behind the one-line error the CLI prints
+        await service.stop()
+        raise
     parts = " ".join(f"{k}={v}" for k, v in addresses.items())
     announce(f"relais ready {parts} journal={service.settings.journal_url}", flush=True)
     await stop.wait()

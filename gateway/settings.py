@@ -167,10 +167,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if text in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"{where}: expected a boolean, got {value!r}")
-    if typ is int:
-        return int(value)
-    if typ is float:
-        return float(value)
+    if typ in (int, float):
+        try:
+            return typ(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {'an integer' if typ is int else 'a number'}, got {value!r}") from None
     return str(value)
 
 

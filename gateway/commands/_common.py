@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from typing import Any
 
+from gateway.errors import ConfigError
 from gateway.journal.sqlite import SqliteJournal, open_journal
 from gateway.settings import Settings, load_settings
 
@@ -19,10 +21,24 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
+    """Settings from --config, the environment and flags; a bad configuration is a ``ConfigError``."""
     gateway = dict(overrides.pop("gateway", {}))
     if getattr(args, "data_dir", None):
         gateway["data_dir"] = args.data_dir
-    return load_settings(getattr(args, "config", None), overrides={"gateway": gateway, **overrides})
+    path = getattr(args, "config", None)
+    where = f"configuration {path}" if path else "configuration"
+    try:
+        return load_settings(path, overrides={"gateway": gateway, **overrides})
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{where}: no such file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    except KeyError as exc:
+        raise ConfigError(f"{where}: missing key {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def open_readonly(args: argparse.Namespace) -> SqliteJournal:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.commands._common import dump_json
+from gateway.commands.failures import EX_USAGE, CommandFailed
 
-__all__ = ["register", "normalise_segments"]
+__all__ = ["register", "normalise_segments", "summary"]
 
 _NEWLINES = re.compile(rb"\r\n|\n|\r")
 
@@ -49,13 +50,28 @@ def _read_ack(ack: bytes) -> dict[str, str]:
     }
 
 
-async def _send_all(files: list[str], host: str, port: int, wait: float, progress: bool) -> list[dict[str, Any]]:
+def _line(r: dict[str, Any]) -> str:
+    return f"{r['control_id'] or '-':<16} {r['msa1'] or '--':<3} {r['text']}  ({r['file']})"
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """``3 sent: 2 AA, 1 AE, 0 AR, 0 without answer`` (enhanced-mode codes counted with their original)."""
+    counts = {"AA": 0, "AE": 0, "AR": 0, "": 0}
+    for r in results:
+        code = {"CA": "AA", "CE": "AE", "CR": "AR"}.get(r["msa1"], r["msa1"])
+        counts[code if code in counts else ""] += 1
+    return (f"{len(results)} sent: {counts['AA']} AA, {counts['AE']} AE, {counts['AR']} AR, "
+            f"{counts['']} without answer")
+
+
+async def _send_all(
+    messages: list[tuple[str, bytes]], host: str, port: int, wait: float, show: Callable[[dict[str, Any]], None]
+) -> list[dict[str, Any]]:
     from gateway.mllp_client import MllpClient
 
     results: list[dict[str, Any]] = []
     async with MllpClient(host, port, timeout=wait) as client:
-        for n, name in enumerate(files, start=1):
-            data = normalise_segments(Path(name).read_bytes())  # noqa: ASYNC240 - small local files
+        for name, data in messages:
             first = data.split(b"\r", 1)[0]
             control_id = _field(first, first[3:4] or b"|", 9) if first.startswith(b"MSH") else ""
             try:
@@ -63,27 +79,27 @@ async def _send_all(files: list[str], host: str, port: int, wait: float, progres
                 info = _read_ack(ack)
             except Exception as exc:  # report and go on with the next file
                 info = {"msa1": "", "msa2": "", "text": f"no acknowledgement: {type(exc).__name__}"}
-            results.append({"file": name, "control_id": control_id, **info})
-            if progress:
-                width = 30
-                done = int(width * n / len(files))
-                sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{len(files)}")
-                sys.stderr.flush()
-    if progress:
-        sys.stderr.write("\n")
+            result = {"file": name, "control_id": control_id, **info}
+            results.append(result)
+            show(result)
     return results
 
 
 def run(args: argparse.Namespace) -> int:
     host, _, port = args.to.rpartition(":")
     if not host or not port.isdigit():
-        print("--to must be HOST:PORT", file=sys.stderr)
-        return 2
-    progress = len(args.files) > 5 and sys.stderr.isatty()
-    results = asyncio.run(_send_all(args.files, host, int(port), args.timeout, progress))
+        raise CommandFailed(f"--to must be HOST:PORT, got {args.to!r}", EX_USAGE)
+    # every file is read before the first one is sent: a typo in the last name must not
+    # leave the first messages sent and the rest not
+    messages = [(name, normalise_segments(Path(name).read_bytes())) for name in args.files]
+
+    def show(result: dict[str, Any]) -> None:
+        if not args.json:
+            print(_line(result), flush=True)
+
+    results = asyncio.run(_send_all(messages, host, int(port), args.timeout, show))
     if args.json:
         dump_json(results)
     else:
-        for r in results:
-            print(f"{r['control_id'] or '-':<16} {r['msa1'] or '--':<3} {r['text']}  ({r['file']})")
+        print(summary(results))
     return 0 if all(r["msa1"] in ("AA", "CA") for r in results) else 1

@@ -106,9 +106,13 @@ class Tx:
         q: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        patient: str | None = None,
+        document: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
+        """Newest first. ``patient`` is an INS or an IPP (``AUTHORITY|IPP`` uses the index; a bare
+        IPP is matched on any authority); ``document`` a document uniqueId."""
         where: list[str] = []
         args: list[Any] = []
         if status:
@@ -132,6 +136,16 @@ class Tx:
         if until:
             where.append("received_at < ?")
             args.append(until)
+        if patient:
+            if "|" in patient:
+                where.append("patient_ipp = ?")
+                args.append(patient)
+            else:
+                where.append("(patient_ins = ? OR patient_ipp GLOB ?)")
+                args += [patient, "*|" + _glob_literal(patient)]
+        if document:
+            where.append("(document_id = ? OR id IN (SELECT exchange_id FROM documents WHERE unique_id = ?))")
+            args += [document, document]
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._all(
             f"SELECT {EXCHANGE_SUMMARY_COLUMNS} FROM exchanges {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
@@ -390,3 +404,8 @@ class Tx:
                 "UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id = ?", (exchange_id,)
             )
         return len(ids)
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matched literally inside a GLOB pattern (``*``, ``?`` and ``[`` are bracketed)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)

@@ -22,6 +22,7 @@ from gateway.commands._common import exchange_json
 from gateway.commands.show import exchange_detail
 from gateway.journal.tx import Tx
 from gateway.listeners.http import SERVICE_KEY, problem
+from gateway.model import EXCHANGE_STATUSES
 from gateway.operations import OperationError, iso, release_exchange, retry_delivery
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("relais_principal")
-EXCHANGE_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate")
 MAX_LIMIT = 500
 REDACTED = "[redacted]"
 _XDS_PATIENT_KEYS = frozenset({"patientId", "sourcePatientId", "sourcePatientInfo"})

@@ -73,8 +73,9 @@ def test_readable_output(capsys: pytest.CaptureFixture[str]) -> None:
 def test_sex_choices_are_enforced(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["ins", "185057800608491", "--sex", "X"])
-    assert exc.value.code == 2
-    capsys.readouterr()
+    assert exc.value.code == 64  # EX_USAGE: never confused with a command's own verdict codes
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'X'" in err
 
 
 @pytest.mark.slow

@@ -1,0 +1,92 @@
+"""How a failed command ends: one line on stderr and an exit code, never a traceback.
+
+Exit codes follow ``sysexits.h`` so that they never collide with the codes a command
+uses for its own verdicts (``check``: 0 accepted, 1 rejected, 2 held; ``send``: 1 when
+an answer is not AA):
+
+    64  usage            a bad option or argument
+    65  data             the input was read but cannot be used
+    66  no input         a file, journal or exchange that does not exist
+    69  unavailable      a peer refused the connection, a port is already in use
+    70  software         our own fault (the line says so; RELAIS_DEBUG=1 shows the traceback)
+    74  i/o              the journal or a file could not be read or written
+    78  config           the configuration file or a setting is unusable
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from typing import NoReturn
+
+from gateway.errors import ConfigError, DestinationUnavailable, GatewayError, JournalError
+
+__all__ = [
+    "EX_USAGE",
+    "EX_DATAERR",
+    "EX_NOINPUT",
+    "EX_UNAVAILABLE",
+    "EX_SOFTWARE",
+    "EX_IOERR",
+    "EX_CONFIG",
+    "OneLineParser",
+    "CommandFailed",
+    "describe",
+]
+
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOINPUT = 66
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_IOERR = 74
+EX_CONFIG = 78
+
+
+class CommandFailed(Exception):
+    """Raised by a command that has already decided its one-line message and exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage block and the error on two lines; a script reads one."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(EX_USAGE)
+
+
+def describe(exc: BaseException) -> tuple[str, int]:
+    """The one line and the exit code for an exception that reached the command boundary."""
+    if isinstance(exc, CommandFailed):
+        return exc.message, exc.exit_code
+    if isinstance(exc, ConfigError):
+        return exc.message, EX_CONFIG
+    if isinstance(exc, JournalError):
+        return exc.message, EX_NOINPUT if exc.code == "JOURNAL_MISSING" else EX_IOERR
+    if isinstance(exc, DestinationUnavailable):
+        return exc.message, EX_UNAVAILABLE
+    if isinstance(exc, GatewayError):
+        return f"{exc.code}: {exc.message}", EX_DATAERR
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return f"cannot read {exc.filename}: {exc.strerror}", EX_NOINPUT
+    if isinstance(exc, PermissionError):
+        return f"cannot open {exc.filename}: {exc.strerror}", EX_IOERR
+    if isinstance(exc, ConnectionError):
+        return f"connection failed: {exc.strerror or type(exc).__name__}", EX_UNAVAILABLE
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        # asyncio words it "error while attempting to bind on address (...): address already in use"
+        return str(exc.strerror or exc).replace("error while attempting to bind on", "cannot listen on"), EX_UNAVAILABLE
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}", EX_IOERR
+    return f"internal error {type(exc).__name__}: {exc} (set RELAIS_DEBUG=1 for the traceback)", EX_SOFTWARE
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("RELAIS_DEBUG", "") not in ("", "0")
