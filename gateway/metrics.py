@@ -2,11 +2,66 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "JournalHealth"]
+
+#: attempt outcomes that mean the document is at the destination
+_SUCCESS = frozenset({"delivered", "found-existing"})
+#: outcomes that end a delivery (a retry follows the others)
+_FINAL = frozenset({"delivered", "found-existing", "dead"})
+
+
+@dataclass
+class JournalHealth:
+    """What the metrics read from the journal at each scrape (one read transaction)."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    depth: dict[str, int] = field(default_factory=dict)
+    oldest_queued: dict[str, float] = field(default_factory=dict)  # destination -> seconds
+    oldest_held: float = 0.0
+    zam: dict[str, int] = field(default_factory=dict)  # failed|dead -> count
+
+
+class _JournalCounters(Collector):
+    """Commit and commit-failure counts kept by the journal itself, exported as counters."""
+
+    def __init__(self, source: Callable[[], tuple[int, int]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        commits, errors = self._source()
+        yield CounterMetricFamily("relais_journal_commits", "Journal commits (each one fsync'd)", value=commits)
+        yield CounterMetricFamily(
+            "relais_journal_commit_errors", "Journal commits that failed (nothing was acknowledged)", value=errors
+        )
+
+
+def _version() -> str:
+    try:
+        return version("relais-sante")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "unknown"
 
 
 class Metrics:
@@ -20,8 +75,10 @@ class Metrics:
         )
         self.acks = Counter("relais_acks", "Acknowledgements sent by MSA-1 code", ["code"], registry=r)
         self.exchanges = Gauge("relais_exchanges", "Exchanges in the journal by status", ["status"], registry=r)
+        # attempts, not deliveries: one delivery may take many attempts (relais_deliveries_finished counts those)
         self.deliveries = Counter(
-            "relais_deliveries", "Delivery attempts by destination and outcome", ["destination", "outcome"], registry=r
+            "relais_delivery_attempts", "Delivery attempts by destination and outcome", ["destination", "outcome"],
+            registry=r,
         )
         self.attempt_seconds = Histogram(
             "relais_delivery_attempt_seconds", "Duration of one delivery attempt", ["destination"], registry=r
@@ -35,16 +92,73 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
 
+        self._add_operations_metrics()
+
+    def _add_operations_metrics(self) -> None:
+        """What the shipped alert rules and dashboard read (config/prometheus, config/grafana)."""
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            "relais_build_info", "Always 1; the labels say which Relais runs", ["version", "python"], registry=r
+        )
+        self.build_info.labels(version=_version(), python=platform.python_version()).set(1)
+        self.ready = Gauge("relais_ready", "1 when the gateway accepts and can store messages", registry=r)
+        self.finished = Counter(
+            "relais_deliveries_finished", "Deliveries that ended, by destination and final status",
+            ["destination", "status"], registry=r,
+        )
+        self.last_success = Gauge(
+            "relais_last_success_timestamp_seconds", "When a delivery last reached the destination (Unix time)",
+            ["destination"], registry=r,
+        )
+        self.oldest_queued = Gauge(
+            "relais_oldest_queued_seconds", "Age of the oldest delivery not yet done, per destination",
+            ["destination"], registry=r,
+        )
+        self.oldest_held = Gauge(
+            "relais_oldest_held_seconds", "Age of the oldest document held by the identity gate", registry=r
+        )
+        self.zam = Gauge(
+            "relais_zam_deliveries", "Business acknowledgements being retried (failed) or given up (dead)",
+            ["status"], registry=r,
+        )
+        self.disk_free = Gauge("relais_disk_free_bytes", "Free bytes on the data directory's filesystem", registry=r)
+        self.disk_size = Gauge("relais_disk_size_bytes", "Size of the data directory's filesystem", registry=r)
+
+    def watch_journal(self, source: Callable[[], tuple[int, int]]) -> None:
+        """Export the journal's (commits, commit errors) counters, read at each scrape."""
+        self.registry.register(_JournalCounters(source))
+
     def observe_delivery(self, destination: str, outcome: str, seconds: float) -> None:
         self.deliveries.labels(destination=destination, outcome=outcome).inc()
         self.attempt_seconds.labels(destination=destination).observe(seconds)
+        if outcome in _FINAL:
+            self.finished.labels(destination=destination, status="dead" if outcome == "dead" else "delivered").inc()
+        if outcome in _SUCCESS:
+            self.last_success.labels(destination=destination).set(time.time())
 
-    def refresh(self, by_status: dict[str, int], depth: dict[str, int], destinations: list[str]) -> None:
+    def refresh(
+        self, health: JournalHealth, destinations: list[str], *, ready: bool = True, data_dir: Path | None = None
+    ) -> None:
         for status in ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate"):
-            self.exchanges.labels(status=status).set(by_status.get(status, 0))
-        for name in set(destinations) | set(depth):
-            self.queue_depth.labels(destination=name).set(depth.get(name, 0))
-        self.held.set(by_status.get("held", 0))
+            self.exchanges.labels(status=status).set(health.by_status.get(status, 0))
+        for name in set(destinations) | set(health.depth) | set(health.oldest_queued):
+            self.queue_depth.labels(destination=name).set(health.depth.get(name, 0))
+            self.oldest_queued.labels(destination=name).set(health.oldest_queued.get(name, 0.0))
+        self.held.set(health.by_status.get("held", 0))
+        self.oldest_held.set(health.oldest_held)
+        for status in ("failed", "dead"):
+            self.zam.labels(status=status).set(health.zam.get(status, 0))
+        self.ready.set(1 if ready else 0)
+        if data_dir is not None:
+            try:
+                st = os.statvfs(data_dir)
+            except OSError:  # the directory went away: say so through readiness, not a failed scrape
+                return
+            self.disk_free.set(st.f_bavail * st.f_frsize)
+            self.disk_size.set(st.f_blocks * st.f_frsize)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

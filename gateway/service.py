@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from gateway.intake import Intake, Router
 from gateway.journal.sqlite import open_journal
 from gateway.listeners.http import build_app
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
-from gateway.metrics import Metrics
+from gateway.metrics import JournalHealth, Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
 from gateway.settings import DestinationSettings, Settings
@@ -123,6 +124,8 @@ class Service:
 
             prepare_tokens(s)
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
+        journal = self.journal
+        self.metrics.watch_journal(lambda: (journal.commits, journal.commit_errors))
         self.destinations = build_destinations(s, self.clock)
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
         self.intake = Intake(self.journal, s, self.clock, Router(document_dests))
@@ -206,11 +209,20 @@ class Service:
         return self._zam_destinations.get(key)
 
     async def refresh_metrics(self) -> None:
-        def read(tx: Any) -> tuple[dict[str, int], dict[str, int]]:
-            return tx.count_exchanges_by_status(), tx.queue_depth()
+        now = self.clock.now()
 
-        by_status, depth = await self.journal.read(read)
-        self.metrics.refresh(by_status, depth, list(self.destinations))
+        def age(at: str | None) -> float:
+            return max((now - datetime.fromisoformat(at)).total_seconds(), 0.0) if at else 0.0
+
+        def read(tx: Any) -> JournalHealth:
+            return JournalHealth(
+                by_status=tx.count_exchanges_by_status(), depth=tx.queue_depth(),
+                oldest_queued={d: age(at) for d, at in tx.oldest_open_delivery().items()},
+                oldest_held=age(tx.oldest_held_since()), zam=tx.zam_trouble(),
+            )
+
+        health = await self.journal.read(read)
+        self.metrics.refresh(health, list(self.destinations), ready=self.ready, data_dir=self.settings.data_dir)
 
 
 async def run_until_signalled(service: Service, *, announce: Any = print) -> int:

@@ -65,6 +65,7 @@ class SqliteJournal:
         self._local = threading.local()
         self._closed = False
         self.commits = 0  # number of fsync'd commits (for tests and metrics)
+        self.commit_errors = 0  # commits that failed: their writers got a JournalError, no ACK
         self.writes = 0
 
     # -- lifecycle --------------------------------------------------------------
@@ -164,6 +165,7 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self.commit_errors += 1
             log.error("journal.commit_failed", error=type(exc).__name__)
             err = JournalError(f"journal commit failed: {exc}", code="JOURNAL_COMMIT")
             for _fn, fut in batch:

@@ -313,6 +313,30 @@ class Tx:
             )
         }
 
+    def oldest_open_delivery(self) -> dict[str, str]:
+        """Per destination, when the oldest delivery not yet done was created (ISO, UTC)."""
+        return {
+            r["destination"]: r["oldest"]
+            for r in self._all(
+                "SELECT destination, MIN(created_at) AS oldest FROM deliveries "
+                "WHERE status IN ('queued', 'in_flight', 'failed') GROUP BY destination"
+            )
+        }
+
+    def oldest_held_since(self) -> str | None:
+        row = self._one("SELECT MIN(held_since) AS oldest FROM exchanges WHERE status = 'held'")
+        return row["oldest"] if row else None
+
+    def zam_trouble(self) -> dict[str, int]:
+        """Business acknowledgements being retried (``failed``) or given up (``dead``)."""
+        return {
+            r["status"]: r["n"]
+            for r in self._all(
+                "SELECT status, COUNT(*) AS n FROM deliveries WHERE kind = 'zam' AND status IN ('failed', 'dead') "
+                "GROUP BY status"
+            )
+        }
+
     def insert_attempt(self, rec: dict[str, Any]) -> int:
         cols = ", ".join(rec)
         marks = ", ".join("?" for _ in rec)
