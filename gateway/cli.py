@@ -23,6 +23,7 @@ COMMANDS = (
     "ins",
     "identities",
     "release",
+    "retry",
     "replay",
     "simulate",
     "audit",

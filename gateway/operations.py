@@ -7,12 +7,22 @@ so the journal can prove afterwards who did what.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.journal.tx import GENESIS_HASH, Tx, iso
 
-__all__ = ["release_exchange", "retry_delivery", "verify_audit", "prune", "OperationError", "iso"]
+__all__ = [
+    "release_exchange",
+    "release_held",
+    "retry_delivery",
+    "retry_dead",
+    "verify_audit",
+    "prune",
+    "OperationError",
+    "iso",
+]
 
 
 class OperationError(Exception):
@@ -38,14 +48,38 @@ def release_exchange(tx: Tx, exchange_id: str, *, operator: str, reason: str, at
         "WHERE exchange_id = ? AND status = 'waiting'",
         (at, at, ex["id"]),
     )
-    tx.update_exchange(ex["id"], at, status="queued", held_since=None)
+    # the hold reason goes from the summary (the exchange is no longer held for it); the
+    # event and the audit row keep which hold the operator overrode
+    tx.update_exchange(ex["id"], at, status="queued", held_since=None, reason_code=None, reason=None)
     tx.add_event(ex["id"], at, "released", {"by": operator, "reason": reason, "override": ex["reason_code"]})
     tx.append_audit(at=at, actor=operator, action="release", target=ex["id"],
                     detail={"reason": reason, "hold_code": ex["reason_code"]})
     return {"id": ex["id"], "status": "queued"}
 
 
-def retry_delivery(tx: Tx, delivery_id: str, *, operator: str, at: str) -> dict[str, Any]:
+def release_held(
+    tx: Tx, *, operator: str, reason: str, at: str, hold_code: str | None = None, ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Release many held exchanges in one transaction (each one audited like a single release).
+
+    ``ids`` picks exchanges (refusals are reported, not raised, so one stale id does not
+    undo the others); without it every held exchange goes, or those held for ``hold_code``.
+    """
+    if not reason.strip() or not operator.strip():
+        raise OperationError("an operator name and a reason are required", 400)
+    if ids is None:
+        ids = [h["id"] for h in tx.held_exchanges() if hold_code is None or h["reason_code"] == hold_code]
+    released: list[str] = []
+    refused: list[dict[str, str]] = []
+    for exchange_id in ids:
+        try:
+            released.append(release_exchange(tx, exchange_id, operator=operator, reason=reason, at=at)["id"])
+        except OperationError as exc:
+            refused.append({"id": exchange_id, "reason": str(exc)})
+    return {"released": released, "refused": refused}
+
+
+def retry_delivery(tx: Tx, delivery_id: str, *, operator: str, at: str, reason: str = "") -> dict[str, Any]:
     """Make a failed or dead delivery due now (delivery stays idempotent: lookup first)."""
     d = tx.get_delivery(delivery_id)
     if d is None:
@@ -54,9 +88,31 @@ def retry_delivery(tx: Tx, delivery_id: str, *, operator: str, at: str) -> dict[
         raise OperationError(f"delivery {delivery_id} is {d['status']}; only failed or dead deliveries are retried")
     tx.update_delivery(delivery_id, at, status="failed", next_attempt_at=at)
     tx.update_exchange(d["exchange_id"], at, status="queued")
-    tx.add_event(d["exchange_id"], at, "retry", {"delivery": delivery_id, "by": operator})
-    tx.append_audit(at=at, actor=operator, action="retry", target=d["exchange_id"], detail={"delivery": delivery_id})
+    detail = {"delivery": delivery_id} | ({"reason": reason} if reason else {})
+    tx.add_event(d["exchange_id"], at, "retry", detail | {"by": operator})
+    tx.append_audit(at=at, actor=operator, action="retry", target=d["exchange_id"], detail=detail)
     return {"id": delivery_id, "status": "failed", "next_attempt_at": at}
+
+
+def retry_dead(
+    tx: Tx, *, operator: str, reason: str, at: str, destination: str | None = None, ids: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Retry many failed or dead deliveries in one transaction, each one audited with ``reason``.
+
+    Without ``ids``: every dead delivery, or those of ``destination``.
+    """
+    if not reason.strip() or not operator.strip():
+        raise OperationError("an operator name and a reason are required", 400)
+    if ids is None:
+        ids = tx.dead_delivery_ids(destination=destination)
+    retried: list[str] = []
+    refused: list[dict[str, str]] = []
+    for delivery_id in ids:
+        try:
+            retried.append(retry_delivery(tx, delivery_id, operator=operator, at=at, reason=reason)["id"])
+        except OperationError as exc:
+            refused.append({"id": delivery_id, "reason": str(exc)})
+    return {"retried": retried, "refused": refused}
 
 
 def verify_audit(tx: Tx) -> tuple[bool, int | None, int]:

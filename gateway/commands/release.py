@@ -1,8 +1,9 @@
-"""``relais release ID --operator NAME --reason TEXT``: operator override of the identity gate.
+"""``relais release ID… | --all-held [--hold-code CODE] --operator NAME --reason TEXT``: operator override
+of the identity gate.
 
 Writes through the journal while ``serve`` may run: SQLite lets this second process
 write between the service's commits (WAL, busy timeout); the running dispatcher picks
-the queued deliveries up at its next poll.
+the queued deliveries up at its next poll. Every release is one audit row.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import argparse
 
 from gateway.commands._common import add_config_args, open_writable
+from gateway.commands.failures import EX_USAGE, CommandFailed
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("release", help="release an exchange held by the identity gate (audited)")
-    p.add_argument("id", help="exchange id (or a unique prefix)")
+    p = sub.add_parser("release", help="release exchanges held by the identity gate (audited)")
+    p.add_argument("ids", nargs="*", metavar="ID", help="exchange id (or a unique prefix)")
+    p.add_argument("--all-held", action="store_true", help="every held exchange (or those of --hold-code)")
+    p.add_argument("--hold-code", help="with --all-held: only exchanges held for this reason, e.g. INS_NOT_QUALIFIED")
     p.add_argument("--operator", required=True, help="who takes the decision (recorded in the audit trail)")
     p.add_argument("--reason", required=True, help="why the identity may be trusted")
     add_config_args(p)
@@ -24,19 +28,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.operations import OperationError, iso, release_exchange
+    from gateway.operations import iso, release_held
     from gateway.ports import SystemClock
 
+    if bool(args.ids) == args.all_held:
+        raise CommandFailed("give exchange ids or --all-held, not both and not neither", EX_USAGE)
+    if args.hold_code and not args.all_held:
+        raise CommandFailed("--hold-code goes with --all-held", EX_USAGE)
     _settings, journal = open_writable(args)
     at = iso(SystemClock().now())
     try:
         out = journal.write_sync(
-            lambda tx: release_exchange(tx, args.id, operator=f"cli:{args.operator}", reason=args.reason, at=at)
+            lambda tx: release_held(
+                tx, operator=f"cli:{args.operator}", reason=args.reason, at=at, hold_code=args.hold_code,
+                ids=args.ids or None,
+            )
         )
-    except OperationError as exc:
-        print(f"release refused: {exc}")
-        return 1
     finally:
         journal.close_sync()
-    print(f"released {out['id']}: deliveries queued")
-    return 0
+    for exchange_id in out["released"]:
+        print(f"released {exchange_id}: deliveries queued")
+    for refusal in out["refused"]:
+        print(f"not released {refusal['id']}: {refusal['reason']}")
+    if args.all_held and not out["released"]:
+        print("nothing held" + (f" for {args.hold_code}" if args.hold_code else ""))
+    return 1 if out["refused"] else 0

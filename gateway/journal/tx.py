@@ -284,6 +284,15 @@ class Tx:
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.conn.execute(f"UPDATE deliveries SET {sets} WHERE id = ?", [*fields.values(), delivery_id])  # noqa: S608
 
+    def dead_delivery_ids(self, *, destination: str | None = None) -> list[str]:
+        """Dead deliveries, oldest first (the ``deliveries_due`` index leads with status)."""
+        sql = "SELECT id FROM deliveries WHERE status = 'dead'"
+        args: list[Any] = []
+        if destination:
+            sql += " AND destination = ?"
+            args.append(destination)
+        return [r["id"] for r in self._all(sql + " ORDER BY seq", args)]
+
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
 

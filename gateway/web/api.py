@@ -23,7 +23,7 @@ from gateway.commands.show import exchange_detail
 from gateway.journal.tx import Tx
 from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
-from gateway.operations import OperationError, iso, release_exchange, retry_delivery
+from gateway.operations import OperationError, iso, release_exchange, release_held, retry_dead, retry_delivery
 
 if TYPE_CHECKING:
     from gateway.service import Service
@@ -244,6 +244,41 @@ async def release(service: Service, exchange_id: str, reason: str, principal: Pr
     return out
 
 
+async def bulk(service: Service, action: str, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """Release held exchanges or retry dead deliveries in one audited transaction.
+
+    ``{"reason": ..., "ids": [...]}`` names them; ``{"reason": ..., "all_held": true, "hold_code": ...}``
+    or ``{"reason": ..., "all_dead": true, "destination": ...}`` selects them.
+    """
+    reason = body.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ApiError(400, "a non-empty 'reason' is required", invalid_param="reason")
+    ids = body.get("ids")
+    select = "all_held" if action == "release" else "all_dead"
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not ids):
+        raise ApiError(400, "'ids' must be a non-empty list of strings", invalid_param="ids")
+    if (ids is None) == (body.get(select) is not True):
+        raise ApiError(400, f"give 'ids' or '{select}': true, not both", invalid_param="ids")
+    at = iso(service.clock.now())
+    try:
+        if action == "release":
+            code = body.get("hold_code")
+            out = await service.journal.write(lambda tx: release_held(
+                tx, operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
+                hold_code=code if isinstance(code, str) else None))
+        else:
+            dest = body.get("destination")
+            out = await service.journal.write(lambda tx: retry_dead(
+                tx, operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
+                destination=dest if isinstance(dest, str) else None))
+    except OperationError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    service.dispatcher_wake()
+    done = out["released"] if action == "release" else out["retried"]
+    log.info(f"api.bulk_{action}", count=len(done), refused=len(out["refused"]), actor=principal.actor)
+    return out
+
+
 # -- handlers -----------------------------------------------------------------------------------
 def _service(request: web.Request) -> Service:
     return request.app[SERVICE_KEY]
@@ -309,6 +344,21 @@ async def post_release(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+def _bulk_handler(action: str) -> Any:
+    @_errors
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            body = await request.json() if request.can_read_body else None
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the body must be a JSON object with a 'reason'")
+        return web.json_response(await bulk(_service(request), action, body, request[PRINCIPAL_KEY]))
+
+    handler.__name__ = f"post_bulk_{action}"
+    return handler
+
+
 @_errors
 async def get_identities(request: web.Request) -> web.Response:
     held_only = (request.query.get("held") or "").lower() in ("1", "true", "yes")
@@ -326,4 +376,6 @@ def register(app: web.Application) -> None:
     app.router.add_post("/v1/exchanges/{id}/replay", post_replay)
     app.router.add_post("/v1/exchanges/{id}/release", post_release)
     app.router.add_post("/v1/deliveries/{id}/retry", post_retry)
+    app.router.add_post("/v1/bulk/release", _bulk_handler("release"))
+    app.router.add_post("/v1/bulk/retry", _bulk_handler("retry"))
     app.router.add_get("/v1/identities", get_identities)

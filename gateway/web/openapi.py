@@ -115,6 +115,27 @@ def openapi_document() -> dict[str, Any]:
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _resp("due now", {"type": "object"}), "404": _problem("unknown delivery"),
                           "409": _problem("not failed or dead"), **_OPERATOR_ERRORS}}},
+        "/v1/bulk/release": {"post": {
+            "summary": "Release many held exchanges in one transaction, each audited (operator)", "tags": ["actions"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["reason"], "properties": {
+                    "reason": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}},
+                    "all_held": {"type": "boolean"}, "hold_code": {"type": "string"}}}}}},
+            "responses": {"200": _resp("released and refused ids", {"type": "object", "properties": {
+                "released": {"type": "array", "items": {"type": "string"}},
+                "refused": {"type": "array", "items": {"type": "object"}}}}),
+                "400": _problem("no reason, or neither/both of ids and all_held"), **_OPERATOR_ERRORS}}},
+        "/v1/bulk/retry": {"post": {
+            "summary": "Retry many failed or dead deliveries in one transaction, each audited (operator)",
+            "tags": ["actions"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["reason"], "properties": {
+                    "reason": {"type": "string"}, "ids": {"type": "array", "items": {"type": "string"}},
+                    "all_dead": {"type": "boolean"}, "destination": {"type": "string"}}}}}},
+            "responses": {"200": _resp("retried and refused ids", {"type": "object", "properties": {
+                "retried": {"type": "array", "items": {"type": "string"}},
+                "refused": {"type": "array", "items": {"type": "object"}}}}),
+                "400": _problem("no reason, or neither/both of ids and all_dead"), **_OPERATOR_ERRORS}}},
         "/v1/identities": {"get": {
             "summary": "Identity registry (identifiers and traits for operators only)", "tags": ["identities"],
             "parameters": [_q("held", "only patients with held exchanges", {"type": "boolean"})],
