@@ -108,11 +108,53 @@ class Tx:
         until: str | None = None,
         patient: str | None = None,
         document: str | None = None,
+        control_or_id: str | None = None,
+        before_seq: int | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """Newest first. ``patient`` is an INS or an IPP (``AUTHORITY|IPP`` uses the index; a bare
-        IPP is matched on any authority); ``document`` a document uniqueId."""
+        IPP is matched on any authority); ``document`` a document uniqueId; ``control_or_id`` a
+        control id or an exchange id prefix; ``before_seq`` the keyset cursor of the next page."""
+        clause, args = self._exchange_filter(
+            status=status, message_type=message_type, sender=sender, control_id=control_id, q=q, since=since,
+            until=until, patient=patient, document=document, control_or_id=control_or_id,
+        )
+        if before_seq is not None:
+            clause = f"{clause} AND seq < ?" if clause else "WHERE seq < ?"
+            args.append(before_seq)
+        return self._all(
+            f"SELECT {EXCHANGE_SUMMARY_COLUMNS} FROM exchanges {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
+            [*args, limit, offset],
+        )
+
+    def count_exchanges(self, *, cap: int = 10_000, **filters: Any) -> tuple[int, bool]:
+        """How many exchanges match, counting at most ``cap`` (so a count stays cheap at any size).
+
+        Returns ``(count, capped)``: ``capped`` is true when there are more than ``cap``.
+        """
+        clause, args = self._exchange_filter(**filters)
+        row = self._one(
+            f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM exchanges {clause} LIMIT ?)",  # noqa: S608
+            [*args, cap + 1],
+        )
+        n = int(row["n"]) if row else 0
+        return min(n, cap), n > cap
+
+    def _exchange_filter(
+        self,
+        *,
+        status: str | None = None,
+        message_type: str | None = None,
+        sender: str | None = None,
+        control_id: str | None = None,
+        q: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        patient: str | None = None,
+        document: str | None = None,
+        control_or_id: str | None = None,
+    ) -> tuple[str, list[Any]]:
         where: list[str] = []
         args: list[Any] = []
         if status:
@@ -146,11 +188,11 @@ class Tx:
         if document:
             where.append("(document_id = ? OR id IN (SELECT exchange_id FROM documents WHERE unique_id = ?))")
             args += [document, document]
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
-        return self._all(
-            f"SELECT {EXCHANGE_SUMMARY_COLUMNS} FROM exchanges {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
-            [*args, limit, offset],
-        )
+        if control_or_id:
+            # a range on the primary key, not LIKE: LIKE is case-insensitive and cannot use the index
+            where.append("(control_id = ? OR (id >= ? AND id < ?))")
+            args += [control_or_id, control_or_id.lower(), control_or_id.lower() + "\uffff"]
+        return (("WHERE " + " AND ".join(where)) if where else ""), args
 
     def count_exchanges_by_status(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in self._all("SELECT status, COUNT(*) AS n FROM exchanges GROUP BY status")}

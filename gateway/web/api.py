@@ -24,6 +24,7 @@ from gateway.journal.tx import Tx
 from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
 from gateway.operations import OperationError, iso, release_exchange, release_held, retry_dead, retry_delivery
+from gateway.search import search_filters
 
 if TYPE_CHECKING:
     from gateway.service import Service
@@ -48,6 +49,7 @@ log = structlog.get_logger(__name__)
 
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("relais_principal")
 MAX_LIMIT = 500
+COUNT_CAP = 10_000  # "10 000+" is as useful to a person as the exact number, and stays cheap
 REDACTED = "[redacted]"
 _XDS_PATIENT_KEYS = frozenset({"patientId", "sourcePatientId", "sourcePatientInfo"})
 
@@ -177,26 +179,42 @@ def _instant(value: str, name: str) -> str:
     return iso(dt.astimezone(UTC))
 
 
-def list_filters(query: Any) -> tuple[dict[str, Any], int, int]:
-    """Validate the list query (status, type, sender, since, until, control_id, q, limit, offset)."""
+def list_filters(query: Any, *, operator: bool = False) -> tuple[dict[str, Any], int, int]:
+    """Validate the list query (status, type, sender, since, until, control_id, patient, document, q,
+    cursor, limit, offset). ``patient`` and ``document`` are operator-only; ``q`` is read by
+    ``gateway.search`` (an INS, IPP or uniqueId only for operators); ``cursor`` is the keyset
+    position that ``next`` links carry (``offset`` stays for old links)."""
     filters: dict[str, Any] = {}
     status = (query.get("status") or "").strip()
     if status:
         if status not in EXCHANGE_STATUSES:
             raise ApiError(400, f"status must be one of {', '.join(EXCHANGE_STATUSES)}", invalid_param="status")
         filters["status"] = status
-    for param, key in (("type", "message_type"), ("sender", "sender"), ("control_id", "control_id"), ("q", "q")):
+    for param, key in (("type", "message_type"), ("sender", "sender"), ("control_id", "control_id")):
         value = (query.get(param) or "").strip()
         if value:
             filters[key] = value
+    for param in ("patient", "document"):
+        value = (query.get(param) or "").strip()
+        if value:
+            if not operator:
+                raise ApiError(403, f"searching by {param} needs the operator role (patient data)", invalid_param=param)
+            filters[param] = value
+    term = (query.get("q") or "").strip()
+    if term:
+        _kind, found = search_filters(term, operator=operator)
+        filters |= found
     for param in ("since", "until"):
         if query.get(param):
             filters[param] = _instant(query[param], param)
     try:
         limit = int(query.get("limit", 50))
         offset = int(query.get("offset", 0))
+        cursor = query.get("cursor")
+        if cursor:
+            filters["before_seq"] = int(cursor)
     except ValueError:
-        raise ApiError(400, "limit and offset must be integers", invalid_param="limit") from None
+        raise ApiError(400, "limit, offset and cursor must be integers", invalid_param="limit") from None
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise ApiError(400, f"limit must be 1..{MAX_LIMIT} and offset >= 0", invalid_param="limit")
     return filters, limit, offset
@@ -298,15 +316,26 @@ def _errors(handler: Any) -> Any:
 
 @_errors
 async def list_exchanges(request: web.Request) -> web.Response:
-    filters, limit, offset = list_filters(request.query)
-    rows = await _service(request).journal.read(
-        lambda tx: tx.list_exchanges(**filters, limit=limit + 1, offset=offset)
-    )
+    """Newest first, keyset-paged; ``total`` counts at most ``COUNT_CAP`` rows (``total_capped``)."""
+    filters, limit, offset = list_filters(request.query, operator=request[PRINCIPAL_KEY].is_operator)
+    counting = (request.query.get("count") or "true").lower() not in ("0", "false", "no")
+
+    def read(tx: Tx) -> tuple[list[dict[str, Any]], tuple[int, bool] | None]:
+        rows = tx.list_exchanges(**filters, limit=limit + 1, offset=offset)
+        where = {k: v for k, v in filters.items() if k != "before_seq"}
+        return rows, (tx.count_exchanges(cap=COUNT_CAP, **where) if counting else None)
+
+    rows, total = await _service(request).journal.read(read)
     more = len(rows) > limit
-    nxt = str(request.rel_url.update_query(limit=limit, offset=offset + limit)) if more else None
-    return web.json_response(
-        {"items": [exchange_json(r) for r in rows[:limit]], "limit": limit, "offset": offset, "next": nxt}
-    )
+    page = rows[:limit]
+    nxt = None
+    if more:
+        query = {k: v for k, v in request.query.items() if k != "offset"}
+        nxt = str(request.rel_url.with_query({**query, "limit": str(limit), "cursor": str(page[-1]["seq"])}))
+    body: dict[str, Any] = {"items": [exchange_json(r) for r in page], "limit": limit, "offset": offset, "next": nxt}
+    if total is not None:
+        body["total"], body["total_capped"] = total
+    return web.json_response(body)
 
 
 @_errors

@@ -215,7 +215,7 @@ async def overview(request: web.Request) -> web.Response:
 async def exchanges_page(request: web.Request) -> web.Response:
     service = _service(request)
     try:
-        filters, limit, offset = list_filters(request.query)
+        filters, limit, offset = list_filters(request.query, operator=request[PRINCIPAL_KEY].is_operator)
         error = None
     except ApiError as exc:
         filters, limit, offset, error = {}, 50, 0, exc.detail
