@@ -326,6 +326,27 @@ class Tx:
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.conn.execute(f"UPDATE deliveries SET {sets} WHERE id = ?", [*fields.values(), delivery_id])  # noqa: S608
 
+    def held_worklist(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        """The oldest held exchanges (first ``limit``) and how many are held."""
+        rows = self._all(
+            "SELECT id, control_id, message_type, reason_code, reason, held_since FROM exchanges "
+            "WHERE status = 'held' ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        total = self._one("SELECT COUNT(*) AS n FROM exchanges WHERE status = 'held'")
+        return rows, int(total["n"]) if total else 0
+
+    def dead_worklist(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
+        """The oldest dead deliveries (first ``limit``) with their exchange, and how many are dead."""
+        rows = self._all(
+            "SELECT d.id, d.exchange_id, d.destination, d.kind, d.attempts, d.last_error, d.updated_at, "
+            "e.control_id, e.message_type FROM deliveries d JOIN exchanges e ON e.id = d.exchange_id "
+            "WHERE d.status = 'dead' ORDER BY d.seq LIMIT ?",
+            (limit,),
+        )
+        total = self._one("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'dead'")
+        return rows, int(total["n"]) if total else 0
+
     def dead_delivery_ids(self, *, destination: str | None = None) -> list[str]:
         """Dead deliveries, oldest first (the ``deliveries_due`` index leads with status)."""
         sql = "SELECT id FROM deliveries WHERE status = 'dead'"
@@ -371,6 +392,27 @@ class Tx:
             for r in self._all(
                 "SELECT destination, MIN(created_at) AS oldest FROM deliveries "
                 "WHERE status IN ('queued', 'in_flight', 'failed') GROUP BY destination"
+            )
+        }
+
+    def attempt_outcomes_since(self, since: str) -> list[dict[str, Any]]:
+        """Attempts finished since ``since`` by destination, outcome and minute (``attempts_finished`` index)."""
+        return self._all(
+            "SELECT d.destination AS destination, a.outcome AS outcome, substr(a.finished_at, 1, 16) AS minute, "
+            "MAX(a.finished_at) AS finished_at, COUNT(*) AS n FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
+            "WHERE a.finished_at >= ? GROUP BY d.destination, a.outcome, minute",
+            (since,),
+        )
+
+    def last_success_since(self, since: str) -> dict[str, str]:
+        """Per destination, the last attempt since ``since`` that reached it."""
+        return {
+            r["destination"]: r["at"]
+            for r in self._all(
+                "SELECT d.destination AS destination, MAX(a.finished_at) AS at FROM attempts a "
+                "JOIN deliveries d ON d.id = a.delivery_id "
+                "WHERE a.finished_at >= ? AND a.outcome IN ('delivered', 'found-existing') GROUP BY d.destination",
+                (since,),
             )
         }
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.commands._common import exchange_json
 from gateway.commands.show import exchange_detail
+from gateway.health import destination_health
 from gateway.journal.tx import Tx
 from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
@@ -38,6 +39,7 @@ __all__ = [
     "exchange_trace",
     "identities_view",
     "list_filters",
+    "destination_kinds",
     "redact_fhir",
     "redact_xds",
     "replay_exchange",
@@ -389,6 +391,18 @@ def _bulk_handler(action: str) -> Any:
 
 
 @_errors
+async def get_destinations(request: web.Request) -> web.Response:
+    """Health of each destination: state, failure rates (5/60 min), last success, queue depth, oldest age."""
+    service = _service(request)
+    rows = await service.journal.read(lambda tx: destination_health(tx, now=service.clock.now(), kinds=destination_kinds(service)))
+    return web.json_response({"items": [r.as_json() for r in rows]})
+
+
+def destination_kinds(service: Service) -> dict[str, str]:
+    return {name: d.kind for name, d in service.destinations.items()}
+
+
+@_errors
 async def get_identities(request: web.Request) -> web.Response:
     held_only = (request.query.get("held") or "").lower() in ("1", "true", "yes")
     operator = request[PRINCIPAL_KEY].is_operator
@@ -408,3 +422,4 @@ def register(app: web.Application) -> None:
     app.router.add_post("/v1/bulk/release", _bulk_handler("release"))
     app.router.add_post("/v1/bulk/retry", _bulk_handler("retry"))
     app.router.add_get("/v1/identities", get_identities)
+    app.router.add_get("/v1/destinations", get_destinations)

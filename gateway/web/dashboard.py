@@ -18,12 +18,15 @@ import jinja2
 from aiohttp import web
 
 from gateway.commands._common import exchange_json
+from gateway.health import destination_health
 from gateway.listeners.http import SERVICE_KEY
 from gateway.operations import iso
 from gateway.web.api import (
     EXCHANGE_STATUSES,
     PRINCIPAL_KEY,
     ApiError,
+    bulk,
+    destination_kinds,
     exchange_trace,
     identities_view,
     list_filters,
@@ -200,16 +203,51 @@ async def overview(request: web.Request) -> web.Response:
     now = service.clock.now()
     since = iso(now - timedelta(hours=1))
 
-    def read(tx: Any) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-        return tx.count_exchanges_by_status(), tx.queue_depth(), _minute_counts(tx, since)
+    kinds = destination_kinds(service)
 
-    by_status, depth, minutes = await service.journal.read(read)
-    series = per_minute_series(minutes, now)
-    queues = {name: depth.get(name, 0) for name in service.destinations} | depth
+    def read(tx: Any) -> dict[str, Any]:
+        held, held_total = tx.held_worklist()
+        dead, dead_total = tx.dead_worklist()
+        return {
+            "by_status": tx.count_exchanges_by_status(), "minutes": _minute_counts(tx, since),
+            "destinations": destination_health(tx, now=now, kinds=kinds),
+            "held": held, "held_total": held_total, "dead": dead, "dead_total": dead_total,
+        }
+
+    view = await service.journal.read(read)
+    series = per_minute_series(view.pop("minutes"), now)
     return _render(
-        request, "overview.html", by_status=by_status, statuses=EXCHANGE_STATUSES, queues=sorted(queues.items()),
-        series=series, peak=max([n for _, n in series] + [1]), last_hour=sum(n for _, n in series),
+        request, "overview.html", statuses=EXCHANGE_STATUSES, series=series, peak=max([n for _, n in series] + [1]),
+        last_hour=sum(n for _, n in series), age=lambda at: _age(now, at),
+        age_seconds=lambda sec: _age(now, (now - timedelta(seconds=sec)).isoformat()), **view,
     )
+
+
+def _age(now: datetime, at: str | None) -> str:
+    """``3 min``, ``5 h``, ``2 d``: how long ago ``at`` was, for worklists."""
+    if not at:
+        return "-"
+    seconds = max((now - datetime.fromisoformat(at)).total_seconds(), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+async def action_bulk(request: web.Request) -> web.Response:
+    """Bulk release of every held exchange or bulk retry of every dead delivery, with a reason."""
+    form = await _checked_form(request)
+    action = request.match_info["action"]
+    reason = str(form.get("reason") or "").strip()
+    select = {"release": "all_held", "retry": "all_dead"}[action]
+    try:
+        out = await bulk(_service(request), action, {"reason": reason, select: True}, request[PRINCIPAL_KEY])
+        done = out["released"] if action == "release" else out["retried"]
+        verb = "Released" if action == "release" else "Retrying"
+        _flash(request, "ok", f"{verb} {len(done)}; refused {len(out['refused'])}.")
+    except ApiError as exc:
+        _flash(request, "error", exc.detail)
+    return _redirect("/")
 
 
 async def exchanges_page(request: web.Request) -> web.Response:
@@ -309,5 +347,6 @@ def register(app: web.Application, auth: Authenticator) -> None:
     app.router.add_post("/exchanges/{id}/replay", action_replay)
     app.router.add_post("/exchanges/{id}/release", action_release)
     app.router.add_post("/deliveries/{id}/retry", action_retry)
+    app.router.add_post("/bulk/{action:release|retry}", action_bulk)
     app.router.add_get("/identities", identities_page)
     app.router.add_static("/static", Path(__file__).parent / "static", append_version=False)

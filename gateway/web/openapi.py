@@ -136,6 +136,11 @@ def openapi_document() -> dict[str, Any]:
                 "retried": {"type": "array", "items": {"type": "string"}},
                 "refused": {"type": "array", "items": {"type": "object"}}}}),
                 "400": _problem("no reason, or neither/both of ids and all_dead"), **_OPERATOR_ERRORS}}},
+        "/v1/destinations": {"get": {
+            "summary": "Health of each destination: state, failure rates over 5 and 60 minutes, last success, "
+                       "queue depth, age of the oldest delivery not yet done", "tags": ["operations"],
+            "responses": {"200": _resp("one item per destination", {"type": "object", "properties": {
+                "items": {"type": "array", "items": {"type": "object"}}}}), **_AUTH_ERRORS}}},
         "/v1/identities": {"get": {
             "summary": "Identity registry (identifiers and traits for operators only)", "tags": ["identities"],
             "parameters": [_q("held", "only patients with held exchanges", {"type": "boolean"})],

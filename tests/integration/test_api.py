@@ -266,7 +266,7 @@ async def test_openapi_describes_every_route(gw: Gateway) -> None:
     assert doc["openapi"].startswith("3.") and doc == openapi_document()
     app = gw.service._runner.app  # type: ignore[union-attr]
     dashboard = {"/", "/login", "/logout", "/exchanges", "/exchanges/{id}", "/identities",
-                 "/exchanges/{id}/replay", "/exchanges/{id}/release", "/deliveries/{id}/retry"}
+                 "/exchanges/{id}/replay", "/exchanges/{id}/release", "/deliveries/{id}/retry", "/bulk/{action}"}
     for route in app.router.routes():
         path = route.resource.canonical if route.resource else ""
         if route.method == "HEAD" or path in dashboard or path.startswith("/static"):

@@ -99,6 +99,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     duration     REAL
 );
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_id);
+-- destination health (failure rates, last success) reads recent attempts only
+CREATE INDEX IF NOT EXISTS attempts_finished ON attempts(finished_at);
 
 CREATE TABLE IF NOT EXISTS identities (
     ipp_key     TEXT PRIMARY KEY,                -- authority|value (or ins:<INS> without IPP)
