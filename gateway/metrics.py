@@ -124,6 +124,9 @@ class Metrics:
             "relais_zam_deliveries", "Business acknowledgements being retried (failed) or given up (dead)",
             ["status"], registry=r,
         )
+        self.pruned = Counter(
+            "relais_retention_pruned_exchanges", "Exchanges whose bodies retention dropped", registry=r
+        )
         self.disk_free = Gauge("relais_disk_free_bytes", "Free bytes on the data directory's filesystem", registry=r)
         self.disk_size = Gauge("relais_disk_size_bytes", "Size of the data directory's filesystem", registry=r)
 

@@ -1,4 +1,4 @@
-"""Operator actions shared by the CLI and the API: release, retry, audit, prune.
+"""Operator actions shared by the CLI and the API: release, retry, audit (retention is in ``gateway.retention``).
 
 Every action is one journal transaction that also appends a hash-chained audit row,
 so the journal can prove afterwards who did what.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from gateway.journal.tx import GENESIS_HASH, Tx, iso
@@ -19,7 +19,6 @@ __all__ = [
     "retry_delivery",
     "retry_dead",
     "verify_audit",
-    "prune",
     "OperationError",
     "iso",
 ]
@@ -125,15 +124,6 @@ def verify_audit(tx: Tx) -> tuple[bool, int | None, int]:
             return False, int(row["seq"]), len(rows)
         prev = row["hash"]
     return True, None, len(rows)
-
-
-def prune(tx: Tx, *, older_than: timedelta, now: datetime, actor: str) -> int:
-    """Drop bodies of finished exchanges past retention; summaries and audit rows stay."""
-    at = iso(now)
-    n = tx.prune_bodies(before=iso(now - older_than), at=at)
-    tx.append_audit(at=at, actor=actor, action="prune", target=None,
-                    detail={"older_than_seconds": older_than.total_seconds(), "exchanges": n})
-    return n
 
 
 def parse_duration(text: str) -> timedelta:

@@ -25,6 +25,7 @@ from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
 from gateway.metrics import JournalHealth, Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
+from gateway.retention import RetentionTask, retention_policy
 from gateway.settings import DestinationSettings, Settings
 
 __all__ = ["Service", "build_destinations"]
@@ -113,6 +114,7 @@ class Service:
         self._zam_destinations: dict[str, Destination] = {}
         self._runner: web.AppRunner | None = None
         self.mllp: MllpListener | None = None
+        self.retention: RetentionTask | None = None
         self.addresses: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,6 +137,15 @@ class Service:
         )
         await self.dispatcher.recover()
         self.dispatcher.start()
+        if s.retention.days > 0:
+            if not self.journal.auto_vacuum:
+                log.warning("journal.vacuum_unavailable", hint="relais prune --vacuum (offline) lets retention "
+                            "give space back; this journal predates auto_vacuum")
+            self.retention = RetentionTask(
+                self.journal.write, retention_policy(s), self.clock, interval=s.retention.interval_minutes * 60,
+                vacuum=self.journal.auto_vacuum, on_pruned=self.metrics.pruned.inc,
+            )
+            self.retention.start()
         if s.http.enabled:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None)
@@ -166,6 +177,8 @@ class Service:
             await self.mllp.stop(drain_timeout=10.0)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         for dest in [*self.destinations.values(), *self._zam_destinations.values()]:

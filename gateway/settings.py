@@ -102,7 +102,10 @@ class ApiSettings:
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    days: float = 0.0  # 0: keep bodies forever; relais prune --older-than overrides
+    days: float = 0.0  # 0: keep bodies forever; else serve drops bodies older than this in the background
+    errors_only: bool = False  # past `days`, delete exchanges that ended well entirely (errors keep a summary)
+    interval_minutes: float = 10.0  # how often serve applies retention
+    batch_size: int = 500  # exchanges per retention transaction (small: ACKs interleave)
 
 
 @dataclass(frozen=True)

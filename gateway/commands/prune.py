@@ -1,48 +1,70 @@
-"""``relais prune --older-than 90d``: drop the bodies of finished exchanges past retention.
+"""``relais prune [--older-than 90d] [--errors-only] [--vacuum]``: apply retention once (audited).
 
-Summaries, events and audit rows stay; only raw bytes, documents and exchanged bodies go.
-Without ``--older-than`` the ``retention.days`` setting applies (0: nothing is pruned).
+Summaries, events and audit rows stay; raw bytes, documents and exchanged bodies go (with
+``--errors-only``, exchanges that ended well go entirely). Without ``--older-than`` the
+``retention.days`` setting applies. ``serve`` applies the same retention by itself when
+``retention.days`` is set; this command is for a one-off or for ``--vacuum``, which
+rewrites the file (``VACUUM``) so that a journal created before auto_vacuum can shrink:
+run it with ``serve`` stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-from datetime import timedelta
+import sqlite3
 
 from gateway.commands._common import add_config_args, open_writable
+from gateway.commands.failures import EX_CONFIG, EX_USAGE, CommandFailed
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("prune", help="drop bodies of finished exchanges older than a duration (audited)")
+    p = sub.add_parser("prune", help="apply retention once: drop bodies of finished exchanges (audited)")
     p.add_argument("--older-than", metavar="DURATION", help="90d, 12h, 30m, 45s (default: retention.days)")
+    p.add_argument("--errors-only", action="store_true", default=None,
+                   help="delete exchanges that ended well entirely (default: retention.errors_only)")
+    p.add_argument("--vacuum", action="store_true", help="rewrite the file to give space back (serve stopped)")
     p.add_argument("--operator", help="recorded in the audit trail (default: the system user)")
     add_config_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.operations import parse_duration, prune
+    from datetime import timedelta
+
+    from gateway.operations import parse_duration
     from gateway.ports import SystemClock
+    from gateway.retention import prune_once_sync, retention_policy
 
     settings, journal = open_writable(args)
-    if args.older_than:
-        try:
-            older_than = parse_duration(args.older_than)
-        except ValueError as exc:
-            print(f"prune: {exc}")
-            return 2
-    elif settings.retention.days > 0:
-        older_than = timedelta(days=settings.retention.days)
-    else:
-        print("prune: nothing to do; give --older-than or set retention.days")
-        return 2
-    actor = f"cli:{args.operator or getpass.getuser()}"
     try:
-        n = journal.write_sync(lambda tx: prune(tx, older_than=older_than, now=SystemClock().now(), actor=actor))
+        if args.older_than:
+            try:
+                older_than = parse_duration(args.older_than)
+            except ValueError as exc:
+                raise CommandFailed(str(exc), EX_USAGE) from None
+        elif settings.retention.days > 0:
+            older_than = timedelta(days=settings.retention.days)
+        else:
+            raise CommandFailed("nothing to do; give --older-than or set retention.days", EX_CONFIG)
+        policy = retention_policy(settings, older_than)
+        if args.errors_only is not None:
+            policy = type(policy)(older_than=policy.older_than, errors_only=True, batch_size=policy.batch_size)
+        actor = f"cli:{args.operator or getpass.getuser()}"
+        n = prune_once_sync(journal.write_sync, policy, now=SystemClock().now(), actor=actor,
+                            vacuum=journal.auto_vacuum)
     finally:
         journal.close_sync()
-    print(f"pruned the bodies of {n} exchanges older than {older_than}")
+    print(f"pruned the bodies of {n} exchanges older than {older_than}"
+          + (" (those that ended well deleted)" if policy.errors_only else ""))
+    if args.vacuum:
+        conn = sqlite3.connect(journal.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("VACUUM")
+        finally:
+            conn.close()
+        print("journal rewritten (VACUUM): it now gives pruned space back by itself")
     return 0

@@ -46,6 +46,9 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=30000")
     if not readonly:
+        # only a file without tables can take auto_vacuum, and it must come before WAL writes the
+        # header; new journals then give pruned space back with incremental_vacuum (retention.py)
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsync'd at every commit, so a committed exchange survives a power cut.
         conn.execute("PRAGMA synchronous=FULL")
@@ -67,6 +70,7 @@ class SqliteJournal:
         self.commits = 0  # number of fsync'd commits (for tests and metrics)
         self.commit_errors = 0  # commits that failed: their writers got a JournalError, no ACK
         self.writes = 0
+        self.auto_vacuum = False  # INCREMENTAL: retention can shrink the file
 
     # -- lifecycle --------------------------------------------------------------
     def open(self) -> SqliteJournal:
@@ -74,6 +78,7 @@ class SqliteJournal:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
             conn.executescript(_SCHEMA)
+            self.auto_vacuum = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
             conn.close()
             self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
             self._thread.start()

@@ -495,32 +495,68 @@ class Tx:
         return self._all("SELECT * FROM audit ORDER BY seq")
 
     # -- retention ---------------------------------------------------------------------------------
-    def prune_bodies(self, *, before: str, at: str) -> int:
-        """Drop raw bytes and documents of delivered/rejected/duplicate exchanges received before ``before``."""
+    def prune_batch(self, *, before: str, at: str, limit: int, errors_only: bool = False) -> int:
+        """Retention for up to ``limit`` finished exchanges received before ``before``; how many it did.
+
+        Their bodies go (raw bytes, CDA, Bundle, metadata, attempt request/response, ZAM payload);
+        summaries, events and audit rows stay. With ``errors_only`` the exchanges that ended
+        well (accepted, delivered, duplicate) go entirely, so only errors keep a summary.
+        The ``exchanges_unpruned`` partial index keeps this cheap however much was pruned before.
+        """
         ids = [
             r["id"]
             for r in self._all(
-                "SELECT id FROM exchanges WHERE received_at < ? AND pruned_at IS NULL "
-                "AND status IN ('delivered', 'accepted', 'rejected', 'duplicate')",
-                (before,),
+                "SELECT id FROM exchanges WHERE pruned_at IS NULL AND received_at < ? "
+                # never held/queued/dead work: it may still be sent (a dead delivery can be retried)
+                "AND status IN ('delivered', 'accepted', 'rejected', 'duplicate') ORDER BY received_at LIMIT ?",
+                (before, limit),
             )
         ]
-        for exchange_id in ids:
-            self.conn.execute(
-                "UPDATE exchanges SET raw = NULL, pruned_at = ?, "
-                "updated_at = ? WHERE id = ?",
-                (at, at, exchange_id),
-            )
-            self.conn.execute(
-                "UPDATE attempts SET request = NULL, response = NULL WHERE delivery_id IN "
-                "(SELECT id FROM deliveries WHERE exchange_id = ?)",
-                (exchange_id,),
-            )
-            self.conn.execute("UPDATE deliveries SET payload = NULL WHERE exchange_id = ?", (exchange_id,))
-            self.conn.execute(
-                "UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id = ?", (exchange_id,)
-            )
+        if not ids:
+            return 0
+        marks = ", ".join("?" for _ in ids)
+        in_deliveries = f"SELECT id FROM deliveries WHERE exchange_id IN ({marks})"  # noqa: S608
+        self.conn.execute(
+            f"UPDATE attempts SET request = NULL, response = NULL WHERE delivery_id IN ({in_deliveries})", ids  # noqa: S608
+        )
+        self.conn.execute(f"UPDATE deliveries SET payload = NULL WHERE exchange_id IN ({marks})", ids)  # noqa: S608
+        self.conn.execute(
+            f"UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id IN ({marks})", ids  # noqa: S608
+        )
+        self.conn.execute(
+            f"UPDATE exchanges SET raw = NULL, pruned_at = ?, updated_at = ? WHERE id IN ({marks})",  # noqa: S608
+            [at, at, *ids],
+        )
+        if errors_only:
+            ok = ("accepted", "delivered", "duplicate")
+            gone = [
+                r["id"]
+                for r in self._all(
+                    f"SELECT id FROM exchanges WHERE id IN ({marks}) AND status IN (?, ?, ?)", [*ids, *ok]  # noqa: S608
+                )
+            ]
+            if gone:
+                g = ", ".join("?" for _ in gone)
+                self.conn.execute(
+                    f"DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE exchange_id IN ({g}))",  # noqa: S608
+                    gone,
+                )
+                for table in ("deliveries", "documents", "events"):
+                    self.conn.execute(f"DELETE FROM {table} WHERE exchange_id IN ({g})", gone)  # noqa: S608
+                self.conn.execute(f"DELETE FROM exchanges WHERE id IN ({g})", gone)  # noqa: S608
         return len(ids)
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system (journals created with auto_vacuum).
+
+        The pragma frees one page per step and the sqlite3 module steps a statement without
+        result columns only once, so each call frees one page (executescript would, but it
+        commits the writer's transaction first). Returns the pages freed.
+        """
+        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        for _ in range(min(free, pages)):
+            self.conn.execute("PRAGMA incremental_vacuum(1)")
+        return min(free, pages)
 
 
 def _glob_literal(text: str) -> str:

@@ -17,7 +17,6 @@ from gateway.operations import (
     OperationError,
     iso,
     parse_duration,
-    prune,
     release_exchange,
     retry_delivery,
     verify_audit,
@@ -107,26 +106,6 @@ def test_audit_chain_detects_an_altered_row(journal: SqliteJournal, tmp_path: Pa
     with sqlite3.connect(tmp_path / "journal.db") as conn:
         conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
     assert journal.read_sync(verify_audit) == (False, 3, 4)
-
-
-def test_prune_drops_bodies_of_finished_exchanges_only(journal: SqliteJournal) -> None:
-    old = iso(NOW - timedelta(days=100))
-    journal.write_sync(lambda tx: (
-        add_exchange(tx, "old-done", "delivered", received_at=old, delivery="d1", delivery_status="delivered"),
-        add_exchange(tx, "old-held", "held", received_at=old),
-        add_exchange(tx, "new-done", "delivered"),
-    ))
-    n = journal.write_sync(lambda tx: prune(tx, older_than=timedelta(days=90), now=NOW, actor="cli:test"))
-    assert n == 1
-
-    def read(tx: Tx) -> tuple[Any, ...]:
-        return (tx.exchange_bodies("old-done"), tx.exchange_bodies("old-held"),
-                tx.attempts_for("d1", bodies=True), tx.audit_rows())
-
-    done, held, attempts, audit = journal.read_sync(read)
-    assert done["raw"] is None and done["fhir"] is None and held["raw"] is not None
-    assert attempts[0]["request"] is None and attempts[0]["response"] is None
-    assert audit[-1]["action"] == "prune" and json.loads(audit[-1]["detail"])["exchanges"] == 1
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("1.5s", 1.5)])

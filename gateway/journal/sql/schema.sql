@@ -39,6 +39,8 @@ CREATE INDEX IF NOT EXISTS exchanges_control ON exchanges(control_id);
 CREATE INDEX IF NOT EXISTS exchanges_dedup ON exchanges(sender_app, sender_facility, control_id, sha256);
 CREATE INDEX IF NOT EXISTS exchanges_patient_ins ON exchanges(patient_ins);
 CREATE INDEX IF NOT EXISTS exchanges_patient_ipp ON exchanges(patient_ipp);
+-- retention walks only what it has not pruned yet (the pruned rows drop out of this index)
+CREATE INDEX IF NOT EXISTS exchanges_unpruned ON exchanges(received_at) WHERE pruned_at IS NULL;
 
 CREATE TABLE IF NOT EXISTS events (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
