@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -116,10 +117,29 @@ class Tx:
         """Newest first. ``patient`` is an INS or an IPP (``AUTHORITY|IPP`` uses the index; a bare
         IPP is matched on any authority); ``document`` a document uniqueId; ``control_or_id`` a
         control id or an exchange id prefix; ``before_seq`` the keyset cursor of the next page."""
-        clause, args = self._exchange_filter(
-            status=status, message_type=message_type, sender=sender, control_id=control_id, q=q, since=since,
-            until=until, patient=patient, document=document, control_or_id=control_or_id,
-        )
+        filters = dict(status=status, control_id=control_id, q=q, since=since, until=until,
+                       patient=patient, document=document, control_or_id=control_or_id, message_type=message_type)
+        alternatives = self._alternatives(filters, sender)
+        if len(alternatives) == 1:
+            return self._page(alternatives[0], before_seq, limit, offset)
+        # several exact senders or event types: one indexed page each, merged. One query over
+        # all of them would make SQLite sort every match to honour ORDER BY seq.
+        pages = [self._page(f, before_seq, limit + offset, 0) for f in alternatives]
+        merged = sorted((r for page in pages for r in page), key=lambda r: r["seq"], reverse=True)
+        return merged[offset : offset + limit]
+
+    def _alternatives(self, filters: dict[str, Any], sender: str | None) -> list[dict[str, Any]]:
+        """The filter as disjoint exact cases, each of which an index serves in seq order."""
+        types: list[str | None] = [filters.pop("message_type")]
+        t = types[0]
+        if t and "*" not in t and "^" not in t:
+            types = list(self._types_with_prefix(t)) or ["\x00none"]  # "ADT": every ADT event type
+        pairs: list[tuple[str | None, str | None] | None] = [None]
+        if sender:
+            pairs = list(self._sender_pairs(sender)) or [("\x00none", "\x00none")]
+        return [dict(filters, message_type=t, sender_pair=p) for t in types for p in pairs]
+    def _page(self, filters: dict[str, Any], before_seq: int | None, limit: int, offset: int) -> list[dict[str, Any]]:
+        clause, args = self._exchange_filter(**filters)
         if before_seq is not None:
             clause = f"{clause} AND seq < ?" if clause else "WHERE seq < ?"
             args.append(before_seq)
@@ -128,17 +148,59 @@ class Tx:
             [*args, limit, offset],
         )
 
+    def _sender_pairs(self, sender: str) -> list[tuple[str | None, str | None]]:
+        """The (MSH-3, MSH-4) pairs ``sender`` names: ``APP|FACILITY``, or an application or a facility."""
+        if "|" in sender:
+            app, _, facility = sender.partition("|")
+            return [(app, facility)]
+        out: list[tuple[str | None, str | None]] = []
+        for app in self._distinct_after("sender_app", "1", ()):
+            for facility in self._distinct_after("sender_facility", "sender_app IS ?", (app,)):
+                if app == sender or facility == sender:
+                    out.append((app, facility))
+        return out
+
+    def _distinct_after(self, column: str, where: str, args: tuple[Any, ...]) -> list[Any]:
+        """Distinct non-null values of an indexed column: a skip-scan, one index seek per value."""
+        rows = self._all(
+            f"WITH RECURSIVE t(x) AS ("  # noqa: S608 - column and where are ours, not input
+            f" SELECT (SELECT MIN({column}) FROM exchanges WHERE {where})"
+            f" UNION ALL SELECT (SELECT MIN({column}) FROM exchanges WHERE {where} AND {column} > t.x)"
+            f" FROM t WHERE t.x IS NOT NULL) SELECT x FROM t WHERE x IS NOT NULL",
+            (*args, *args),
+        )
+        return [r["x"] for r in rows]
+
+    def _types_with_prefix(self, prefix: str) -> list[str]:
+        """The distinct message types starting with ``prefix``: an index skip-scan, a few lookups per type."""
+        rows = self._all(
+            "WITH RECURSIVE t(x) AS ("
+            " SELECT (SELECT MIN(message_type) FROM exchanges WHERE message_type >= ?1 AND message_type < ?2)"
+            " UNION ALL"
+            " SELECT (SELECT MIN(message_type) FROM exchanges WHERE message_type > t.x AND message_type < ?2)"
+            " FROM t WHERE t.x IS NOT NULL"
+            ") SELECT x FROM t WHERE x IS NOT NULL",
+            (prefix, prefix + "\uffff"),
+        )
+        return [r["x"] for r in rows]
+
     def count_exchanges(self, *, cap: int = 10_000, **filters: Any) -> tuple[int, bool]:
         """How many exchanges match, counting at most ``cap`` (so a count stays cheap at any size).
 
         Returns ``(count, capped)``: ``capped`` is true when there are more than ``cap``.
         """
-        clause, args = self._exchange_filter(**filters)
-        row = self._one(
-            f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM exchanges {clause} LIMIT ?)",  # noqa: S608
-            [*args, cap + 1],
-        )
-        n = int(row["n"]) if row else 0
+        sender = filters.pop("sender", None)
+        filters.setdefault("message_type", None)
+        n = 0
+        for alt in self._alternatives(dict(filters), sender):  # disjoint cases: their counts add up
+            clause, args = self._exchange_filter(**alt)
+            row = self._one(
+                f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM exchanges {clause} LIMIT ?)",  # noqa: S608
+                [*args, cap + 1 - n],
+            )
+            n += int(row["n"]) if row else 0
+            if n > cap:
+                break
         return min(n, cap), n > cap
 
     def _exchange_filter(
@@ -146,7 +208,7 @@ class Tx:
         *,
         status: str | None = None,
         message_type: str | None = None,
-        sender: str | None = None,
+        sender_pair: tuple[str | None, str | None] | None = None,
         control_id: str | None = None,
         q: str | None = None,
         since: str | None = None,
@@ -161,11 +223,15 @@ class Tx:
             where.append("status = ?")
             args.append(status)
         if message_type:
-            where.append("message_type LIKE ?")
-            args.append(message_type.replace("*", "%") + ("%" if "^" not in message_type else ""))
-        if sender:
-            where.append("(sender_app = ? OR sender_facility = ? OR sender_app || '|' || sender_facility = ?)")
-            args += [sender, sender, sender]
+            if "*" in message_type:
+                where.append("message_type LIKE ?")
+                args.append(message_type.replace("*", "%"))
+            else:  # exact: a prefix was resolved to its event types by _alternatives
+                where.append("message_type = ?")
+                args.append(message_type)
+        if sender_pair is not None:
+            where.append("sender_app IS ? AND sender_facility IS ?")
+            args += list(sender_pair)
         if control_id:
             where.append("control_id = ?")
             args.append(control_id)
@@ -174,20 +240,28 @@ class Tx:
             args += [q, q + "%", q]
         if since:
             where.append("received_at >= ?")
-            args.append(since)
+            where.append(f"seq >= COALESCE(({_FIRST_SEQ_AT}), 9223372036854775807)")
+            args += [since, since]
         if until:
             where.append("received_at < ?")
+            args.append(until)
+            # seq and received_at both grow in arrival order: bounding seq lets the newest-first
+            # walk start at `until` instead of reading every newer row first
+            where.append(f"seq < COALESCE(({_FIRST_SEQ_AT}), 9223372036854775807)")
             args.append(until)
         if patient:
             if "|" in patient:
                 where.append("patient_ipp = ?")
                 args.append(patient)
-            else:
-                where.append("(patient_ins = ? OR patient_ipp GLOB ?)")
-                args += [patient, "*|" + _glob_literal(patient)]
+            elif _INS.fullmatch(patient):
+                where.append("patient_ins = ?")
+                args.append(patient)
+            else:  # an IPP without its authority (exchanges_ipp_value index)
+                where.append("substr(patient_ipp, instr(patient_ipp, '|') + 1) = ?")
+                args.append(patient)
         if document:
-            where.append("(document_id = ? OR id IN (SELECT exchange_id FROM documents WHERE unique_id = ?))")
-            args += [document, document]
+            where.append("id IN (SELECT exchange_id FROM documents WHERE unique_id = ?)")
+            args.append(document)
         if control_or_id:
             # a range on the primary key, not LIKE: LIKE is case-insensitive and cannot use the index
             where.append("(control_id = ? OR (id >= ? AND id < ?))")
@@ -559,6 +633,7 @@ class Tx:
         return min(free, pages)
 
 
-def _glob_literal(text: str) -> str:
-    """``text`` matched literally inside a GLOB pattern (``*``, ``?`` and ``[`` are bracketed)."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+# the first exchange received at or after a time, found through the received_at index; its seq
+# bounds a range scan of (status, seq), (message_type, seq) or seq itself
+_FIRST_SEQ_AT = "SELECT seq FROM exchanges WHERE received_at >= ? ORDER BY received_at LIMIT 1"
+_INS = re.compile(r"\d{13}(\d{2})?")  # a NIR/NIA with or without its key: 13 or 15 digits

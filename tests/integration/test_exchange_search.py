@@ -81,3 +81,26 @@ async def test_totals_are_capped_so_counting_stays_cheap(gw: TestGateway) -> Non
     assert await gw.service.journal.read(lambda tx: tx.count_exchanges(cap=3, control_id="C1")) == (1, False)
     status, problem = await gw.get("/v1/exchanges", params={"cursor": "abc"})
     assert status == 400 and problem["invalid_param"] == "limit"
+
+
+async def test_sender_and_type_prefix_filters_merge_exact_cases_in_order(gw: TestGateway) -> None:
+    # DPI-RELAIS|CLINIQUE-RELAIS sends MDM and ORU; GAM|RELAIS-TEST an A28; DPI-TEST|HOPITAL-TEST an A01
+    sends = [("mdm_t02_initial.hl7", "S1"), ("adt_a28_prov.hl7", "S2"), ("adt_a01_latin9.hl7", "S3"),
+             ("oru_doc_r01_initial.hl7", "S4"), ("adt_a28_prov.hl7", "S5"), ("adt_a01_latin9.hl7", "S6")]
+    for fixture, cid in sends:
+        await send(gw, fixture, cid)
+    assert await controls(gw, sender="DPI-RELAIS") == ["S4", "S1"]  # an application
+    assert await controls(gw, sender="RELAIS-TEST") == ["S5", "S2"]  # a facility
+    assert await controls(gw, sender="GAM|RELAIS-TEST") == ["S5", "S2"]
+    assert await controls(gw, sender="GAM|OTHER") == [] and await controls(gw, sender="NOBODY") == []
+    assert await controls(gw, type="ADT") == ["S6", "S5", "S3", "S2"]  # A01 and A28 merged newest first
+    assert await controls(gw, type="ADT^A28") == ["S5", "S2"]
+    assert await controls(gw, type="ADT*A01*") == ["S6", "S3"]
+    assert await controls(gw, type="ORU") == ["S4"] and await controls(gw, type="SIU") == []
+
+    # a merged filter pages with the cursor like any other
+    _, page = await gw.get("/v1/exchanges", params={"type": "ADT", "limit": "3"})
+    seen = [e["control_id"] for e in page["items"]]
+    assert page["total"] == 4
+    _, page = await gw.get(page["next"])
+    assert seen + [e["control_id"] for e in page["items"]] == ["S6", "S5", "S3", "S2"] and page["next"] is None

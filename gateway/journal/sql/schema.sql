@@ -32,13 +32,19 @@ CREATE TABLE IF NOT EXISTS exchanges (
     pruned_at       TEXT,
     updated_at      TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS exchanges_status ON exchanges(status);
+-- (status, seq): the first page of a status filter is an index walk, not a sort of every match
+DROP INDEX IF EXISTS exchanges_status;
+CREATE INDEX IF NOT EXISTS exchanges_status_seq ON exchanges(status, seq);
+CREATE INDEX IF NOT EXISTS exchanges_type_seq ON exchanges(message_type, seq);
+CREATE INDEX IF NOT EXISTS exchanges_sender_seq ON exchanges(sender_app, sender_facility, seq);
 CREATE INDEX IF NOT EXISTS exchanges_seq ON exchanges(seq);
 CREATE INDEX IF NOT EXISTS exchanges_received ON exchanges(received_at);
 CREATE INDEX IF NOT EXISTS exchanges_control ON exchanges(control_id);
 CREATE INDEX IF NOT EXISTS exchanges_dedup ON exchanges(sender_app, sender_facility, control_id, sha256);
 CREATE INDEX IF NOT EXISTS exchanges_patient_ins ON exchanges(patient_ins);
 CREATE INDEX IF NOT EXISTS exchanges_patient_ipp ON exchanges(patient_ipp);
+-- an IPP typed without its assigning authority (what an operator usually has at hand)
+CREATE INDEX IF NOT EXISTS exchanges_ipp_value ON exchanges(substr(patient_ipp, instr(patient_ipp, '|') + 1));
 -- retention walks only what it has not pruned yet (the pruned rows drop out of this index)
 CREATE INDEX IF NOT EXISTS exchanges_unpruned ON exchanges(received_at) WHERE pruned_at IS NULL;
 
