@@ -787,12 +787,26 @@ def _read_prts(
 def _sender(seg: Segment) -> Author:
     xcn = seg[5].rep(1)
     person = None
+    # Volet mapping table: the VIHF subject-id is "family, given, service"; the service is
+    # not in PRT-5, the table proposes PRT-9 (location) for it.
+    service = _s(seg[9].rep(1).comp(1).text)
     if _s(xcn.comp(1).text) or _s(xcn.comp(2).sub(1)):
         person = Person(
             id=_s(xcn.comp(1).text),
             family=_s(xcn.comp(2).sub(1)),
             given=_s(xcn.comp(3).text),
             id_root=_s(xcn.comp(9).sub(2)),
+            service=service,
+        )
+    elif _s(seg[10].rep(1).comp(1).text):
+        # Volet §7: "PRT-10 device id if the author is a system" (EI: id ^ namespace ^ OID).
+        device = seg[10].rep(1)
+        person = Person(
+            id=_s(device.comp(1).text),
+            id_root=_s(device.comp(3).text),
+            software=_s(device.comp(2).text),
+            service=service,
+            device=True,
         )
     xon = seg[8].rep(1)
     org = None
