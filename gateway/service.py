@@ -72,7 +72,7 @@ def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry
         return MhdDestination(d.name, config, retry=retry, clock=clock)
     if d.kind == "dmp-xds":
         from adapters.dmp.client import DmpDestination, DmpSettings
-        from adapters.dmp.vihf import VihfSettings
+        from adapters.dmp.vihf import VihfSettings, check_vihf_settings, parse_roles
 
         key, cert = opts.get("vihf_key"), opts.get("vihf_cert")
         if not key or not cert:
@@ -81,11 +81,21 @@ def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry
                         hint="set vihf_key and vihf_cert to the structure's cachet certificate")
         vihf_fields = {k[len("vihf_"):]: v for k, v in opts.items()
                        if k.startswith("vihf_") and k not in ("vihf_key", "vihf_cert")}
+        # The J65 subject roles cannot come from the message (volet mapping table): one list
+        # per sending application (MSH-3), ``vihf_roles = { "RIS-Y" = ["10^1.2.250.1.71.1.2.7", …] }``.
+        roles = {str(app): parse_roles(values, f"destination {d.name}: vihf_roles.{app}")
+                 for app, values in dict(vihf_fields.pop("roles", {}) or {}).items()}
+        default_roles = vihf_fields.pop("default_roles", None)
+        structure_id = vihf_fields.pop("structure_id", opts.get("structure_id"))
         vihf = VihfSettings(
             key_path=Path(key), cert_path=Path(cert),
-            structure_id=str(vihf_fields.pop("structure_id", opts.get("structure_id", "10000000000000"))),
+            structure_id=str(structure_id) if structure_id else None,
+            roles=roles,
+            default_roles=parse_roles(default_roles, f"destination {d.name}: vihf_default_roles")
+            if default_roles else (),
             **vihf_fields,
         )
+        check_vihf_settings(vihf)
         dmp = DmpSettings(
             url=d.url, vihf=vihf, registry_url=opts.get("registry_url"), source_id=settings.gateway.source_id,
             tls_cert=Path(opts["tls_cert"]) if opts.get("tls_cert") else None,

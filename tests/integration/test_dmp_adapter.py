@@ -191,7 +191,7 @@ async def test_untrusted_vihf_is_a_sender_fault(tmp_path, sim, dest) -> None:
 
     key, cert = make_test_pki(tmp_path)
     dest.settings = DmpSettings(
-        url=sim.url, vihf=VihfSettings(key_path=key, cert_path=cert, structure_id="1"), retry=dest.retry
+        url=sim.url, vihf=VihfSettings(key_path=key, cert_path=cert, structure_id="1012345678"), retry=dest.retry
     )
     with pytest.raises(DestinationRejected) as info:
         await dest.send(payload())
