@@ -19,7 +19,7 @@ from pathlib import Path
 from lxml import etree
 
 from gateway.errors import MappingError
-from gateway.model import CodedValue, XdsAuthor, XdsMetadata
+from gateway.model import CodedValue, XdsAuthor, XdsMetadata, XdsSubmissionSet
 
 __all__ = [
     "NS",
@@ -31,6 +31,11 @@ __all__ = [
     "XOP_NS",
     "UUID",
     "build_provide_and_register",
+    "build_update_availability_status",
+    "STATUS_APPROVED",
+    "STATUS_DEPRECATED",
+    "STATUS_DELETED",
+    "STATUS_ARCHIVED",
     "inline_documents",
     "load_xds_schema",
 ]
@@ -65,11 +70,19 @@ class UUID:
     SS_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
     HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
     RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
+    UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
     REGISTRY_PACKAGE = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"
     CLASSIFICATION = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"
     EXTERNAL_IDENTIFIER = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier"
     ASSOCIATION = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Association"
 
+
+STATUS_APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+STATUS_DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
+# DMP statuses beyond ebRS (issue #9, DMP TD3.3c / TD3.3d: logical deletion and archiving
+# are availabilityStatus changes to these ASIP values).
+STATUS_DELETED = "urn:asip:ci-sis:2010:StatusType:Deleted"
+STATUS_ARCHIVED = "urn:asip:ci-sis:2010:StatusType:Archived"
 
 _NSMAP: dict[str | None, str] = {None: XDSB_NS, "rim": RIM_NS, "lcm": LCM_NS, "xop": XOP_NS}
 _DEFAULT_ENTRY_ID = "Document01"
@@ -169,6 +182,45 @@ def _require(mapping: Mapping[str, object], key: str, where: str) -> str:
     return str(value)
 
 
+def _submission_set(
+    objects: etree._Element, ids: _Ids, ss: XdsSubmissionSet, ss_id: str, patient_id: str
+) -> None:
+    """The SubmissionSet RegistryPackage and its classification (ITI TF-3 §4.2.3.3)."""
+    rp = etree.SubElement(objects, _rim("RegistryPackage"), id=ss_id, objectType=UUID.REGISTRY_PACKAGE)
+    _slot(rp, "submissionTime", [_require(ss, "submissionTime", "submissionSet")])
+    _name(rp, ss.get("title"))
+    _author_classifications(rp, ids, UUID.SS_AUTHOR, ss_id, ss.get("authors", []))
+    _coded_classification(
+        rp, ids, UUID.SS_CONTENT_TYPE_CODE, ss_id, ss.get("contentTypeCode"), "submissionSet.contentTypeCode"
+    )
+    _external_identifier(
+        rp,
+        ids,
+        UUID.SS_UNIQUE_ID,
+        ss_id,
+        _require(ss, "uniqueId", "submissionSet"),
+        "XDSSubmissionSet.uniqueId",
+    )
+    _external_identifier(
+        rp,
+        ids,
+        UUID.SS_SOURCE_ID,
+        ss_id,
+        _require(ss, "sourceId", "submissionSet"),
+        "XDSSubmissionSet.sourceId",
+    )
+    _external_identifier(
+        rp, ids, UUID.SS_PATIENT_ID, ss_id, ss.get("patientId") or patient_id, "XDSSubmissionSet.patientId"
+    )
+    etree.SubElement(
+        objects,
+        _rim("Classification"),
+        id=ids("cl"),
+        classifiedObject=ss_id,
+        classificationNode=UUID.SUBMISSION_SET,
+    )
+
+
 def build_provide_and_register(
     xds: XdsMetadata, *, document_id_ref: str, replaced_entry_uuid: str | None = None
 ) -> etree._Element:
@@ -249,40 +301,7 @@ def build_provide_and_register(
     _external_identifier(eo, ids, UUID.DE_PATIENT_ID, entry_id, patient_id, "XDSDocumentEntry.patientId")
     _external_identifier(eo, ids, UUID.DE_UNIQUE_ID, entry_id, unique_id, "XDSDocumentEntry.uniqueId")
 
-    # -- SubmissionSet ------------------------------------------------------------------
-    rp = etree.SubElement(objects, _rim("RegistryPackage"), id=ss_id, objectType=UUID.REGISTRY_PACKAGE)
-    _slot(rp, "submissionTime", [_require(ss, "submissionTime", "submissionSet")])
-    _name(rp, ss.get("title"))
-    _author_classifications(rp, ids, UUID.SS_AUTHOR, ss_id, ss.get("authors", []))
-    _coded_classification(
-        rp, ids, UUID.SS_CONTENT_TYPE_CODE, ss_id, ss.get("contentTypeCode"), "submissionSet.contentTypeCode"
-    )
-    _external_identifier(
-        rp,
-        ids,
-        UUID.SS_UNIQUE_ID,
-        ss_id,
-        _require(ss, "uniqueId", "submissionSet"),
-        "XDSSubmissionSet.uniqueId",
-    )
-    _external_identifier(
-        rp,
-        ids,
-        UUID.SS_SOURCE_ID,
-        ss_id,
-        _require(ss, "sourceId", "submissionSet"),
-        "XDSSubmissionSet.sourceId",
-    )
-    _external_identifier(
-        rp, ids, UUID.SS_PATIENT_ID, ss_id, ss.get("patientId") or patient_id, "XDSSubmissionSet.patientId"
-    )
-    etree.SubElement(
-        objects,
-        _rim("Classification"),
-        id=ids("cl"),
-        classifiedObject=ss_id,
-        classificationNode=UUID.SUBMISSION_SET,
-    )
+    _submission_set(objects, ids, ss, ss_id, patient_id)
 
     # -- Associations -------------------------------------------------------------------
     has_member = etree.SubElement(
@@ -307,6 +326,38 @@ def build_provide_and_register(
     document = etree.SubElement(root, f"{{{XDSB_NS}}}Document", id=entry_id)
     etree.SubElement(document, f"{{{XOP_NS}}}Include", href=f"cid:{document_id_ref}")
     return root
+
+
+def build_update_availability_status(
+    xds: XdsMetadata, *, target_entry_uuid: str, original_status: str, new_status: str
+) -> etree._Element:
+    """ITI-57 Update Document Set body changing one DocumentEntry's availabilityStatus.
+
+    IHE ITI TF-2b §3.57.4.1.3.3.1 (Update DocumentEntry Status) / TF-3 §4.2.4: a
+    ``lcm:SubmitObjectsRequest`` holding a complete SubmissionSet and one Association of
+    type ``UpdateAvailabilityStatus`` from the SubmissionSet to the entry's **entryUUID**
+    (assigned by the registry: find it with ITI-18 first), with the ``OriginalStatus`` and
+    ``NewStatus`` slots. No DocumentEntry is resubmitted, no document travels.
+    """
+    ss = xds["submissionSet"]
+    patient_id = ss.get("patientId") or _require(xds["documentEntry"], "patientId", "documentEntry")
+    ss_id = ss.get("entryUUID") or _DEFAULT_SUBMISSION_SET_ID
+    ids = _Ids()
+    submit = etree.Element(f"{{{LCM_NS}}}SubmitObjectsRequest", nsmap={"lcm": LCM_NS, "rim": RIM_NS})
+    objects = etree.SubElement(submit, _rim("RegistryObjectList"))
+    _submission_set(objects, ids, ss, ss_id, patient_id)
+    association = etree.SubElement(
+        objects,
+        _rim("Association"),
+        id=ids("as"),
+        associationType=UUID.UPDATE_AVAILABILITY_STATUS,
+        objectType=UUID.ASSOCIATION,
+        sourceObject=ss_id,
+        targetObject=target_entry_uuid,
+    )
+    _slot(association, "OriginalStatus", [original_status])
+    _slot(association, "NewStatus", [new_status])
+    return submit
 
 
 def inline_documents(request: etree._Element, documents: dict[str, bytes]) -> etree._Element:

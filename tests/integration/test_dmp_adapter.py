@@ -169,10 +169,12 @@ async def test_replace_of_unknown_parent_is_rejected(sim, dest) -> None:
     assert await submissions(sim) == []
 
 
-async def test_delete_is_a_documented_refusal(dest) -> None:
+async def test_delete_of_an_entry_the_registry_lacks_is_refused(sim, dest) -> None:
+    # TD3.3c finds the entry by uniqueId (ITI-18) before the ITI-57; no entry, no update.
     with pytest.raises(DestinationRejected) as info:
         await dest.send(payload(action="delete"))
-    assert info.value.code == "DMP_DELETE_UNSUPPORTED"
+    assert info.value.code == "DMP_ENTRY_UNKNOWN"
+    assert sim.documents == {}
 
 
 async def test_metadata_rules_reject_bad_hash_and_patient(sim, dest) -> None:
