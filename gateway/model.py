@@ -222,6 +222,7 @@ class XdsDocumentEntry(TypedDict, total=False):
     typeCode: CodedValue
     classCode: CodedValue
     formatCode: CodedValue
+    eventCodeList: list[CodedValue]
     confidentialityCode: list[CodedValue]
     healthcareFacilityTypeCode: CodedValue
     practiceSettingCode: CodedValue

@@ -27,9 +27,10 @@ uniqueId: the entry exists, or has the target status) before resending.
 from __future__ import annotations
 
 import ssl
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -58,8 +59,9 @@ from adapters.dmp.soap import (
     parse_registry_response,
 )
 from adapters.dmp.vihf import VihfSettings, build_vihf
+from adapters.dmp.xades import sign_submission_set, signature_entry
 from gateway.errors import DestinationRejected, DestinationUnavailable
-from gateway.model import XdsMetadata
+from gateway.model import XdsDocumentEntry, XdsMetadata
 from gateway.ports import Clock, Payload, SendResult, SystemClock
 
 __all__ = ["DmpSettings", "DmpDestination"]
@@ -83,6 +85,7 @@ class DmpSettings:
     vihf: VihfSettings
     registry_url: str | None = None
     source_id: str | None = None  # overrides submissionSet.sourceId when set
+    sign_submission_set: bool = True  # XAdES signature document (the DMP requires it)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -167,10 +170,19 @@ class DmpDestination(BaseDestination):
         xds = self._with_source_id(xds)
 
         cid = f"doc-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
-        request = build_provide_and_register(xds, document_id_ref=cid, replaced_entry_uuid=replaced_uuid)
+        parts = {cid: document}
+        signature = None
+        if self.settings.sign_submission_set:
+            signature_entry_, signature_bytes = self._signature(xds, document)
+            signature_cid = f"sig-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
+            parts[signature_cid] = signature_bytes
+            signature = (signature_entry_, signature_cid)
+        request = build_provide_and_register(
+            xds, document_id_ref=cid, replaced_entry_uuid=replaced_uuid, signature=signature
+        )
         envelope = self._envelope(request, ACTION_ITI41, self.settings.url, xds)
         envelope_bytes = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        content_type, body = build_mtom(envelope_bytes, {cid: document}, action=ACTION_ITI41)
+        content_type, body = build_mtom(envelope_bytes, parts, action=ACTION_ITI41)
         status, response_root, response_text = await self._post(self.settings.url, content_type, body)
         outcome = parse_registry_response(response_root)
         result_detail = {
@@ -254,6 +266,33 @@ class DmpDestination(BaseDestination):
                 "DMP payload needs a document and XDS metadata", code="DMP_PAYLOAD_INCOMPLETE"
             )
         return payload.xds, payload.document or b""
+
+    def _signature(self, xds: XdsMetadata, document: bytes) -> tuple[XdsDocumentEntry, bytes]:
+        """The XAdES signature document of this submission set and its DocumentEntry.
+
+        Signed with the structure's cachet key, the VIHF's (issue #9); its uniqueId is an
+        OID under 2.25 (ITU-T X.667: a UUID as an OID), fresh for each attempt.
+        """
+        now = self._clock.now()
+        vihf = self.settings.vihf
+        unique_id = f"2.25.{uuid.UUID(self._clock.new_id()).int}"
+        signature = sign_submission_set(
+            [(xds["documentEntry"]["uniqueId"], document)],
+            submission_set_unique_id=xds["submissionSet"].get("uniqueId", ""),
+            key_pem=Path(vihf.key_path).read_bytes(),
+            cert_pem=Path(vihf.cert_path).read_bytes(),
+            now=now,
+            signature_id=f"sig-{self._clock.new_id()}",
+            passphrase=vihf.key_password,
+        )
+        entry = signature_entry(
+            xds,
+            entry_uuid=f"urn:uuid:{self._clock.new_id()}",
+            unique_id=unique_id,
+            signature=signature,
+            creation_time=now.astimezone(UTC).strftime("%Y%m%d%H%M%S"),
+        )
+        return entry, signature
 
     def _envelope(self, body: etree._Element, action: str, to: str, xds: XdsMetadata) -> etree._Element:
         now: datetime = self._clock.now()
