@@ -38,6 +38,7 @@ from typing import Any
 from gateway.core.hl7v2.base64 import decode_payload
 from gateway.core.hl7v2.pid import patient_from_pid
 from gateway.core.hl7v2.reader import Field, Message, Repetition, Segment
+from gateway.core.xds import struct_idnat
 from gateway.errors import ValidationError
 from gateway.model import (
     Author,
@@ -895,7 +896,9 @@ def check_against_cda(dm: DocumentMessage, doc: EmbeddedDocument, header: CdaHea
     sender_org = dm.sender.organization if dm.sender else None
     if sender_org is not None and sender_org.id:
         cda_orgs = {a.organization.id for a in header.authors if a.organization and a.organization.id}
-        if cda_orgs and sender_org.id not in cda_orgs:
+        # PRT-8.10 may be a FINESS (FINEG) where the CDA writes the same structure's IdNat
+        # (1 + FINESS): compare both forms.
+        if cda_orgs and sender_org.id not in cda_orgs and struct_idnat(sender_org) not in cda_orgs:
             findings.append(
                 Finding(
                     "SENDER_ORG_CDA_MISMATCH",
