@@ -146,7 +146,7 @@ class DmpDestination(BaseDestination):
     # -- Destination hooks ----------------------------------------------------------------
 
     async def _send(self, payload: Payload) -> SendResult:
-        action = (payload.xds or {}).get("documentEntry", {}).get("action") or "submit"  # type: ignore[attr-defined]
+        action = (payload.xds["documentEntry"].get("action") if payload.xds is not None else None) or "submit"
         if action in _STATUS_FOR_ACTION:
             return await self._update_status(payload, action)
         xds, document = self._require(payload)

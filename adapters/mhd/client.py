@@ -134,12 +134,12 @@ class MhdDestination(BaseDestination):
 
     @staticmethod
     def _update_action(payload: Payload) -> str | None:
-        action = (payload.xds or {}).get("documentEntry", {}).get("action")  # type: ignore[attr-defined]
+        action = payload.xds["documentEntry"].get("action") if payload.xds is not None else None
         return action if action in _PATCHES else None
 
     def _target_query(self, payload: Payload) -> str:
         """``identifier=<system>|<value>`` of the document to update (its uniqueId, PDSm form)."""
-        unique_id = (payload.xds or {}).get("documentEntry", {}).get("uniqueId")  # type: ignore[attr-defined]
+        unique_id = payload.xds["documentEntry"].get("uniqueId") if payload.xds is not None else None
         if not unique_id:
             raise DestinationRejected("update without documentEntry.uniqueId", code="MHD_ENTRY_UNKNOWN")
         ident = document_identifier(unique_id)
