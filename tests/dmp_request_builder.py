@@ -12,7 +12,6 @@ through a hook) so that exactly one rule breaks.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -226,8 +225,11 @@ class Vihf:
     key: rsa.RSAPrivateKey | None = None
     cert: x509.Certificate | None = None
     after_sign: Callable[[etree._Element], None] | None = None
+    present: bool = True
 
-    def build(self, now: datetime) -> etree._Element:
+    def build(self, now: datetime) -> etree._Element | None:
+        if not self.present:
+            return None
         cert = self.cert or _cert()
         assertion = etree.Element(f"{{{SAML}}}Assertion", nsmap={"saml": SAML, "xsi": XSI})
         assertion.set("ID", "_a1b2c3d4-0000-4000-8000-000000000001")
@@ -296,8 +298,10 @@ class Xades:
     signing_certificate_digest: bool = True
     tamper_digest: bool = False
     associate: bool = True
+    reference_properties: bool = True
     key: rsa.RSAPrivateKey | None = None
     cert: x509.Certificate | None = None
+    after: Callable[[bytes], bytes] | None = None
 
     def build(self, ss_unique_id: str, documents: dict[str, bytes], now: datetime) -> bytes:
         key, cert = self.key or _key(), self.cert or _cert()
@@ -306,8 +310,10 @@ class Xades:
         _el(signed_info, f"{{{DS}}}CanonicalizationMethod", {"Algorithm": EXC})
         _el(signed_info, f"{{{DS}}}SignatureMethod", {"Algorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"})
         refs = {}
-        for uri, kind in (("#IHEManifest", "http://www.w3.org/2000/09/xmldsig#Manifest"),
-                          ("#SignedProps", "http://uri.etsi.org/01903#SignedProperties")):
+        wanted = [("#IHEManifest", "http://www.w3.org/2000/09/xmldsig#Manifest")]
+        if self.reference_properties:
+            wanted.append(("#SignedProps", "http://uri.etsi.org/01903#SignedProperties"))
+        for uri, kind in wanted:
             reference = _el(signed_info, f"{{{DS}}}Reference", {"URI": uri, "Type": kind})
             _el(_el(reference, f"{{{DS}}}Transforms"), f"{{{DS}}}Transform", {"Algorithm": EXC})
             _el(reference, f"{{{DS}}}DigestMethod", {"Algorithm": "http://www.w3.org/2001/04/xmlenc#sha256"})
@@ -335,9 +341,11 @@ class Xades:
         _el(cert_digest, f"{{{DS}}}DigestValue",
             text=_b64(hashlib.sha1(der if self.signing_certificate_digest else b"other").digest()))
         refs["#IHEManifest"].text = _b64(hashlib.sha256(_c14n(manifest)).digest())
-        refs["#SignedProps"].text = _b64(hashlib.sha256(_c14n(props)).digest())
+        if self.reference_properties:
+            refs["#SignedProps"].text = _b64(hashlib.sha256(_c14n(props)).digest())
         value.text = _b64(key.sign(_c14n(signed_info), padding.PKCS1v15(), hashes.SHA256()))
-        return etree.tostring(signature, xml_declaration=True, encoding="UTF-8")
+        data = etree.tostring(signature, xml_declaration=True, encoding="UTF-8")
+        return self.after(data) if self.after else data
 
 
 def mtom(envelope: bytes, parts: dict[str, bytes], *, crlf: str = "\r\n") -> tuple[str, bytes]:
@@ -364,7 +372,7 @@ def mtom(envelope: bytes, parts: dict[str, bytes], *, crlf: str = "\r\n") -> tup
     return content_type, b"".join(chunks)
 
 
-def _envelope(action: str, assertion: etree._Element | None, body: etree._Element, *,
+def _envelope(action: str, assertion: etree._Element | None, body: etree._Element, *,  # noqa: D103
               soap_ns: str = S, message_id: str | None = "urn:uuid:00000000-0000-4000-8000-00000000abcd") -> bytes:
     envelope = etree.Element(f"{{{soap_ns}}}Envelope", nsmap={"s": soap_ns, "a": WSA})
     header = _el(envelope, f"{{{soap_ns}}}Header")
@@ -558,6 +566,3 @@ class GoodQuery:
         envelope = _envelope("urn:ihe:iti:2007:RegistryStoredQuery", self.vihf.build(now), request)
         return "application/soap+xml; charset=UTF-8", envelope
 
-
-def deep(value):  # noqa: ANN001, ANN201 - small test helper
-    return copy.deepcopy(value)
