@@ -451,7 +451,7 @@ class GoodRequest:
         return {
             **{k: self.entry[k] for k in ("patientId", "sourcePatientId", "languageCode", "authorPerson",
                                           "authorInstitution", "healthcareFacilityTypeCode", "practiceSettingCode")},
-            "uniqueId": "1.2.250.1.999999.5.7.1",
+            "uniqueId": f"1.2.250.1.999999.5.{int(hashlib.sha1(self.unique_id.encode()).hexdigest()[:8], 16)}",
             "mimeType": "text/xml",
             "creationTime": self.ss["submissionTime"],
             "hash": hashlib.sha1(signature).hexdigest(),
