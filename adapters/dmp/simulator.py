@@ -62,6 +62,7 @@ from cryptography import x509
 from lxml import etree
 
 from adapters.dmp.conformance import DEFAULT_XSD_DIR, ConformanceChecker, KnownEntry, Verdict, Violation
+from adapters.dmp.conformance.mime import MimeError, read_body
 from adapters.dmp.conformance.names import (
     ACTIONS,
     DE,
@@ -307,7 +308,7 @@ class DmpSimulator:
                 f"SIM_FAULT_{fault[0].upper()}",
             )
             self.submissions.append(
-                Submission("ITI-41", False, "rejected", [violation], _text(body),
+                Submission("ITI-41", False, "rejected", [violation], _text(_root_part(content_type, body)),
                            fault={"kind": fault[0], "afterStore": False})
             )
             log.info("dmp_simulator.fault", kind=fault[0], after_store=False)
@@ -499,6 +500,14 @@ def _dumps(value: Any) -> str:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+def _root_part(content_type: str, body: bytes) -> bytes:
+    """The SOAP part of a body (the whole body when it is not a readable package)."""
+    try:
+        return read_body(content_type, body).root
+    except MimeError:
+        return body
 
 
 def _action_of(content_type: str, body: bytes) -> str | None:
