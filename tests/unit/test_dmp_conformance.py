@@ -576,3 +576,17 @@ def test_u57_vihf_rules_apply_too(checker: ConformanceChecker) -> None:
 def test_every_rule_has_a_reference_and_an_error_code() -> None:
     for rule in RULES.values():
         assert rule.reference and rule.error_code and rule.summary, rule.code
+
+
+def test_software_sender_named_in_subject_id_passes(checker: ConformanceChecker) -> None:
+    """For an automated sender the volet wants 'Nom du logiciel, Nom du modèle et Service'."""
+    system = "RELAIS-01^Relais^Passerelle^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^RI"
+    vihf = vihf_with(**{
+        "urn:oasis:names:tc:xspa:1.0:subject:subject-id": ["Relais, Passerelle, Service d'imagerie"],
+        "role": [("AUTOMATE", "1.2.250.1.213.1.1.4.6", "Automate", "Role")],
+    })
+    vihf.name_id = "RELAIS-01"
+    request = GoodRequest(ss={"authorPerson": [system]}, vihf=vihf)
+    assert check41(checker, request).violations == []
+    vihf.attributes["urn:oasis:names:tc:xspa:1.0:subject:subject-id"] = ["Logiciel, Modele, Service"]
+    only(check41(checker, GoodRequest(ss={"authorPerson": [system]}, vihf=vihf)), "VIHF-SUBJ-01")

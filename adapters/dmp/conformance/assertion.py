@@ -171,6 +171,8 @@ _R01, _G05, _R85, _R22 = (
     "1.2.250.1.213.1.6.1.19",
 )
 _FIRST_ROLE = {_G15, _G16, _A00, _R95, _R94, _R291}
+# Values that identify nobody. A plausible-looking constant (a software name) is caught by the
+# comparison with the SubmissionSet author instead (subject-id ← PRT-5.2/5.3 of the sender).
 _PLACEHOLDERS = {
     "",
     "x",
@@ -184,7 +186,8 @@ _PLACEHOLDERS = {
     "null",
     "test",
     "automate",
-    "relais, passerelle, automate",
+    "xxxxx",
+    "00000000000",
     "10000000000000",
 }
 
