@@ -197,6 +197,15 @@ def _subject_name(settings: VihfSettings, xds: XdsMetadata) -> str:
     else:
         parts = [sender.get("family"), sender.get("given"), sender.get("service")]
     words = [p for p in parts if p]
+    if not words:
+        # No SB PRT (a CDA over HTTP): the submission-set author person, which the request is
+        # submitted in the name of — XCN.2/XCN.3 (family, given; system and model for an
+        # ActorSystem).
+        for author in xds["submissionSet"].get("authors", []):
+            xcn = (author.get("authorPerson") or "").split("^")
+            words = [w for w in xcn[1:3] if w]
+            if words:
+                break
     return ", ".join(words) if words else settings.subject_name
 
 

@@ -73,9 +73,6 @@ def dmp_config(sim_port: int, zam_port: int) -> str:
 name = "dmp"
 kind = "dmp-xds"
 url = "http://127.0.0.1:{sim_port}/"
-# the simulator on this branch takes one DocumentEntry per set: no XAdES signature document
-# (tests/acceptance/test_dmp_chain.py runs the signed chain against the spec-written one)
-xades = false
 
 [[creator]]
 application = "RIS-Y"

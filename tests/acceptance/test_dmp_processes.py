@@ -53,9 +53,7 @@ def test_200_documents_with_replacements_against_a_faulty_dmp(tmp_path: Path) ->
     config.write_text(
         f'[identity]\nallow_test_ins = true\n[dispatcher]\nbackoff_base = 0.05\nbackoff_cap = 0.2\n'
         f'poll_interval = 0.05\nattempt_timeout = 1.0\n\n[[destination]]\nname = "dmp"\nkind = "dmp-xds"\n'
-        f'url = "http://127.0.0.1:{sim_port}/"\n'
-        # the simulator on this branch takes one DocumentEntry per set (see test_dmp_chain.py)
-        'xades = false\n',
+        f'url = "http://127.0.0.1:{sim_port}/"\n',
         encoding="utf-8",
     )
     serve = subprocess.Popen(

@@ -18,9 +18,6 @@ from gateway.errors import DestinationRejected, DestinationUnavailable
 from gateway.ports import Payload
 
 VIHF = VihfSettings(key_path=TEST_KEY, cert_path=TEST_CERT, structure_id="1012345678")
-# The simulator on this branch takes one DocumentEntry per submission; the XAdES signature
-# document is checked by the spec-written one (issue #9) and in tests/unit/test_dmp_xades.py.
-UNSIGNED = {"sign_submission_set": False}
 
 
 class FakeClock:
@@ -67,7 +64,7 @@ async def dest(sim, sleeps):
 
     destination = DmpDestination(
         "dmp",
-        DmpSettings(url=sim.url, vihf=VIHF, **UNSIGNED, retry=RetrySettings(quick_attempts=3, timeout=2)),
+        DmpSettings(url=sim.url, vihf=VIHF, retry=RetrySettings(quick_attempts=3, timeout=2)),
         clock=FakeClock(),
         sleep=fake_sleep,
     )
@@ -115,7 +112,7 @@ async def test_fault_after_store_then_already_delivered(sim, sleeps) -> None:
     sim.script.append("503:after")
     destination = DmpDestination(
         "dmp",
-        DmpSettings(url=sim.url, vihf=VIHF, **UNSIGNED, retry=RetrySettings(quick_attempts=1, timeout=2)),
+        DmpSettings(url=sim.url, vihf=VIHF, retry=RetrySettings(quick_attempts=1, timeout=2)),
         clock=FakeClock(),
     )
     try:
@@ -198,7 +195,6 @@ async def test_untrusted_vihf_is_a_sender_fault(tmp_path, sim, dest) -> None:
     key, cert = make_test_pki(tmp_path)
     dest.settings = DmpSettings(
         url=sim.url, vihf=VihfSettings(key_path=key, cert_path=cert, structure_id="1012345678"), retry=dest.retry,
-        **UNSIGNED,
     )
     with pytest.raises(DestinationRejected) as info:
         await dest.send(payload())
@@ -216,7 +212,7 @@ async def test_connection_refused_is_unavailable(sleeps) -> None:
 
     destination = DmpDestination(
         "dmp",
-        DmpSettings(url=url, vihf=VIHF, **UNSIGNED, retry=RetrySettings(quick_attempts=2, timeout=2)),
+        DmpSettings(url=url, vihf=VIHF, retry=RetrySettings(quick_attempts=2, timeout=2)),
         sleep=fake_sleep,
     )
     try:
@@ -235,7 +231,7 @@ async def test_xsd_validation_in_simulator(tmp_path) -> None:
         pytest.skip(reason="corpus XSD not available")
     simulator = DmpSimulator(xsd_dir=xsd_dir)
     url = await simulator.start("127.0.0.1", 0)
-    destination = DmpDestination("dmp", DmpSettings(url=url, vihf=VIHF, **UNSIGNED), clock=FakeClock())
+    destination = DmpDestination("dmp", DmpSettings(url=url, vihf=VIHF), clock=FakeClock())
     try:
         result = await destination.send(payload())
         assert result.remote_id
