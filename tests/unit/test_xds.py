@@ -419,3 +419,18 @@ def test_device_author_is_an_actor_system() -> None:
     device = Person(id="3750100125/88", software="AUTOMATE-BIO", model="XN-1000", device=True)
     assert xds.xcn(device) == "3750100125/88^AUTOMATE-BIO^XN-1000^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^RI"
     assert xds.xcn(Person(device=True, software="NO-ID")) is None
+
+
+def test_offset_less_time_is_the_same_instant_in_xds_and_fhir() -> None:
+    """A CDA time without offset is Paris time in both mappings (issue #9), summer and winter."""
+    from datetime import UTC, datetime
+
+    from gateway.core.fhir.pdsm import fhir_datetime
+
+    for local, utc in (("20240315143000", "20240315133000"), ("20240715143000", "20240715123000")):
+        assert xds.to_xds_time(local) == utc
+        instant = datetime.fromisoformat(fhir_datetime(local)).astimezone(UTC)
+        assert instant.strftime("%Y%m%d%H%M%S") == utc
+    header, data = load("cr_imagerie_n1.xml")
+    metadata, _ = xds.build_xds(dataclasses.replace(header, effective_time="20240315143000"), data, CTX)
+    assert metadata["documentEntry"]["creationTime"] == "20240315133000"
