@@ -417,7 +417,9 @@ class DmpSimulator:
             await asyncio.sleep(self.latency_ms / 1000)
         body = await request.read()
         content_type = request.headers.get("Content-Type", "")
-        transaction = "ITI-57" if _action_of(content_type, body) == ACTIONS.ITI57 else "ITI-18"
+        # An ITI-62 deletion attempt is judged (and refused, XDS-DEL-02) as the ITI-57 it should be.
+        action = _action_of(content_type, body)
+        transaction = "ITI-57" if action in (ACTIONS.ITI57, "urn:ihe:iti:2010:DeleteDocumentSet") else "ITI-18"
         verdict = self.checker.check(transaction, content_type, body, self._registry)
         if transaction == "ITI-57":
             return self._iti57(verdict, body)

@@ -590,3 +590,10 @@ def test_software_sender_named_in_subject_id_passes(checker: ConformanceChecker)
     assert check41(checker, request).violations == []
     vihf.attributes["urn:oasis:names:tc:xspa:1.0:subject:subject-id"] = ["Logiciel, Modele, Service"]
     only(check41(checker, GoodRequest(ss={"authorPerson": [system]}, vihf=vihf)), "VIHF-SUBJ-01")
+
+
+def test_xds_del_02_iti62_remove_metadata_is_not_a_dmp_deletion(checker: ConformanceChecker) -> None:
+    content_type, body = GoodUpdate(OLD.entry_uuid, action="urn:ihe:iti:2010:DeleteDocumentSet").build()
+    verdict = checker.check("ITI-57", content_type, body, Registry(OLD))
+    only(verdict, "XDS-DEL-02")
+    assert verdict.fault is not None and verdict.fault.fault == "a:ActionNotSupported"
