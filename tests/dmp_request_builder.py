@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -59,12 +60,14 @@ def sample_cda(unique_id: str, effective_time: str = "20240315143000+0100") -> b
     ).encode()
 
 
-def _key() -> rsa.RSAPrivateKey:
+@cache
+def _key() -> rsa.RSAPrivateKey:  # cached: loading (and checking) an RSA key costs ~50 ms
     key = serialization.load_pem_private_key(TEST_KEY.read_bytes(), password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
 
+@cache
 def _cert() -> x509.Certificate:
     return x509.load_pem_x509_certificate(TEST_CERT.read_bytes())
 
@@ -269,8 +272,7 @@ class Vihf:
             c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
         ).sign(
             assertion,
-            key=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()),
+            key=key,
             cert=cert.public_bytes(serialization.Encoding.PEM).decode(),
             reference_uri="#_a1b2c3d4-0000-4000-8000-000000000001",
             id_attribute="ID",

@@ -26,6 +26,22 @@ IHE code, ``codeContext`` = ``[rule] text (reference)``, ``location`` = rule cod
 ``severity`` = ebRS ErrorSeverityType). ITI-41 answers are MTOM like the requests;
 ITI-18/57 answers are plain ``application/soap+xml``.
 
+Inspection JSON:
+
+* ``/_sim/submissions``: ``[{"transaction": "ITI-41"|"ITI-18"|"ITI-57", "accepted": bool,
+  "status": "accepted"|"answered"|"updated"|"rejected", "uniqueId", "patientId",
+  "violations": [{"rule", "text", "reference"}], "errors": [[errorCode, text, severity]],
+  "vihf": {attribute name: [values], "NameID": str} | null, "xades_valid": bool | null,
+  "schemaChecked": bool, "envelope": SOAP part, "fault": {"kind", "afterStore"} | null,
+  "targets": [{"entryUUID", "uniqueId", "newStatus"}] (ITI-57)}]``. VIHF values that are
+  HL7 CE elements (role, purposeofuse, confidentiality-code) read ``code^codeSystem``.
+  ``status`` keeps its historic ITI-41 meaning so counting stored documents stays simple.
+* ``/_sim/documents``: ``[{"uniqueId", "entryUUID", "patientId", "mimeType", "hash", "size",
+  "status": "Approved"|"Deprecated"|"Deleted"|"Archived", "availabilityStatus": full URN,
+  "replaces": entryUUID | null, "submissionSetUniqueId"}]`` (the XAdES signature documents
+  are registered too, but listed only through ``DmpSimulator.signatures``).
+* ``/_sim/violations``: ``{"violations": [{"rule", "text", "reference", "transaction"}]}``.
+
 Faults (ITI-41 only; the registry stays reliable so lookups after a fault can succeed): with
 probability ``fail_rate`` (seeded) one of ``faults`` is injected — ``503`` (HTTP 503,
 Retry-After 1), ``reset`` (connection aborted), ``timeout`` (no answer for
@@ -401,7 +417,9 @@ class DmpSimulator:
             await asyncio.sleep(self.latency_ms / 1000)
         body = await request.read()
         content_type = request.headers.get("Content-Type", "")
-        transaction = "ITI-57" if _action_of(content_type, body) == ACTIONS.ITI57 else "ITI-18"
+        # An ITI-62 deletion attempt is judged (and refused, XDS-DEL-02) as the ITI-57 it should be.
+        action = _action_of(content_type, body)
+        transaction = "ITI-57" if action in (ACTIONS.ITI57, "urn:ihe:iti:2010:DeleteDocumentSet") else "ITI-18"
         verdict = self.checker.check(transaction, content_type, body, self._registry)
         if transaction == "ITI-57":
             return self._iti57(verdict, body)

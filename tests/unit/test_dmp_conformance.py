@@ -590,3 +590,38 @@ def test_software_sender_named_in_subject_id_passes(checker: ConformanceChecker)
     assert check41(checker, request).violations == []
     vihf.attributes["urn:oasis:names:tc:xspa:1.0:subject:subject-id"] = ["Logiciel, Modele, Service"]
     only(check41(checker, GoodRequest(ss={"authorPerson": [system]}, vihf=vihf)), "VIHF-SUBJ-01")
+
+
+def test_xds_del_02_iti62_remove_metadata_is_not_a_dmp_deletion(checker: ConformanceChecker) -> None:
+    content_type, body = GoodUpdate(OLD.entry_uuid, action="urn:ihe:iti:2010:DeleteDocumentSet").build()
+    verdict = checker.check("ITI-57", content_type, body, Registry(OLD))
+    only(verdict, "XDS-DEL-02")
+    assert verdict.fault is not None and verdict.fault.fault == "a:ActionNotSupported"
+
+
+SEGUR_MDM = (Path(__file__).resolve().parents[3] / "shared" / "corpus" / "hl7v2" / "ansforge" / "hl7V2-exemples"
+             / "trans-doc-cda" / "v2.1-segur" / "mdm" / "initial" / "message_MDM_CR_Radio_INIT_N1_Base64.er7")
+
+
+def _segur_cda() -> bytes:
+    import base64
+
+    if not SEGUR_MDM.exists():
+        pytest.skip(reason="ANS Ségur MDM sample not available in ../shared/corpus")
+    for segment in SEGUR_MDM.read_bytes().replace(b"\r", b"\n").split(b"\n"):
+        fields = segment.split(b"|")
+        if segment.startswith(b"OBX") and len(fields) > 5 and fields[2] == b"ED":
+            data = fields[5].split(b"^")[4]
+            return base64.b64decode(data + b"=" * (-len(data) % 4))  # the sample drops the padding
+    raise AssertionError("no ED OBX in the Ségur sample")
+
+
+def test_segur_cda_creation_time_is_its_paris_time_in_utc(checker: ConformanceChecker) -> None:
+    """The ANS Ségur CR (effectiveTime 20050411103328, no offset) is 08:33:28 UTC (CEST)."""
+    cda = _segur_cda()
+    request = GoodRequest(unique_id="1.2.250.1.71.4.2.2.120456789.71024000081", document=cda,
+                          entry={"creationTime": "20050411083328"})
+    assert check41(checker, request).violations == []
+    copied = GoodRequest(unique_id="1.2.250.1.71.4.2.2.120456789.71024000081", document=cda,
+                         entry={"creationTime": "20050411103328"})
+    only(check41(checker, copied), "XDS-TIME-02")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from lxml import etree
 
 from adapters.dmp.conformance.assertion import Vihf, check_vihf_content, check_vihf_security, read_vihf
 from adapters.dmp.conformance.envelope import MTOM_PACKAGE as _MTOM
@@ -55,7 +56,7 @@ class Verdict:
     xades_valid: bool | None = None
     metadata: Metadata | None = None
     documents: dict[str, bytes] = field(default_factory=dict)
-    body: object | None = None
+    body: etree._Element | None = None
     message_id: str | None = None
     changes: list[StatusChange] = field(default_factory=list)
     schema_checked: bool = False
@@ -131,14 +132,14 @@ class ConformanceChecker:
                 c.code == _SECRET_CODE for e in content for c in e.codes.get(DE.CONFIDENTIALITY_CODE, [])
             )
         else:
-            problems, verdict.changes = check_update(request, metadata, registry)
+            problems, verdict.changes = check_update(metadata, registry)
             verdict.violations += problems
             secret = False
         verdict.violations += check_vihf_content(vihf, metadata, secret_connection=secret)
         return verdict
 
-    def _schema(self, verdict: Verdict, request: object, package: MimePackage) -> None:
+    def _schema(self, verdict: Verdict, request: etree._Element, package: MimePackage) -> None:
         if self.schemas is None:
             return
         verdict.schema_checked = True
-        verdict.violations += self.schemas.validate(request, package.parts)  # type: ignore[arg-type]
+        verdict.violations += self.schemas.validate(request, package.parts)

@@ -57,6 +57,14 @@ WSA_MESSAGE_ID = Rule(
     "XDSRegistryError",
     fault="a:MessageAddressingHeaderRequired",
 )
+NOT_ITI62 = Rule(
+    "XDS-DEL-02",
+    "a DMP deletion is not ITI-62 Delete Document Set (Remove Metadata): the DMP uses ITI-57",
+    "ANS PDSM4DMP index.md ('RMD (ITI-62/86) non utilisé par le DMP'; TD3.3c = ITI-57)",
+    "XDSRegistryError",
+    fault="a:ActionNotSupported",
+)
+_ITI62 = "urn:ihe:iti:2010:DeleteDocumentSet"
 SECURITY_HEADER = Rule(
     "SEC-VIHF-01",
     "a wsse:Security header carries the VIHF (one saml2:Assertion)",
@@ -116,7 +124,9 @@ def read_envelope(package: MimePackage, expected_action: str, *, mtom_required: 
                 result.assertion = assertions[0]
             elif len(assertions) > 1:
                 result.violations.append(SECURITY_HEADER(f"{len(assertions)} assertions in wsse:Security"))
-    if result.action != expected_action:
+    if result.action == _ITI62:
+        result.violations.append(NOT_ITI62("ITI-62 DeleteDocumentSet received; delete with ITI-57 UpdateDocumentSet"))
+    elif result.action != expected_action:
         result.violations.append(WSA_ACTION(f"wsa:Action is {result.action!r}, expected {expected_action}"))
     if not result.message_id:
         result.violations.append(WSA_MESSAGE_ID("no wsa:MessageID"))

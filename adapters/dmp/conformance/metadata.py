@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -299,12 +298,9 @@ def check_provide_and_register(
     metadata: Metadata,
     documents: dict[str, bytes],
     registry: RegistryView,
-    *,
-    skip_entries: Iterable[str] = (),
 ) -> list[Violation]:
     """DocumentEntry, association and registry-state rules of an ITI-41 request."""
     found: list[Violation] = []
-    skip = set(skip_entries)
     ss = metadata.submission_set
     ss_patient = ss.external_ids.get(SS.PATIENT_ID) if ss else None
     if not metadata.entries:
@@ -314,8 +310,7 @@ def check_provide_and_register(
         document = documents.get(entry.id)
         if document is None:
             found.append(DOCUMENT(f"no Document for DocumentEntry {entry.id}"))
-        if entry.id not in skip:
-            found += _check_entry(entry, document)
+        found += _check_entry(entry, document)
         patient = entry.external_ids.get(DE.PATIENT_ID)
         if ss_patient and patient and patient != ss_patient:
             found.append(PATIENT_SAME(f"DocumentEntry {entry.id} patientId differs from the SubmissionSet's"))

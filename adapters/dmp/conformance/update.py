@@ -19,10 +19,8 @@ Sources:
 
 from __future__ import annotations
 
-from lxml import etree
-
 from adapters.dmp.conformance.metadata import RegistryView
-from adapters.dmp.conformance.names import ASSOC, NS, SS, STATUS
+from adapters.dmp.conformance.names import ASSOC, SS, STATUS
 from adapters.dmp.conformance.registry_objects import Metadata
 from adapters.dmp.conformance.violation import Rule, Violation
 
@@ -31,11 +29,6 @@ __all__ = ["StatusChange", "check_update"]
 _TF = "IHE ITI TF-2b §3.57.4.1.3.3.1"
 _P4D = "ANS PDSM4DMP index.md (TD3.3c …:Deleted, TD3.3d …:Archived)"
 
-BODY = Rule(
-    "U57-BODY-01",
-    "the ITI-57 body is an lcm:SubmitObjectsRequest with a RegistryObjectList",
-    "IHE ITI TF-2b §3.57.4.1.2",
-)
 ASSOCIATION = Rule(
     "U57-ASSOC-01",
     "each update is an UpdateAvailabilityStatus association from the SubmissionSet to an entryUUID, "
@@ -80,12 +73,11 @@ class StatusChange:
         self.new = new
 
 
-def check_update(
-    body: etree._Element | None, metadata: Metadata, registry: RegistryView
-) -> tuple[list[Violation], list[StatusChange]]:
-    """Rules of an ITI-57 request; the changes are only meaningful when no violation is returned."""
-    if body is None or body.tag != f"{{{NS['lcm']}}}SubmitObjectsRequest":
-        return [BODY(f"body is {getattr(body, 'tag', None)}, not lcm:SubmitObjectsRequest")], []
+def check_update(metadata: Metadata, registry: RegistryView) -> tuple[list[Violation], list[StatusChange]]:
+    """Rules of an ITI-57 request (its lcm:SubmitObjectsRequest body is checked by the caller).
+
+    The changes are only meaningful when no violation is returned.
+    """
     found: list[Violation] = []
     changes: list[StatusChange] = []
     ss = metadata.submission_set

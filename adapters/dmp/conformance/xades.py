@@ -104,7 +104,10 @@ def _signed_property_checks(properties: etree._Element, certificate: x509.Certif
     problems = []
     if properties.find(f".//{{{ns}}}SigningTime") is None:
         problems.append("no SigningTime")
-    digests = properties.findall(f".//{{{ns}}}SigningCertificate//{{{ns}}}CertDigest")
+    # SigningCertificate (TS 101 903) or SigningCertificateV2 (EN 319 132-1 §5.2.2)
+    digests = properties.findall(f".//{{{ns}}}SigningCertificate//{{{ns}}}CertDigest") + properties.findall(
+        f".//{{{ns}}}SigningCertificateV2//{{{ns}}}CertDigest"
+    )
     der = certificate.public_bytes(Encoding.DER)
     matched = False
     for cert_digest in digests:
