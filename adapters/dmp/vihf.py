@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+import structlog
 from cryptography import x509
 from lxml import etree
 from signxml import SignatureConfiguration, XMLSigner, XMLVerifier
@@ -58,6 +59,8 @@ __all__ = [
     "vihf_attributes",
     "subject_roles",
 ]
+
+log = structlog.get_logger(__name__)
 
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -247,7 +250,14 @@ def subject_roles(settings: VihfSettings, xds: XdsMetadata) -> tuple[SubjectRole
     """The configured J65 roles of the sending application, else the defaults, else AUTOMATE."""
     app = xds.get("request", {}).get("sendingApplication") or ""
     roles = settings.roles.get(app) or settings.default_roles
-    return roles or (SubjectRole(*AUTOMATE),)
+    if roles:
+        return roles
+    sender = _sender(xds)
+    if sender.get("id") and not sender.get("device"):
+        # The table keeps AUTOMATE for "les autres"; a professional sender needs its G15
+        # profession (and savoir-faire) configured: say so, without naming the person.
+        log.warning("vihf.role_fallback", sending_application=app, hint="set vihf_roles for this application")
+    return (SubjectRole(*AUTOMATE),)
 
 
 def vihf_attributes(

@@ -176,3 +176,13 @@ def test_structure_must_be_an_author_institution() -> None:
 def test_roles_are_checked_against_j65(values: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_roles(values, "vihf_roles.X")
+
+
+def test_automate_fallback_for_a_professional_is_logged_without_the_person() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        build_vihf(SETTINGS, _from_message(app="LABO"), NOW, "_m5")
+    (event,) = [e for e in logs if e["event"] == "vihf.role_fallback"]
+    assert event["sending_application"] == "LABO"
+    assert "Eric" not in str(event) and "801234564895" not in str(event)
