@@ -5,8 +5,9 @@ au système DMP sous la forme d'un lot de soumission XDS signé (XAdES)"; issue 
 is the IHE Document Digital Signature profile (ITI TF-3 §5.5, DSG) applied to a
 submission set:
 
-* one XML-DSig ``ds:Signature``, *enveloping*: the signed data travel inside it, in a
-  ``ds:Object`` holding a ``ds:Manifest``;
+* one XML-DSig ``ds:Signature`` that carries what it signs — a ``ds:Manifest`` in a
+  ``ds:Object`` — while the documents the Manifest covers stay outside it (references by
+  uniqueId);
 * the ``ds:Manifest`` references the submission set itself, ``urn:oid:<SubmissionSet
   uniqueId>``, then each document of the set by ``urn:oid:<uniqueId>`` with the SHA-256 of
   its bytes — so the signature covers the documents without copying them. The submission
@@ -16,14 +17,15 @@ submission set:
   ``SignedProperties`` and the ``KeyInfo``. (The DRIMbox also writes a bare-text
   ``ds:SignatureProperty`` "purposeOfSignature"; the XML-DSig schema requires an element in
   it, so the purpose travels only in the signed CommitmentTypeIndication below.)
-* XAdES (ETSI TS 101 903 1.3.2, the version DSG cites) ``SignedProperties``:
-  ``SigningTime`` (injected, UTC), ``SigningCertificate`` (SHA-256 digest and
-  issuer/serial of the cachet certificate) and, in ``SignedDataObjectProperties``, a
-  ``CommitmentTypeIndication`` with an ASTM E1762 purpose — ``1.2.840.10065.1.12.1.14``
-  "Source", the signature of the party that is the source of the submission (DSG requires
-  a commitment type from that code system), with ``AllSignedDataObjects``;
+* XAdES (ETSI TS 101 903, namespace v1.3.2) ``SignedProperties``: ``SigningTime``
+  (injected, UTC), ``SigningCertificate`` (SHA-256 digest and issuer/serial of the cachet
+  certificate) and, in ``SignedDataObjectProperties``, a ``CommitmentTypeIndication`` with
+  the ASTM E1762 purpose ``1.2.840.10065.1.12.1.14`` "Source" (the DSG signature purposes;
+  the one the DRIMbox writes, as a SignatureProperty) and ``AllSignedDataObjects``;
 * RSA-SHA256, SHA-256 digests, exclusive canonicalisation (as in the VIHF of the ANS
-  example; it keeps the Manifest digest independent of where the Manifest ends up).
+  example; it keeps the Manifest digest independent of where the Manifest ends up). The
+  DRIMbox still signs RSA-SHA1 with inclusive c14n: SHA-1 is deprecated for signatures and
+  nothing we found says the DMP requires it, so we do not follow it there.
 
 The signature document is itself a DocumentEntry of the set (``signature_entry``): classCode
 ``urn:oid:1.3.6.1.4.1.19376.1.2.1.1.1`` "Digital Signature" (JDV_J57, coding scheme URN),
