@@ -1,42 +1,65 @@
-"""DMP simulator: an in-memory XDS.b repository + registry speaking ITI-41 and ITI-18.
+"""DMP simulator: the HTTP shell, registry state and fault injection around a strict checker.
+
+Requests are judged by ``adapters.dmp.conformance`` (written from the ANS/IHE texts, sharing
+nothing with our DMP client). This module only speaks HTTP, keeps the in-memory registry,
+builds the answers and injects faults.
 
 Endpoints (aiohttp):
 
-    POST /  and  /repository   ITI-41 Provide and Register (MTOM or plain SOAP 1.2)
-    POST /registry             ITI-18 Registry Stored Query (GetDocuments)
-    GET  /_sim/submissions     one JSON entry per ITI-41 request received
+    POST /  and  /repository   ITI-41 Provide and Register Document Set-b (MTOM/XOP)
+    POST /registry             ITI-18 Registry Stored Query (GetDocuments) and
+                               ITI-57 Update Document Set (TD3.3c deletion, TD3.3d archiving),
+                               told apart by their WS-Addressing Action
+    GET  /_sim/submissions     one JSON entry per request received (any transaction)
     GET  /_sim/documents       the registry content
+    GET  /_sim/violations      {"violations": [...every rule violation so far...]}
     POST /_sim/reset           forget everything (also the fault script)
 
-What is checked on ITI-41 (first failure class wins):
+Answers, as an XDS.b registry/repository gives them (IHE ITI TF-2x Appendix V, SOAP 1.2
+Part 2 §7.5): a refusal of the transport or security layer (not MTOM, not SOAP 1.2, wrong
+Action, no MessageID, VIHF missing, unsigned, not verifying, untrusted or expired) is a SOAP
+1.2 fault, HTTP 400 for ``env:Sender`` (subcode ``wsse:InvalidSecurity``,
+``wsse:FailedCheck``, ``a:ActionNotSupported``…) and 500 for ``env:Receiver``; a request
+that reaches the registry logic is answered HTTP 200 with a ``rs:RegistryResponse`` whose
+status is Success or Failure, with one ``rs:RegistryError`` per violation (``errorCode`` =
+IHE code, ``codeContext`` = ``[rule] text (reference)``, ``location`` = rule code,
+``severity`` = ebRS ErrorSeverityType). ITI-41 answers are MTOM like the requests;
+ITI-18/57 answers are plain ``application/soap+xml``.
 
-* SOAP 1.2 envelope (else ``s:VersionMismatch``), WS-Addressing Action (else
-  ``s:Sender`` / ``a:ActionNotSupported``), a VIHF in ``wsse:Security`` whose signature
-  verifies (else ``s:Sender`` / ``wsse:InvalidSecurity``). With ``trust_cert`` the VIHF
-  must be signed by that certificate; without it the certificate embedded in KeyInfo is
-  used, which proves integrity only (documented shortcut of a *simulator*);
-* optional XSD validity of the ProvideAndRegisterDocumentSetRequest (``xsd_dir``);
-* DMP metadata rules, answered as a RegistryResponse Failure with IHE error codes:
-  uniqueId present (``root^ext`` only a warning unless ``strict_unique_id``), patientId
-  an INS ``…^^^&1.2.250.1.213.1.4.(8|9|10|11)&ISO^NH`` equal in entry and submission set,
-  typeCode / classCode / formatCode / confidentialityCode / healthcareFacilityTypeCode /
-  practiceSettingCode present, hash and size equal to the attachment, a document for each
-  entry, an RPLC target that exists and is Approved, and a uniqueId not already registered
-  (``XDSDuplicateUniqueIdInRegistry`` — how "accepted exactly once" is checked).
+Inspection JSON:
 
-Faults (ITI-41 only; the registry stays reliable so lookups after a fault can succeed):
-with probability ``fail_rate`` (seeded) one of ``faults`` is injected — ``503`` (HTTP 503,
+* ``/_sim/submissions``: ``[{"transaction": "ITI-41"|"ITI-18"|"ITI-57", "accepted": bool,
+  "status": "accepted"|"answered"|"updated"|"rejected", "uniqueId", "patientId",
+  "violations": [{"rule", "text", "reference"}], "errors": [[errorCode, text, severity]],
+  "vihf": {attribute name: [values], "NameID": str} | null, "xades_valid": bool | null,
+  "schemaChecked": bool, "envelope": SOAP part, "fault": {"kind", "afterStore"} | null,
+  "targets": [{"entryUUID", "uniqueId", "newStatus"}] (ITI-57)}]``. VIHF values that are
+  HL7 CE elements (role, purposeofuse, confidentiality-code) read ``code^codeSystem``.
+  ``status`` keeps its historic ITI-41 meaning so counting stored documents stays simple.
+* ``/_sim/documents``: ``[{"uniqueId", "entryUUID", "patientId", "mimeType", "hash", "size",
+  "status": "Approved"|"Deprecated"|"Deleted"|"Archived", "availabilityStatus": full URN,
+  "replaces": entryUUID | null, "submissionSetUniqueId"}]`` (the XAdES signature documents
+  are registered too, but listed only through ``DmpSimulator.signatures``).
+* ``/_sim/violations``: ``{"violations": [{"rule", "text", "reference", "transaction"}]}``.
+
+Faults (ITI-41 only; the registry stays reliable so lookups after a fault can succeed): with
+probability ``fail_rate`` (seeded) one of ``faults`` is injected — ``503`` (HTTP 503,
 Retry-After 1), ``reset`` (connection aborted), ``timeout`` (no answer for
 ``timeout_seconds``), ``soap`` (SOAP 1.2 Receiver fault, HTTP 500). A share
-``after_store_ratio`` (default one half) of them happens *after* the document is stored,
-to exercise the client's no-double-submission logic. ``script`` queues explicit faults
+``after_store_ratio`` (default one half) happens *after* the document is stored, to
+exercise the client's no-double-submission logic. ``script`` queues explicit faults
 (``"503"``, ``"reset:after"`` …) consumed before any random draw, for deterministic tests.
+
+Trust: with ``trust_cert`` the VIHF and the XAdES signature must be made with that
+certificate (the structure's cachet); without it the embedded certificate is used, which
+proves integrity only. Schema validation uses ``xsd_dir`` (default: the corpus copy of the
+ebRS/XDS.b schemas when present; without schemas the ``XDS-SCHEMA-01`` rule cannot run and
+each submission says ``"schemaChecked": false``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -44,51 +67,44 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
+from cryptography import x509
 from lxml import etree
 
-from adapters.dmp.ebrim import QUERY_NS, RIM_NS, UUID, XDSB_NS, XOP_NS, inline_documents, load_xds_schema
-from adapters.dmp.mtom import build_mtom, parse_mtom
-from adapters.dmp.soap import (
-    ACTION_ITI18,
-    ACTION_ITI18_RESPONSE,
-    ACTION_ITI41,
-    ACTION_ITI41_RESPONSE,
-    GET_DOCUMENTS_QUERY,
-    SOAP12_NS,
-    QueryHit,
-    RegistryError,
-    SoapMessage,
-    build_envelope,
-    build_query_response,
-    build_registry_response,
-    build_soap_fault,
-    parse_envelope,
+from adapters.dmp.conformance import DEFAULT_XSD_DIR, ConformanceChecker, KnownEntry, Verdict, Violation
+from adapters.dmp.conformance.mime import MimeError, read_body
+from adapters.dmp.conformance.names import (
+    ACTIONS,
+    DE,
+    NS,
+    QUERY,
+    RESPONSE_FAILURE,
+    RESPONSE_SUCCESS,
+    SEVERITY_ERROR,
+    SEVERITY_WARNING,
+    SS,
+    STATUS,
 )
-from adapters.dmp.vihf import VihfError, verify_vihf
+from adapters.dmp.conformance.xades import signature_entries
 
 __all__ = ["FAULT_KINDS", "DmpSimulator", "StoredDocument", "Submission"]
 
 log = structlog.get_logger(__name__)
 
 FAULT_KINDS = ("503", "reset", "timeout", "soap")
-APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
-DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
-_INS_PATIENT_ID = re.compile(r"^[0-9A-Za-z]{13,15}\^\^\^&1\.2\.250\.1\.213\.1\.4\.(8|9|10|11)&ISO\^NH$")
-_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
-_REQUIRED_CODES = {
-    "typeCode": UUID.DE_TYPE_CODE,
-    "classCode": UUID.DE_CLASS_CODE,
-    "formatCode": UUID.DE_FORMAT_CODE,
-    "confidentialityCode": UUID.DE_CONFIDENTIALITY_CODE,
-    "healthcareFacilityTypeCode": UUID.DE_FACILITY_TYPE_CODE,
-    "practiceSettingCode": UUID.DE_PRACTICE_SETTING_CODE,
+APPROVED = STATUS.APPROVED
+DEPRECATED = STATUS.DEPRECATED
+_SHORT_STATUS = {
+    STATUS.APPROVED: "Approved",
+    STATUS.DEPRECATED: "Deprecated",
+    STATUS.DELETED: "Deleted",
+    STATUS.ARCHIVED: "Archived",
 }
 
 
@@ -104,53 +120,76 @@ class StoredDocument:
     size: int
     status: str = APPROVED
     replaces: str | None = None  # entryUUID of the entry this one replaced
+    submission_set_unique_id: str | None = None
     content: bytes = field(default=b"", repr=False)
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("content")
         return {
-            "uniqueId": data["unique_id"],
-            "entryUUID": data["entry_uuid"],
-            "patientId": data["patient_id"],
-            "mimeType": data["mime_type"],
-            "hash": data["hash"],
-            "size": data["size"],
-            "status": "Approved" if self.status == APPROVED else "Deprecated",
-            "replaces": data["replaces"],
+            "uniqueId": self.unique_id,
+            "entryUUID": self.entry_uuid,
+            "patientId": self.patient_id,
+            "mimeType": self.mime_type,
+            "hash": self.hash,
+            "size": self.size,
+            "status": _SHORT_STATUS.get(self.status, self.status),
+            "availabilityStatus": self.status,
+            "replaces": self.replaces,
+            "submissionSetUniqueId": self.submission_set_unique_id,
         }
 
 
 @dataclass
 class Submission:
-    """One ITI-41 request as the simulator saw it."""
+    """One request as the simulator saw it.
 
-    unique_id: str | None
-    patient_id: str | None
-    status: str  # accepted | rejected
-    errors: list[tuple[str, str, str]]
+    ``status`` keeps its historic meaning for ITI-41 (``accepted`` = stored, ``rejected``);
+    ITI-18 uses ``answered``/``rejected`` and ITI-57 ``updated``/``rejected``, so counting
+    accepted ITI-41 submissions by uniqueId stays meaningful.
+    """
+
+    transaction: str
+    accepted: bool
+    status: str
+    violations: list[Violation]
     envelope: str
+    unique_id: str | None = None
+    patient_id: str | None = None
+    vihf: dict[str, Any] | None = None
+    xades_valid: bool | None = None
+    schema_checked: bool = False
     fault: dict[str, Any] | None = None
+    targets: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "transaction": self.transaction,
+            "accepted": self.accepted,
+            "status": self.status,
             "uniqueId": self.unique_id,
             "patientId": self.patient_id,
-            "status": self.status,
-            "errors": [list(e) for e in self.errors],
+            "violations": [v.as_json() for v in self.violations],
+            "errors": [[v.error_code, v.text, v.severity] for v in self.violations],
+            "vihf": self.vihf,
+            "xades_valid": self.xades_valid,
+            "schemaChecked": self.schema_checked,
             "envelope": self.envelope,
             "fault": self.fault,
+            "targets": self.targets,
         }
 
 
-class _Refusal(Exception):
-    """A SOAP-level refusal (answered with a Sender fault, HTTP 400)."""
+class _Registry:
+    """The read view the checker needs (see ``adapters.dmp.conformance.metadata.RegistryView``)."""
 
-    def __init__(self, subcode: str, reason: str, *, code: str = "s:Sender") -> None:
-        super().__init__(reason)
-        self.code = code
-        self.subcode = subcode
-        self.reason = reason
+    def __init__(self, simulator: DmpSimulator) -> None:
+        self._sim = simulator
+
+    def entry(self, entry_uuid: str) -> KnownEntry | None:
+        doc = self._sim._by_entry_uuid(entry_uuid)
+        return None if doc is None else KnownEntry(doc.entry_uuid, doc.unique_id, doc.patient_id, doc.status)
+
+    def has_unique_id(self, unique_id: str) -> bool:
+        return unique_id in self._sim.documents or unique_id in self._sim.signatures
 
 
 class DmpSimulator:
@@ -167,7 +206,6 @@ class DmpSimulator:
         trust_cert: bytes | Path | str | None = None,
         after_store_ratio: float = 0.5,
         timeout_seconds: float = 120.0,
-        strict_unique_id: bool = False,
         script: Iterable[str] = (),
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -179,20 +217,26 @@ class DmpSimulator:
         self.latency_ms = latency_ms
         self.after_store_ratio = after_store_ratio
         self.timeout_seconds = timeout_seconds
-        self.strict_unique_id = strict_unique_id
         self._seed = seed
         self._rng = random.Random(seed)
         self._ids = random.Random(None if seed is None else seed + 1)
-        self._schema = load_xds_schema(Path(xsd_dir)) if xsd_dir else None
+        if xsd_dir is None and (DEFAULT_XSD_DIR / "IHE" / "XDS.b_DocumentRepository.xsd").exists():
+            xsd_dir = DEFAULT_XSD_DIR
+        if xsd_dir is None:
+            log.warning("dmp_simulator.no_schemas", rule="XDS-SCHEMA-01")
         if isinstance(trust_cert, (str, Path)):
             trust_cert = Path(trust_cert).read_bytes()
-        self._trust_cert: bytes | None = trust_cert
-        self._now = now
+        trusted = x509.load_pem_x509_certificate(trust_cert) if trust_cert else None
+        self.checker = ConformanceChecker(
+            trusted_cert=trusted, xsd_dir=Path(xsd_dir) if xsd_dir else None, now=now
+        )
         self.script: list[str] = list(script)
         self.documents: dict[str, StoredDocument] = {}
+        self.signatures: dict[str, StoredDocument] = {}
         self.submissions: list[Submission] = []
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
+        self._registry = _Registry(self)
         self.url: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -202,9 +246,10 @@ class DmpSimulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/", self._iti41)
         app.router.add_post("/repository", self._iti41)
-        app.router.add_post("/registry", self._iti18)
+        app.router.add_post("/registry", self._registry_endpoint)
         app.router.add_get("/_sim/submissions", self._list_submissions)
         app.router.add_get("/_sim/documents", self._list_documents)
+        app.router.add_get("/_sim/violations", self._list_violations)
         app.router.add_post("/_sim/reset", self._reset)
         return app
 
@@ -228,9 +273,13 @@ class DmpSimulator:
 
     def reset(self) -> None:
         self.documents.clear()
+        self.signatures.clear()
         self.submissions.clear()
         self.script.clear()
         self._rng = random.Random(self._seed)
+
+    def _by_entry_uuid(self, entry_uuid: str) -> StoredDocument | None:
+        return next((d for d in self.documents.values() if d.entry_uuid == entry_uuid), None)
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -259,8 +308,7 @@ class DmpSimulator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.timeout_seconds)
             return normal or web.Response(status=504)
-        fault = build_soap_fault("s:Receiver", "Simulated internal error")
-        return _soap_response(fault, action="http://www.w3.org/2005/08/addressing/soap/fault", status=500)
+        return _fault_response("s:Receiver", None, "Simulated internal error", status=500)
 
     # -- ITI-41 ---------------------------------------------------------------------------
 
@@ -268,266 +316,173 @@ class DmpSimulator:
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         body = await request.read()
+        content_type = request.headers.get("Content-Type", "")
         fault = self._draw_fault()
-        try:
-            root_part, attachments = parse_mtom(request.headers.get("Content-Type", ""), body)
-        except ValueError:
-            root_part, attachments = body, {}
-        envelope_text = root_part.decode("utf-8", errors="replace")
         if fault and not fault[1]:
+            violation = Violation(
+                f"SIM_FAULT_{fault[0].upper()}", "injected before storing", "simulator fault injection",
+                f"SIM_FAULT_{fault[0].upper()}",
+            )
             self.submissions.append(
-                Submission(
-                    None,
-                    None,
-                    "rejected",
-                    [(f"SIM_FAULT_{fault[0].upper()}", "injected before storing", "error")],
-                    envelope_text,
-                    {"kind": fault[0], "afterStore": False},
-                )
+                Submission("ITI-41", False, "rejected", [violation], _text(_root_part(content_type, body)),
+                           fault={"kind": fault[0], "afterStore": False})
             )
             log.info("dmp_simulator.fault", kind=fault[0], after_store=False)
             return await self._apply_fault(request, fault[0], None)
 
-        try:
-            message = self._check_soap(root_part, ACTION_ITI41)
-            unique_id, patient_id, errors = self._register(message, attachments)
-        except _Refusal as refusal:
-            self.submissions.append(
-                Submission(
-                    None, None, "rejected", [(refusal.subcode, refusal.reason, "error")], envelope_text
-                )
-            )
-            return _soap_response(
-                build_soap_fault(refusal.code, refusal.reason, subcode=refusal.subcode),
-                action="http://www.w3.org/2005/08/addressing/soap/fault",
-                status=400 if refusal.code == "s:Sender" else 500,
-            )
-        blocking = [e for e in errors if e.severity == "error"]
-        self.submissions.append(
-            Submission(
-                unique_id,
-                patient_id,
-                "rejected" if blocking else "accepted",
-                [e.as_tuple() for e in errors],
-                envelope_text,
-                {"kind": fault[0], "afterStore": True} if fault else None,
-            )
+        verdict = self.checker.check("ITI-41", content_type, body, self._registry)
+        submission = self._record(verdict, body, stored_label="accepted")
+        if fault:
+            submission.fault = {"kind": fault[0], "afterStore": True}
+        if verdict.fault is not None:
+            return _fault_response(*_fault_of(verdict.fault), status=400 if _sender(verdict.fault) else 500)
+        if verdict.accepted:
+            self._store(verdict, submission)
+        log.info("dmp_simulator.iti41", accepted=verdict.accepted, rules=[v.rule for v in verdict.violations])
+        envelope = _envelope(
+            _registry_response(verdict.violations),
+            ACTIONS.ITI41_RESPONSE,
+            f"urn:uuid:{self._new_uuid()}",
+            verdict.message_id,
         )
-        log.info("dmp_simulator.iti41", accepted=not blocking, errors=[e.code for e in errors])
-        envelope = build_envelope(
-            build_registry_response(errors),
-            action=ACTION_ITI41_RESPONSE,
-            message_id=f"urn:uuid:{self._new_uuid()}",
-            relates_to=message.message_id or "",
-        )
-        envelope_bytes = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        content_type, mtom_body = build_mtom(envelope_bytes, {}, action=ACTION_ITI41_RESPONSE)
-        normal = web.Response(body=mtom_body, headers={"Content-Type": content_type})
+        content_type_out, mtom_body = _mtom(envelope, ACTIONS.ITI41_RESPONSE)
+        normal = web.Response(body=mtom_body, headers={"Content-Type": content_type_out})
         if fault:
             log.info("dmp_simulator.fault", kind=fault[0], after_store=True)
             return await self._apply_fault(request, fault[0], normal)
         return normal
 
-    def _check_soap(self, root_part: bytes, expected_action: str) -> SoapMessage:
-        try:
-            message = parse_envelope(root_part)
-        except ValueError as exc:
-            raise _Refusal(
-                "VersionMismatch", f"not a SOAP 1.2 envelope: {exc}", code="s:VersionMismatch"
-            ) from exc
-        if message.action != expected_action:
-            raise _Refusal("a:ActionNotSupported", f"expected WS-Addressing Action {expected_action}")
-        if not message.message_id:
-            raise _Refusal("a:MessageAddressingHeaderRequired", "WS-Addressing MessageID is required")
-        if message.assertion is None:
-            raise _Refusal("wsse:InvalidSecurity", "no VIHF (saml:Assertion) in wsse:Security")
-        try:
-            verify_vihf(message.assertion, cert_pem=self._trust_cert, now=self._now() if self._now else None)
-        except VihfError as exc:
-            raise _Refusal("wsse:FailedCheck", exc.message) from exc
-        return message
-
-    def _register(
-        self, message: SoapMessage, attachments: dict[str, bytes]
-    ) -> tuple[str | None, str | None, list[RegistryError]]:
-        request = message.body
-        if request is None or request.tag != f"{{{XDSB_NS}}}ProvideAndRegisterDocumentSetRequest":
-            return (
-                None,
-                None,
-                [RegistryError("XDSRegistryMetadataError", "no ProvideAndRegisterDocumentSetRequest")],
-            )
-        errors: list[RegistryError] = []
-        if self._schema is not None:
-            infoset = inline_documents(request, attachments)
-            if not self._schema.validate(infoset):
-                first = self._schema.error_log[0]
-                errors.append(
-                    RegistryError("XDSRegistryMetadataError", f"XSD line {first.line}: {first.message}")
-                )
-                return None, None, errors
-
-        documents = self._documents_of(request, attachments, errors)
-        entries = request.findall(f".//{{{RIM_NS}}}ExtrinsicObject")
-        if len(entries) != 1:
-            errors.append(
-                RegistryError("XDSRegistryMetadataError", f"expected one DocumentEntry, got {len(entries)}")
-            )
-            return None, None, errors
-        entry = entries[0]
-        entry_id = entry.get("id", "")
-        unique_id = _external_id(entry, UUID.DE_UNIQUE_ID)
-        patient_id = _external_id(entry, UUID.DE_PATIENT_ID)
-        package = request.find(f".//{{{RIM_NS}}}RegistryPackage")
-        ss_patient = _external_id(package, UUID.SS_PATIENT_ID) if package is not None else None
-
-        if not unique_id:
-            errors.append(RegistryError("XDSRegistryMetadataError", "DocumentEntry.uniqueId is missing"))
-        elif "^" in unique_id or not _OID.match(unique_id):
-            errors.append(
-                RegistryError(
-                    "XDSRegistryMetadataError",
-                    "DMP expects a root-only OID as DocumentEntry.uniqueId",
-                    "error" if self.strict_unique_id else "warning",
-                )
-            )
-        if not patient_id or not _INS_PATIENT_ID.match(patient_id):
-            errors.append(
-                RegistryError(
-                    "XDSUnknownPatientId", "patientId must be an INS ^^^&1.2.250.1.213.1.4.x&ISO^NH"
-                )
-            )
-        if ss_patient != patient_id:
-            errors.append(
-                RegistryError("XDSPatientIdDoesNotMatch", "SubmissionSet and DocumentEntry patientId differ")
-            )
-        if package is None or not _external_id(package, UUID.SS_UNIQUE_ID):
-            errors.append(RegistryError("XDSRegistryMetadataError", "SubmissionSet.uniqueId is missing"))
-        for name, scheme in _REQUIRED_CODES.items():
-            if not any(c.get("nodeRepresentation") for c in _classifications(entry, scheme)):
-                errors.append(RegistryError("XDSRegistryMetadataError", f"DocumentEntry.{name} is missing"))
-
-        content = documents.get(entry_id)
-        if content is None:
-            errors.append(RegistryError("XDSMissingDocument", f"no document for {entry_id}"))
-        else:
-            declared_hash = _slot_value(entry, "hash")
-            declared_size = _slot_value(entry, "size")
-            if declared_hash and declared_hash.lower() != hashlib.sha1(content).hexdigest():
-                errors.append(RegistryError("XDSNonIdenticalHash", "hash differs from the document"))
-            if declared_size and declared_size != str(len(content)):
-                errors.append(RegistryError("XDSNonIdenticalSize", "size differs from the document"))
-        for extra in set(documents) - {entry_id}:
-            errors.append(
-                RegistryError("XDSMissingDocumentMetadata", f"document {extra} has no DocumentEntry")
-            )
-
-        replaced: StoredDocument | None = None
-        for assoc in request.iter(f"{{{RIM_NS}}}Association"):
-            if assoc.get("associationType") == UUID.RPLC:
-                target = assoc.get("targetObject", "")
-                replaced = next((d for d in self.documents.values() if d.entry_uuid == target), None)
-                if replaced is None:
-                    errors.append(
-                        RegistryError("UnresolvedReferenceException", f"RPLC target {target} is unknown")
-                    )
-                elif replaced.status != APPROVED:
-                    errors.append(RegistryError("XDSRegistryMetadataError", "RPLC target is not Approved"))
-                elif replaced.patient_id != patient_id:
-                    errors.append(
-                        RegistryError("XDSPatientIdDoesNotMatch", "RPLC target belongs to another patient")
-                    )
-
-        if unique_id and unique_id in self.documents:
-            errors.append(
-                RegistryError("XDSDuplicateUniqueIdInRegistry", f"uniqueId {unique_id} already registered")
-            )
-
-        if any(e.severity == "error" for e in errors):
-            return unique_id, patient_id, errors
-        assert unique_id and patient_id and content is not None
-        if replaced is not None:
-            replaced.status = DEPRECATED
-        self.documents[unique_id] = StoredDocument(
+    def _record(self, verdict: Verdict, body: bytes, *, stored_label: str) -> Submission:
+        metadata = verdict.metadata
+        unique_id = patient_id = None
+        if metadata is not None:
+            content = [e for e in metadata.entries if e not in signature_entries(metadata)]
+            if content:
+                unique_id = content[0].external_ids.get(DE.UNIQUE_ID)
+            if metadata.submission_set is not None:
+                patient_id = metadata.submission_set.external_ids.get(SS.PATIENT_ID)
+        submission = Submission(
+            verdict.transaction,
+            verdict.accepted,
+            stored_label if verdict.accepted else "rejected",
+            list(verdict.violations),
+            _text(verdict.root_part or body),
             unique_id=unique_id,
-            entry_uuid=f"urn:uuid:{self._new_uuid()}",
             patient_id=patient_id,
-            mime_type=entry.get("mimeType", ""),
-            hash=hashlib.sha1(content).hexdigest(),
-            size=len(content),
-            replaces=replaced.entry_uuid if replaced else None,
-            content=content,
+            vihf=verdict.vihf.as_json() if verdict.vihf is not None else None,
+            xades_valid=verdict.xades_valid,
+            schema_checked=verdict.schema_checked,
         )
-        return unique_id, patient_id, errors
+        self.submissions.append(submission)
+        return submission
 
-    @staticmethod
-    def _documents_of(
-        request: etree._Element, attachments: dict[str, bytes], errors: list[RegistryError]
-    ) -> dict[str, bytes]:
-        documents: dict[str, bytes] = {}
-        for doc in request.findall(f"{{{XDSB_NS}}}Document"):
-            include = doc.find(f"{{{XOP_NS}}}Include")
-            if include is not None:
-                cid = (include.get("href") or "").removeprefix("cid:")
-                if cid not in attachments:
-                    errors.append(RegistryError("XDSMissingDocument", f"no MIME part for cid:{cid}"))
-                    continue
-                documents[doc.get("id", "")] = attachments[cid]
-            else:
-                try:
-                    documents[doc.get("id", "")] = base64.b64decode(doc.text or "", validate=False)
-                except ValueError:
-                    errors.append(RegistryError("XDSMissingDocument", "Document is not base64"))
-        return documents
-
-    # -- ITI-18 ---------------------------------------------------------------------------
-
-    async def _iti18(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        try:
-            root_part, _ = parse_mtom(request.headers.get("Content-Type", ""), body)
-            message = self._check_soap(root_part, ACTION_ITI18)
-        except _Refusal as refusal:
-            return _soap_response(
-                build_soap_fault(refusal.code, refusal.reason, subcode=refusal.subcode),
-                action="http://www.w3.org/2005/08/addressing/soap/fault",
-                status=400,
+    def _store(self, verdict: Verdict, submission: Submission) -> None:
+        metadata = verdict.metadata
+        assert metadata is not None and metadata.submission_set is not None
+        ss_uid = metadata.submission_set.external_ids.get(SS.UNIQUE_ID)
+        signatures = signature_entries(metadata)
+        new_uuids: dict[str, str] = {}
+        for entry in metadata.entries:
+            content = verdict.documents[entry.id]
+            unique_id = entry.external_ids[DE.UNIQUE_ID]
+            # A registry assigns entryUUIDs when the submitter used symbolic ids (ITI TF-3 §4.1.12.3).
+            entry_uuid = entry.id if entry.id.startswith("urn:uuid:") else f"urn:uuid:{self._new_uuid()}"
+            new_uuids[entry.id] = entry_uuid
+            stored = StoredDocument(
+                unique_id=unique_id,
+                entry_uuid=entry_uuid,
+                patient_id=entry.external_ids.get(DE.PATIENT_ID, ""),
+                mime_type=entry.element.get("mimeType", ""),
+                hash=hashlib.sha1(content).hexdigest(),
+                size=len(content),
+                submission_set_unique_id=ss_uid,
+                content=content,
             )
-        except ValueError:
-            return web.Response(status=400, text="unreadable multipart body")
-        query = message.body
-        errors: list[RegistryError] = []
-        hits: list[QueryHit] = []
-        return_type = "LeafClass"
-        if query is None or query.tag != f"{{{QUERY_NS}}}AdhocQueryRequest":
-            errors.append(RegistryError("XDSRegistryError", "expected query:AdhocQueryRequest"))
-        else:
-            option = query.find(f"{{{QUERY_NS}}}ResponseOption")
-            return_type = option.get("returnType", "LeafClass") if option is not None else "LeafClass"
-            adhoc = query.find(f"{{{RIM_NS}}}AdhocQuery")
-            if adhoc is None or adhoc.get("id") != GET_DOCUMENTS_QUERY:
-                errors.append(RegistryError("XDSUnknownStoredQuery", "only GetDocuments is simulated"))
-            else:
-                wanted_uids = _query_values(adhoc, "$XDSDocumentEntryUniqueId")
-                wanted_uuids = _query_values(adhoc, "$XDSDocumentEntryEntryUUID")
-                if not wanted_uids and not wanted_uuids:
-                    errors.append(
-                        RegistryError("XDSStoredQueryParamNumber", "uniqueId or entryUUID required")
+            (self.signatures if entry in signatures else self.documents)[unique_id] = stored
+        for association in metadata.associations:
+            if association.type == "urn:ihe:iti:2007:AssociationType:RPLC":
+                replaced = self._by_entry_uuid(association.target)
+                source = next(
+                    (d for d in self.documents.values() if d.entry_uuid == new_uuids.get(association.source)),
+                    None,
+                )
+                if replaced is not None and source is not None:
+                    replaced.status = DEPRECATED
+                    source.replaces = replaced.entry_uuid
+
+    # -- registry endpoint: ITI-18 and ITI-57 ---------------------------------------------
+
+    async def _registry_endpoint(self, request: web.Request) -> web.StreamResponse:
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000)
+        body = await request.read()
+        content_type = request.headers.get("Content-Type", "")
+        # An ITI-62 deletion attempt is judged (and refused, XDS-DEL-02) as the ITI-57 it should be.
+        action = _action_of(content_type, body)
+        transaction = "ITI-57" if action in (ACTIONS.ITI57, "urn:ihe:iti:2010:DeleteDocumentSet") else "ITI-18"
+        verdict = self.checker.check(transaction, content_type, body, self._registry)
+        if transaction == "ITI-57":
+            return self._iti57(verdict, body)
+        return self._iti18(verdict, body)
+
+    def _iti57(self, verdict: Verdict, body: bytes) -> web.StreamResponse:
+        submission = self._record(verdict, body, stored_label="updated")
+        if verdict.fault is not None:
+            return _fault_response(*_fault_of(verdict.fault), status=400 if _sender(verdict.fault) else 500)
+        if verdict.accepted:
+            for change in verdict.changes:
+                target = self._by_entry_uuid(change.entry_uuid)
+                if target is not None:
+                    target.status = change.new
+                    submission.targets.append(
+                        {"entryUUID": target.entry_uuid, "uniqueId": target.unique_id, "newStatus": change.new}
                     )
-                for doc in self.documents.values():
-                    if doc.unique_id in wanted_uids or doc.entry_uuid in wanted_uuids:
-                        hits.append(QueryHit(doc.entry_uuid, doc.unique_id, doc.status))
-        response = build_query_response(hits, return_type=return_type, errors=errors)
-        envelope = build_envelope(
-            response,
-            action=ACTION_ITI18_RESPONSE,
-            message_id=f"urn:uuid:{self._new_uuid()}",
-            relates_to=message.message_id or "",
+                    submission.unique_id = submission.unique_id or target.unique_id
+        log.info("dmp_simulator.iti57", accepted=verdict.accepted, rules=[v.rule for v in verdict.violations])
+        envelope = _envelope(
+            _registry_response(verdict.violations),
+            ACTIONS.ITI57_RESPONSE,
+            f"urn:uuid:{self._new_uuid()}",
+            verdict.message_id,
         )
-        return web.Response(
-            body=etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
-            headers={"Content-Type": "application/soap+xml; charset=UTF-8"},
+        return _soap_response(envelope, ACTIONS.ITI57_RESPONSE)
+
+    def _iti18(self, verdict: Verdict, body: bytes) -> web.StreamResponse:
+        submission = self._record(verdict, body, stored_label="answered")
+        if verdict.fault is not None:
+            return _fault_response(*_fault_of(verdict.fault), status=400 if _sender(verdict.fault) else 500)
+        errors = [v for v in verdict.violations if v.severity == "error"]
+        hits: list[StoredDocument] = []
+        return_type = "LeafClass"
+        query = verdict.body
+        if not errors and isinstance(query, etree._Element):
+            option = query.find(f"{{{NS['query']}}}ResponseOption")
+            return_type = option.get("returnType", "LeafClass") if option is not None else "LeafClass"
+            adhoc = query.find(f"{{{NS['rim']}}}AdhocQuery")
+            if adhoc is None or adhoc.get("id") != QUERY.GET_DOCUMENTS:
+                errors.append(Violation("ITI18-QUERY-01", "only GetDocuments is simulated",
+                                        "IHE ITI TF-2b §3.18.4.1.2.3.7.5", "XDSUnknownStoredQuery"))
+            else:
+                uids = _query_values(adhoc, "$XDSDocumentEntryUniqueId")
+                uuids = _query_values(adhoc, "$XDSDocumentEntryEntryUUID")
+                if not uids and not uuids:
+                    errors.append(Violation("ITI18-QUERY-02", "GetDocuments needs uniqueId or entryUUID",
+                                            "IHE ITI TF-2b §3.18.4.1.2.3.7.5", "XDSStoredQueryParamNumber"))
+                hits = [d for d in self.documents.values() if d.unique_id in uids or d.entry_uuid in uuids]
+        if errors and not submission.violations:
+            submission.violations.extend(errors)
+            submission.accepted = False
+            submission.status = "rejected"
+        if hits:
+            submission.unique_id = hits[0].unique_id
+            submission.patient_id = hits[0].patient_id
+        envelope = _envelope(
+            _query_response(hits, return_type, errors),
+            ACTIONS.ITI18_RESPONSE,
+            f"urn:uuid:{self._new_uuid()}",
+            verdict.message_id,
         )
+        return _soap_response(envelope, ACTIONS.ITI18_RESPONSE)
 
     # -- inspection -----------------------------------------------------------------------
 
@@ -537,6 +492,15 @@ class DmpSimulator:
     async def _list_documents(self, request: web.Request) -> web.Response:
         return web.json_response([d.as_json() for d in self.documents.values()], dumps=_dumps)
 
+    async def _list_violations(self, request: web.Request) -> web.Response:
+        every = [
+            {**v.as_json(), "transaction": s.transaction}
+            for s in self.submissions
+            for v in s.violations
+            if not v.rule.startswith("SIM_")
+        ]
+        return web.json_response({"violations": every}, dumps=_dumps)
+
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"reset": True})
@@ -545,48 +509,167 @@ class DmpSimulator:
         return str(uuid.UUID(int=self._ids.getrandbits(128), version=4))
 
 
+# -- answers --------------------------------------------------------------------------------
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _soap_response(body: etree._Element, *, action: str, status: int) -> web.Response:
-    envelope = etree.Element(f"{{{SOAP12_NS}}}Envelope", nsmap={"s": SOAP12_NS})
-    etree.SubElement(envelope, f"{{{SOAP12_NS}}}Body").append(body)
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _root_part(content_type: str, body: bytes) -> bytes:
+    """The SOAP part of a body (the whole body when it is not a readable package)."""
+    try:
+        return read_body(content_type, body).root
+    except MimeError:
+        return body
+
+
+def _action_of(content_type: str, body: bytes) -> str | None:
+    """The WS-Addressing Action, read cheaply to route /registry (the checker re-reads it)."""
+    match = re.search(rb"<(?:\w+:)?Action\b[^>]*>\s*([^<\s]+)\s*<", body)
+    if match:
+        return match.group(1).decode("utf-8", "replace")
+    match_ct = re.search(r'action="([^"]+)"', content_type)
+    return match_ct.group(1) if match_ct else None
+
+
+def _sender(violation: Violation) -> bool:
+    return violation.fault != "s:Receiver"
+
+
+def _fault_of(violation: Violation) -> tuple[str, str | None, str]:
+    fault = violation.fault or "s:Sender"
+    if fault in ("s:VersionMismatch", "s:Sender", "s:Receiver"):
+        return fault, None, f"[{violation.rule}] {violation.text} ({violation.reference})"
+    return "s:Sender", fault, f"[{violation.rule}] {violation.text} ({violation.reference})"
+
+
+def _envelope(body: etree._Element, action: str, message_id: str, relates_to: str | None) -> bytes:
+    s, wsa = NS["s"], NS["wsa"]
+    envelope = etree.Element(f"{{{s}}}Envelope", nsmap={"s": s, "a": wsa})
+    header = etree.SubElement(envelope, f"{{{s}}}Header")
+    etree.SubElement(header, f"{{{wsa}}}Action", {f"{{{s}}}mustUnderstand": "1"}).text = action
+    etree.SubElement(header, f"{{{wsa}}}MessageID").text = message_id
+    if relates_to:
+        etree.SubElement(header, f"{{{wsa}}}RelatesTo").text = relates_to
+    etree.SubElement(envelope, f"{{{s}}}Body").append(body)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
+def _error_list(parent: etree._Element, violations: Sequence[Violation]) -> None:
+    if not violations:
+        return
+    rs = NS["rs"]
+    errors = etree.SubElement(parent, f"{{{rs}}}RegistryErrorList")
+    for v in violations:
+        etree.SubElement(
+            errors,
+            f"{{{rs}}}RegistryError",
+            {
+                "errorCode": v.error_code,
+                "codeContext": f"[{v.rule}] {v.text} ({v.reference})",
+                "location": v.rule,
+                "severity": SEVERITY_ERROR if v.severity == "error" else SEVERITY_WARNING,
+            },
+        )
+
+
+def _registry_response(violations: Sequence[Violation]) -> etree._Element:
+    rs = NS["rs"]
+    failed = any(v.severity == "error" for v in violations)
+    response = etree.Element(
+        f"{{{rs}}}RegistryResponse",
+        {"status": RESPONSE_FAILURE if failed else RESPONSE_SUCCESS},
+        nsmap={"rs": rs},
+    )
+    _error_list(response, violations)
+    return response
+
+
+def _query_response(hits: Sequence[StoredDocument], return_type: str, errors: Sequence[Violation]) -> etree._Element:
+    query, rim, rs = NS["query"], NS["rim"], NS["rs"]
+    response = etree.Element(
+        f"{{{query}}}AdhocQueryResponse",
+        {"status": RESPONSE_FAILURE if errors else RESPONSE_SUCCESS},
+        nsmap={"query": query, "rim": rim, "rs": rs},
+    )
+    _error_list(response, errors)
+    objects = etree.SubElement(response, f"{{{rim}}}RegistryObjectList")
+    for doc in hits:
+        if return_type == "ObjectRef":
+            etree.SubElement(objects, f"{{{rim}}}ObjectRef", {"id": doc.entry_uuid})
+            continue
+        entry = etree.SubElement(
+            objects,
+            f"{{{rim}}}ExtrinsicObject",
+            {"id": doc.entry_uuid, "lid": doc.entry_uuid, "mimeType": doc.mime_type,
+             "objectType": DE.STABLE, "status": doc.status},
+        )
+        for scheme, value, name in (
+            (DE.PATIENT_ID, doc.patient_id, "XDSDocumentEntry.patientId"),
+            (DE.UNIQUE_ID, doc.unique_id, "XDSDocumentEntry.uniqueId"),
+        ):
+            ei = etree.SubElement(
+                entry,
+                f"{{{rim}}}ExternalIdentifier",
+                {"id": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, doc.entry_uuid + scheme)}",
+                 "registryObject": doc.entry_uuid, "identificationScheme": scheme, "value": value},
+            )
+            etree.SubElement(etree.SubElement(ei, f"{{{rim}}}Name"), f"{{{rim}}}LocalizedString", {"value": name})
+    return response
+
+
+def _soap_response(envelope: bytes, action: str, status: int = 200) -> web.Response:
     return web.Response(
         status=status,
-        body=etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"),
+        body=envelope,
         headers={"Content-Type": f'application/soap+xml; charset=UTF-8; action="{action}"'},
     )
 
 
-def _external_id(obj: etree._Element | None, scheme: str) -> str | None:
-    if obj is None:
-        return None
-    for ei in obj.findall(f"{{{RIM_NS}}}ExternalIdentifier"):
-        if ei.get("identificationScheme") == scheme:
-            return ei.get("value")
-    return None
+def _fault_response(code: str, subcode: str | None, reason: str, *, status: int) -> web.Response:
+    s = NS["s"]
+    fault = etree.Element(f"{{{s}}}Fault", nsmap={"s": s, "a": NS["wsa"], "wsse": NS["wsse"]})
+    code_el = etree.SubElement(fault, f"{{{s}}}Code")
+    etree.SubElement(code_el, f"{{{s}}}Value").text = code
+    if subcode:
+        etree.SubElement(etree.SubElement(code_el, f"{{{s}}}Subcode"), f"{{{s}}}Value").text = subcode
+    text = etree.SubElement(etree.SubElement(fault, f"{{{s}}}Reason"), f"{{{s}}}Text")
+    text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
+    text.text = reason
+    envelope = etree.Element(f"{{{s}}}Envelope", nsmap={"s": s})
+    etree.SubElement(envelope, f"{{{s}}}Body").append(fault)
+    return _soap_response(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"), ACTIONS.FAULT, status)
 
 
-def _classifications(obj: etree._Element, scheme: str) -> list[etree._Element]:
-    return [c for c in obj.findall(f"{{{RIM_NS}}}Classification") if c.get("classificationScheme") == scheme]
-
-
-def _slot_value(obj: etree._Element, name: str) -> str | None:
-    for slot in obj.findall(f"{{{RIM_NS}}}Slot"):
-        if slot.get("name") == name:
-            value = slot.find(f"{{{RIM_NS}}}ValueList/{{{RIM_NS}}}Value")
-            return value.text if value is not None else None
-    return None
+def _mtom(envelope: bytes, action: str) -> tuple[str, bytes]:
+    """An MTOM package with the envelope as its only part (W3C MTOM §3)."""
+    boundary = f"MIMEBoundary_{hashlib.sha1(envelope).hexdigest()}"
+    cid = "root.response@dmp-simulator"
+    body = (
+        f"--{boundary}\r\n"
+        f'Content-Type: application/xop+xml; charset=UTF-8; type="application/soap+xml"; action="{action}"\r\n'
+        f"Content-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\n\r\n"
+    ).encode() + envelope + f"\r\n--{boundary}--\r\n".encode()
+    content_type = (
+        f'multipart/related; boundary="{boundary}"; type="application/xop+xml"; '
+        f'start="<{cid}>"; start-info="application/soap+xml"; action="{action}"'
+    )
+    return content_type, body
 
 
 def _query_values(adhoc: etree._Element, name: str) -> set[str]:
     """Values of a stored-query slot: ``('a','b')`` lists, possibly over several Values."""
+    rim = NS["rim"]
     found: set[str] = set()
-    for slot in adhoc.findall(f"{{{RIM_NS}}}Slot"):
+    for slot in adhoc.findall(f"{{{rim}}}Slot"):
         if slot.get("name") != name:
             continue
-        for value in slot.iter(f"{{{RIM_NS}}}Value"):
+        for value in slot.iter(f"{{{rim}}}Value"):
             text = (value.text or "").strip()
             if text.startswith("(") and text.endswith(")"):
                 text = text[1:-1]

@@ -97,7 +97,7 @@ def sample_metadata(
             "submissionTime": "20240105103500",
             "contentTypeCode": {
                 "code": "07",
-                "codeSystem": "1.2.250.1.213.1.1.4.2.2",
+                "codeSystem": "1.2.250.1.213.2.2",
                 "displayName": "Consultation",
             },
             "authors": [{"authorPerson": _AUTHOR_PERSON, "authorInstitution": [_AUTHOR_ORG]}],
