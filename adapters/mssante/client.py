@@ -36,6 +36,7 @@ exchange per message; the dispatcher already bounds concurrency.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import imaplib
 import smtplib
 import ssl
@@ -181,13 +182,14 @@ class MssanteDestination(BaseDestination):
         title = str(xds.get("documentEntry", {}).get("title") or "Document")
         msg = build_mail(order, xdm, mailbox=self.config.mailbox, delivery_id=payload.delivery_id,
                          title=title, now=now)
-        return order, msg.as_bytes()
+        # RFC 5321 §2.3.8: CRLF line endings on the wire (smtplib does not fix bytes).
+        return order, msg.as_bytes(policy=email.policy.SMTP)
 
     async def _send(self, payload: Payload) -> SendResult:
         order, message = self.render(payload, self.clock.now())
         outcome = await asyncio.to_thread(submit, self.config, order, message, envelope_id=payload.delivery_id)
         mid = message_id_for(payload.delivery_id, self.config.mailbox)
-        head = message.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in message else message.split(b"\n\n", 1)[0]
+        head = message.split(b"\r\n\r\n", 1)[0]
         return SendResult(
             remote_id=mid, request=head.decode("utf-8", "replace"), response=f"{outcome.code} {outcome.text}",
             status=outcome.code, detail={"message_id": mid, "audience": order.audience, "dsn": outcome.dsn},

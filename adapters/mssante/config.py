@@ -3,7 +3,6 @@
     [[destination]]
     name = "mss"
     kind = "mssante"
-    [destination.options]
     mailbox = "relais@pfi.mssante.fr"      # the application mailbox (BAL applicative): From
     smtp_host = "smtp.operateur.mssante.fr"
     smtp_port = 587
@@ -17,6 +16,7 @@
     imap_password_env = "RELAIS_MSS_IMAP_PASSWORD"   # secrets only from the environment
     poll_seconds = 30
 
+(the keys sit directly in the ``[[destination]]`` table, as for the other kinds.)
 Secrets are never in the file: ``imap_password_env`` / ``smtp_password_env`` name
 environment variables.
 """

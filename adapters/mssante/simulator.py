@@ -177,6 +177,13 @@ protocol lmtp {{
 """
 
 
+def _traversable(path: Path) -> bool:
+    for parent in [path.resolve(), *path.resolve().parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return False
+    return True
+
+
 def _free_port(host: str) -> int:
     import socket
 
@@ -295,7 +302,10 @@ class MssSimulator:
     ) -> None:
         if not shutil.which("dovecot"):
             raise OSError("dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
-        self.base = Path(directory or tempfile.mkdtemp(prefix="relais-mss-"))
+        # dovecot's auth and mail processes drop root: every parent of the working directory
+        # must be traversable by them, which a pytest tmp_path (0700) is not.
+        self._own_dir = directory is None or not _traversable(Path(directory))
+        self.base = Path(tempfile.mkdtemp(prefix="relais-mss-")) if self._own_dir else Path(directory or "")
         self.users: dict[str, str] = {}
         for spec in users:
             addr, _, password = spec.partition(":")
@@ -403,6 +413,8 @@ class MssSimulator:
                 await asyncio.wait_for(self._dovecot.wait(), 10)
             except TimeoutError:
                 self._dovecot.kill()
+        if self._own_dir:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     # -- LMTP (RFC 2033) -------------------------------------------------------------------
     def _lmtp(self) -> smtplib.LMTP:
