@@ -210,7 +210,7 @@ class Dispatcher:
 
     @staticmethod
     def _payload(tx: Tx, delivery: dict[str, Any]) -> Payload | None:
-        if delivery["kind"] == "zam":
+        if delivery["kind"] in ("zam", "hl7"):  # hl7: a prepared message (LPS MDM to the DPI)
             if delivery.get("payload") is None:
                 return None
             return Payload(
@@ -306,6 +306,8 @@ class Dispatcher:
                 if zam is not None:
                     tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
                     tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": status == "delivered"})
+            elif delivery["kind"] == "hl7":
+                self._update_exchange_status(tx, delivery["exchange_id"], at)
             elif delivery["kind"] == "mail":
                 self._update_exchange_status(tx, delivery["exchange_id"], at)
                 if zam is not None:
@@ -325,7 +327,7 @@ class Dispatcher:
 
     @staticmethod
     def _update_exchange_status(tx: Tx, exchange_id: str, at: str) -> None:
-        rows = [d for d in tx.deliveries_for(exchange_id) if d["kind"] in ("document", "mail")]
+        rows = [d for d in tx.deliveries_for(exchange_id) if d["kind"] in ("document", "mail", "hl7")]
         statuses = {d["status"] for d in rows}
         if rows and statuses == {"delivered"}:
             new = "delivered"

@@ -192,9 +192,12 @@ class Service:
         config = getattr(dest, "config", None)
         if config is None or not config.imap_host:
             return
+        from adapters.mssante.inbound import MailIntake
         from adapters.mssante.poller import ReportPoller
 
-        self.mail_poller = ReportPoller(config, self.journal, acks, self.clock, wake=self.dispatcher_wake)
+        inbound = MailIntake(self.journal, self.settings, config, self.clock)
+        self.mail_poller = ReportPoller(config, self.journal, acks, self.clock, wake=self.dispatcher_wake,
+                                        on_inbound=inbound.handle)
         self.mail_poller.start()
 
     # -- inbound -------------------------------------------------------------------------------

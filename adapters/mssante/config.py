@@ -15,6 +15,9 @@
     imap_user = "relais@pfi.mssante.fr"
     imap_password_env = "RELAIS_MSS_IMAP_PASSWORD"   # secrets only from the environment
     poll_seconds = 30
+    inbound_destination = "dpi"            # an mllp destination: mail received here goes there (LPS MDM)
+    inbound_application = "DPI-X"
+    inbound_facility = "HOPITAL-X"
 
 (the keys sit directly in the ``[[destination]]`` table, as for the other kinds.)
 Secrets are never in the file: ``imap_password_env`` / ``smtp_password_env`` name
@@ -54,6 +57,8 @@ class MssanteConfig:
     lookup_wait_seconds: float = 5.0  # how long a lookup waits for our own copy to be filed
     timeout: float = 30.0
     inbound_destination: str = ""  # name of the mllp destination that receives inbound documents (DPI)
+    inbound_application: str = "DPI"  # MSH-5 / MSH-6 of the LPS MDM sent to the DPI
+    inbound_facility: str = ""
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> MssanteConfig:
