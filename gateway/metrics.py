@@ -29,6 +29,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "relais_queue_depth", "Deliveries waiting or in flight per destination", ["destination"], registry=r
         )
+        self.deliveries_by_kind = Counter(
+            "relais_deliveries_by_kind", "Delivery attempts by destination kind (dmp-xds, mssante, mllp, zam ...) "
+            "and outcome", ["kind", "outcome"], registry=r,
+        )
+        self.destination_kinds: dict[str, str] = {}  # destination name → kind, set by the service
         self.held = Gauge("relais_held_documents", "Documents held by the identity gate", registry=r)
         self.pipeline_seconds = Histogram(
             "relais_pipeline_seconds", "Time spent per pipeline stage", ["stage"], registry=r,
@@ -38,6 +43,8 @@ class Metrics:
     def observe_delivery(self, destination: str, outcome: str, seconds: float) -> None:
         self.deliveries.labels(destination=destination, outcome=outcome).inc()
         self.attempt_seconds.labels(destination=destination).observe(seconds)
+        kind = "zam" if destination.startswith("zam:") else self.destination_kinds.get(destination, "other")
+        self.deliveries_by_kind.labels(kind=kind, outcome=outcome).inc()
 
     def refresh(self, by_status: dict[str, int], depth: dict[str, int], destinations: list[str]) -> None:
         for status in ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate"):

@@ -130,6 +130,7 @@ class Service:
             prepare_tokens(s)
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
         self.destinations = build_destinations(s, self.clock)
+        self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
         mail_dest = next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
         self.intake = Intake(self.journal, s, self.clock, Router(document_dests, mail_destination=mail_dest))
