@@ -43,6 +43,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -177,7 +178,7 @@ class MssanteDestination(BaseDestination):
         if payload.mail is None or payload.document is None or payload.xds is None:
             raise DestinationRejected("mail delivery without its order or document", code="MSS_NO_PAYLOAD")
         order = MailOrder.from_json(payload.mail)
-        xds = dict(payload.xds)
+        xds: dict[str, Any] = dict(payload.xds)
         xdm = build_xdm(xds, payload.document, now=now)
         title = str(xds.get("documentEntry", {}).get("title") or "Document")
         msg = build_mail(order, xdm, mailbox=self.config.mailbox, delivery_id=payload.delivery_id,

@@ -441,7 +441,8 @@ class MssSimulator:
             try:
                 code, text = lmtp.data(data)
             except smtplib.SMTPDataError as exc:
-                return exc.smtp_code, exc.smtp_error.decode("utf-8", "replace")
+                err = exc.smtp_error
+                return exc.smtp_code, err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err)
         return code, text.decode("utf-8", "replace")
 
     # -- delivery queue and DSNs -----------------------------------------------------------------

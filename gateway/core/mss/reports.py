@@ -117,7 +117,8 @@ def parse_report(raw: bytes) -> Report | None:
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if msg.get_content_type() != "multipart/report":
         return None
-    report_type = (msg.get_param("report-type") or "").lower()
+    param = msg.get_param("report-type")
+    report_type = param.lower() if isinstance(param, str) else ""
     parts = [p for p in msg.get_payload() if isinstance(p, Message)] if msg.is_multipart() else []
     if report_type == "delivery-status":
         return _dsn(msg, parts)
