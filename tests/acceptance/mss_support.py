@@ -77,7 +77,8 @@ class MailServers:
         finally:
             conn.logout()
 
-    def config(self, *, creator_port: int, extra: str = "") -> str:
+    def config(self, *, creator_port: int, extra: str = "", creator: tuple[str, str] = ("DPI-RELAIS", "CLINIQUE-RELAIS"),
+               tail: str = "") -> str:
         return f"""
 [identity]
 allow_test_ins = true
@@ -102,17 +103,18 @@ imap_password_env = "RELAIS_TEST_MSS_PASSWORD"
 poll_seconds = 0.3
 lookup_wait_seconds = 2
 {extra}
+{tail}
 [[creator]]
-application = "DPI-RELAIS"
-facility = "CLINIQUE-RELAIS"
+application = "{creator[0]}"
+facility = "{creator[1]}"
 address = "127.0.0.1:{creator_port}"
 """
 
 
-def start_mail_servers(tmp_path: Path, *, readers: tuple[str, ...] = ()) -> MailServers:
+def start_mail_servers(tmp_path: Path, *, readers: tuple[str, ...] = (), users: tuple[str, ...] = ()) -> MailServers:
     require_dovecot()
     args = [sys.executable, "-m", "gateway.cli", "simulate", "mss", "--port", "0", "--dir", str(tmp_path / "mss")]
-    for user in (APP, DOCTOR):
+    for user in (APP, DOCTOR, *users):
         args += ["--user", f"{user}:{PASSWORD}"]
     args += ["--full", FULL]
     for r in readers:
