@@ -43,7 +43,7 @@ log = structlog.get_logger(__name__)
 _XML_TYPES = {"text/xml", "application/xml", "application/hl7-cda+xml"}
 
 
-def extract_document(msg: EmailMessage) -> tuple[bytes, str]:
+def extract_document(msg: EmailMessage, *, max_bytes: int = 64 * 1024 * 1024) -> tuple[bytes, str]:
     """The one CDA the mail carries and how (``xdm`` | ``cda``); raises GatewayError with a code."""
     zips, xmls = [], []
     for part in msg.iter_attachments():
@@ -59,7 +59,7 @@ def extract_document(msg: EmailMessage) -> tuple[bytes, str]:
     if zips:
         if len(zips) > 1:
             raise GatewayError("more than one XDM package in the mail", code="MSS_MANY_XDM")
-        docs = [d for d in read_xdm(zips[0]) if d.mime_type in _XML_TYPES]
+        docs = [d for d in read_xdm(zips[0], max_bytes=max_bytes) if d.mime_type in _XML_TYPES]
         if len(docs) != 1:
             raise GatewayError(f"the XDM package holds {len(docs)} CDA documents, expected one",
                                code="MSS_XDM_DOCUMENTS")
@@ -101,7 +101,7 @@ class MailIntake:
     def _analyse(self, msg: EmailMessage, now: Any, exchange_id: str) -> tuple[bytes, CdaHeader, str, str]:
         if not self.config.inbound_destination:
             raise GatewayError("no inbound_destination (DPI) configured for this mailbox", code="MSS_NO_DPI")
-        data, form = extract_document(msg)
+        data, form = extract_document(msg, max_bytes=2 * self.settings.pipeline.max_cda_bytes)
         header = cda_mod.parse_header(cda_mod.parse_cda(data, max_size=self.settings.pipeline.max_cda_bytes))
         ins = header.patient.ins
         if ins is None:

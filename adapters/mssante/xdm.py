@@ -118,12 +118,18 @@ def build_xdm(xds: dict[str, Any], document: bytes, *, now: datetime) -> bytes:
     return buf.getvalue()
 
 
-def read_xdm(data: bytes) -> list[XdmDocument]:
-    """The documents of an XDM zip; raises ``ValidationError`` naming what is wrong."""
+def read_xdm(data: bytes, *, max_bytes: int = 64 * 1024 * 1024) -> list[XdmDocument]:
+    """The documents of an XDM zip; raises ``ValidationError`` naming what is wrong.
+
+    ``max_bytes`` bounds what the package may expand to (declared sizes, checked before
+    anything is inflated), so a zip bomb in a mail cannot exhaust memory.
+    """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
         raise ValidationError("attachment is not a zip file", code="XDM_NOT_ZIP") from exc
+    if sum(i.file_size for i in zf.infolist()) > max_bytes:
+        raise ValidationError(f"the package expands beyond {max_bytes} bytes", code="XDM_TOO_LARGE")
     names = {n.upper(): n for n in zf.namelist()}
     if any(n.startswith("/") or ".." in n.split("/") for n in names.values()):
         raise ValidationError("zip entry with an absolute or parent path", code="XDM_UNSAFE_PATH")
@@ -148,7 +154,10 @@ def read_xdm(data: bytes) -> list[XdmDocument]:
             if not uri or path not in names:
                 raise ValidationError(f"document {uri or '(no URI)'} listed in {meta} is missing",
                                       code="XDM_DOCUMENT_MISSING")
-            content = zf.read(names[path])
+            try:
+                content = zf.read(names[path])
+            except (zipfile.BadZipFile, OSError) as exc:  # CRC error, truncated entry
+                raise ValidationError(f"{uri}: unreadable zip entry", code="XDM_CORRUPT") from exc
             size = (slots.get("size") or [""])[0]
             digest = (slots.get("hash") or [""])[0].lower()
             if size and size != str(len(content)):

@@ -108,3 +108,12 @@ def test_not_a_zip() -> None:
     with pytest.raises(ValidationError) as err:
         read_xdm(b"plain text")
     assert err.value.code == "XDM_NOT_ZIP"
+
+
+def test_a_package_expanding_beyond_the_bound_is_refused_before_inflating() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("IHE_XDM/SUBSET01/DOC00001.XML", b"\0" * (2 * 1024 * 1024))
+    with pytest.raises(ValidationError) as err:
+        read_xdm(buf.getvalue(), max_bytes=1024 * 1024)
+    assert err.value.code == "XDM_TOO_LARGE"
