@@ -78,3 +78,30 @@ def test_metrics_count_attempts_per_destination_kind() -> None:
     assert m.sample("relais_deliveries_by_kind_total", {"kind": "mssante", "outcome": "delivered"}) == 1
     assert m.sample("relais_deliveries_by_kind_total", {"kind": "mssante", "outcome": "dead"}) == 1
     assert m.sample("relais_deliveries_by_kind_total", {"kind": "zam", "outcome": "delivered"}) == 1
+
+
+async def test_a_report_read_twice_sends_one_zam(tmp_path) -> None:
+    """A crash between the journal commit and IMAP \\Seen makes the poller read a DSN again: one Z02 only."""
+    from pathlib import Path
+
+    from adapters.mssante.poller import ReportPoller
+    from gateway.mss_acks import MssAcks
+
+    text = UNREACHABLE + '\n[[creator]]\napplication = "DPI-RELAIS"\nfacility = "CLINIQUE-RELAIS"\naddress = "127.0.0.1:9"\n'
+    async with running(make_settings(tmp_path, text=text)) as service:
+        assert field(await send(service, mss(b"VALI", b"G3")), "MSA", 1) == "AA"
+        ex = only(service, "G3")
+        ps = mails(service, ex["id"])["ps"]
+        dsn = (Path(__file__).resolve().parents[2] / "fixtures" / "mail" / "dsn_delivered.eml").read_bytes()
+        dsn = dsn.replace(b"0f1e2d3c-0000-4000-8000-000000000001", ps["id"].encode())
+        dest = service.destinations["mss"]
+        poller = ReportPoller(dest.config, service.journal, MssAcks(service.settings, service.clock),  # type: ignore[attr-defined]
+                              service.clock)
+        assert await poller._handle(dsn, "1") and await poller._handle(dsn, "1")
+
+        def zams(tx):  # type: ignore[no-untyped-def]
+            return tx.conn.execute("SELECT unique_id FROM deliveries WHERE kind = 'zam' AND exchange_id = ?",
+                                   (ex["id"],)).fetchall()
+        assert [r[0] for r in service.journal.read_sync(zams)] == [f"Z02:{ps['id']}"]
+        stages = [e["stage"] for e in service.journal.read_sync(lambda tx: tx.events(ex["id"]))]
+        assert stages.count("mss:dsn") == 2 and stages.count("zam:queued") == 1
