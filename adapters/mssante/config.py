@@ -11,7 +11,8 @@
     client_key = "/etc/relais/mss.key"
     ca_file = "/etc/relais/igc-sante.pem"  # trust anchors for the operator's servers
     imap_host = "imap.operateur.mssante.fr"
-    imap_port = 993                        # IMAP over implicit TLS
+    imap_port = 993
+    imap_security = "tls"                  # or "starttls" (port 143)
     imap_user = "relais@pfi.mssante.fr"
     imap_password_env = "RELAIS_MSS_IMAP_PASSWORD"   # secrets only from the environment
     poll_seconds = 30
@@ -20,6 +21,12 @@
     inbound_facility = "HOPITAL-X"
 
 (the keys sit directly in the ``[[destination]]`` table, as for the other kinds.)
+Transport, from the MSSanté client interfaces (ASIP Santé « DST des interfaces MSSanté des
+clients de messagerie », §3 « La sécurisation des échanges »: a TLS session with mutual
+authentication before SMTP with STARTTLS on 587 and IMAP with STARTTLS on 143) and the
+Référentiel socle MSSanté #2 (ECO.1.1.10: IGC Santé is the only accepted CA — that is
+``ca_file`` in production). Implicit TLS (465 / 993, RFC 8314) is offered as well.
+
 Secrets are never in the file: ``imap_password_env`` / ``smtp_password_env`` name
 environment variables.
 """
@@ -50,6 +57,7 @@ class MssanteConfig:
     ca_file: str = ""
     imap_host: str = ""
     imap_port: int = 993
+    imap_security: str = "tls"  # tls (implicit, RFC 8314) | starttls (RFC 2595, port 143)
     imap_user: str = ""
     imap_password: str = ""
     imap_folder: str = "INBOX"
@@ -72,8 +80,9 @@ class MssanteConfig:
         unknown = set(opts) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown mssante options: {', '.join(sorted(unknown))}")
-        if opts.get("smtp_security", "starttls") not in ("starttls", "tls"):
-            raise ValueError("smtp_security must be 'starttls' or 'tls'")
+        for key, default in (("smtp_security", "starttls"), ("imap_security", "tls")):
+            if opts.get(key, default) not in ("starttls", "tls"):
+                raise ValueError(f"{key} must be 'starttls' or 'tls'")
         typed: dict[str, Any] = {}
         for name, f in cls.__dataclass_fields__.items():
             if name in opts:

@@ -1,7 +1,7 @@
 """Blocking IMAP access to the application mailbox (run in a thread by the callers).
 
-IMAP4rev1 over implicit TLS (RFC 3501, RFC 8314 §3: port 993), authenticated with LOGIN
-after the TLS handshake (which presents our client certificate when configured). Used for:
+IMAP4rev1 (RFC 3501) over implicit TLS (RFC 8314 §3, port 993) or STARTTLS (RFC 2595, port
+143, what the MSSanté client interfaces specify), authenticated with LOGIN after the TLS handshake (which presents our client certificate when configured). Used for:
 
 * the lookup before a resend: ``SEARCH HEADER Message-ID <id>`` (RFC 3501 §6.4.4) in the
   folder where our own copy of each sent message lands;
@@ -55,10 +55,13 @@ class Mailbox:
 @contextmanager
 def open_mailbox(config: MssanteConfig) -> Iterator[Mailbox]:
     """Connect, log in, yield, log out."""
-    conn = imaplib.IMAP4_SSL(
-        config.imap_host or config.smtp_host, config.imap_port, ssl_context=config.tls_context(),
-        timeout=config.timeout,
-    )
+    host = config.imap_host or config.smtp_host
+    conn: imaplib.IMAP4
+    if config.imap_security == "starttls":
+        conn = imaplib.IMAP4(host, config.imap_port, timeout=config.timeout)
+        conn.starttls(ssl_context=config.tls_context())  # before LOGIN, never in clear (RFC 2595 §3.1)
+    else:
+        conn = imaplib.IMAP4_SSL(host, config.imap_port, ssl_context=config.tls_context(), timeout=config.timeout)
     try:
         conn.login(config.imap_login, config.imap_password)
         yield Mailbox(conn)

@@ -15,6 +15,8 @@ The rules, each from its source (written from the RFCs, sharing nothing with Rel
   second port; ``MAIL`` before STARTTLS gets ``530 5.7.0`` (RFC 3207 §4); the TLS context
   requires a client certificate signed by the simulator's CA, as MSSanté operators
   authenticate client software by certificate — a handshake without one fails.
+* IMAP: implicit TLS and STARTTLS (RFC 2595) listeners; dovecot's ``ssl = required`` refuses
+  LOGIN before TLS (RFC 2595 §3.1 / RFC 3501 §6.2.3 LOGINDISABLED).
 * Recipients are checked at ``RCPT`` by asking dovecot's LMTP (``RCPT`` in a throw-away LMTP
   session): an unknown user is refused at once with dovecot's ``550 5.1.1`` (RFC 5321
   §3.3, RFC 3463 X.1.1) — the SMTP client sees the failure synchronously, no DSN.
@@ -158,7 +160,8 @@ plugin {{
 }}
 service imap-login {{
   inet_listener imap {{
-    port = 0
+    address = 127.0.0.1
+    port = {imap_port}
   }}
   inet_listener imaps {{
     address = 127.0.0.1
@@ -347,9 +350,10 @@ class MssSimulator:
             lines.append(f"{addr}:{{PLAIN}}{password}:{mail.pw_uid}:{mail.pw_gid}::{home}::{extra}")
         (self.base / "users").write_text("\n".join(lines) + "\n")
         self.ports["imaps"] = _free_port(host)
+        self.ports["imap"] = _free_port(host)  # STARTTLS; ssl = required refuses LOGIN before it
         conf = self.base / "dovecot.conf"
         conf.write_text(_DOVECOT_CONF.format(base=self.base, pki=self.base / "pki", uid=mail.pw_uid,
-                                             gid=mail.pw_gid, imaps_port=self.ports["imaps"],
+                                             gid=mail.pw_gid, imaps_port=self.ports["imaps"], imap_port=self.ports["imap"],
                                              tag=uuid.uuid4().hex[:8]))
         self._dovecot = await asyncio.create_subprocess_exec(
             "dovecot", "-F", "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -380,7 +384,7 @@ class MssSimulator:
         for reader in self.readers:
             self._tasks.append(asyncio.create_task(self._reader_loop(reader)))
         return (f"smtp://{host}:{self.ports['smtp']} smtps://{host}:{self.ports['smtps']} "
-                f"imaps://{host}:{self.ports['imaps']} dir={self.base}")
+                f"imaps://{host}:{self.ports['imaps']} imap://{host}:{self.ports['imap']} dir={self.base}")
 
     async def _wait_dovecot(self, host: str) -> None:
         deadline = time.monotonic() + 15

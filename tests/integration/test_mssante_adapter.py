@@ -74,3 +74,9 @@ async def test_unknown_recipient_is_permanent_with_the_smtp_code(sim: MssSimulat
     with pytest.raises(DestinationRejected) as err:
         await dest(config(sim)).send(payload("55555555-unknown", "nobody@hopital.mss.test"))
     assert err.value.code == "SMTP_550" and "5.1.1" in err.value.message
+
+
+async def test_lookup_over_imap_starttls(sim: MssSimulator) -> None:
+    d = dest(config(sim, imap_port=sim.ports["imap"], imap_security="starttls"))
+    await d.send(payload("66666666-starttls"))
+    assert await d.already_delivered(payload("66666666-starttls")) is True
