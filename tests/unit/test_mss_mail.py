@@ -49,6 +49,14 @@ def test_patient_mailbox_comes_from_the_ins_never_from_a_prt() -> None:
     assert mail_orders(dm, None)[1][-1].code == "MSS_PATIENT_NO_INS"
 
 
+def test_a_document_invisible_to_the_patient_is_never_mailed_to_them() -> None:
+    dm, ins = doc_message()
+    dm = replace(dm, flags=dm.flags | {"DESTMSSANTEPAT": True, "INVISIBLE_PATIENT": True})
+    orders, findings = mail_orders(dm, ins)
+    assert [o.audience for o in orders] == ["ps"]
+    assert [f.code for f in findings] == ["MSS_PATIENT_INVISIBLE"]
+
+
 def test_order_round_trips_through_json() -> None:
     order = MailOrder("a@b.test", "patient", None, "x", True, False, True)
     assert MailOrder.from_json(order.to_json()) == order

@@ -96,6 +96,14 @@ def mail_orders(dm: DocumentMessage, ins: str | None) -> tuple[list[MailOrder], 
         findings.append(Finding(
             "MSS_NO_RECIPIENT", "DESTMSSANTEPS = Y but no RCT PRT carries an MSSanté address", "PRT-15.4", "warning"
         ))
+    if to_patient and flags.get("INVISIBLE_PATIENT"):
+        # regles-gestion-mssante: every allowed combination with DESTMSSANTEPAT = Y has
+        # INVISIBLE_PATIENT = N; a document hidden from the patient is never mailed to them.
+        findings.append(Finding(
+            "MSS_PATIENT_INVISIBLE", "DESTMSSANTEPAT = Y with INVISIBLE_PATIENT = Y: the patient is not mailed",
+            "OBX", "warning",
+        ))
+        to_patient = False
     if to_patient:
         if derived is None:
             findings.append(Finding(
