@@ -78,6 +78,7 @@ class Dispatcher:
         zam_destination: Callable[[str, str], Destination | None] | None = None,
         on_outcome: Callable[[str, str, float], None] | None = None,
         rand: Callable[[], float] = random.random,
+        mail_zam: Callable[[Tx, dict[str, Any], str | None], dict[str, Any] | None] | None = None,
     ) -> None:
         self.journal = journal
         self.destinations = dict(destinations)
@@ -87,6 +88,7 @@ class Dispatcher:
         self.zam_destination = zam_destination
         self.on_outcome = on_outcome
         self.rand = rand
+        self.mail_zam = mail_zam  # ZAM^Z02 N for a mail the SMTP server refused (gateway.mss_acks)
         self.worker_id = f"dispatcher-{clock.new_id()[:8]}"
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -208,7 +210,7 @@ class Dispatcher:
 
     @staticmethod
     def _payload(tx: Tx, delivery: dict[str, Any]) -> Payload | None:
-        if delivery["kind"] == "zam":
+        if delivery["kind"] in ("zam", "hl7"):  # hl7: a prepared message (LPS MDM to the DPI)
             if delivery.get("payload") is None:
                 return None
             return Payload(
@@ -218,6 +220,12 @@ class Dispatcher:
         doc = tx.get_document(delivery["exchange_id"], delivery.get("doc_index") or 1)
         if doc is None or doc.get("cda") is None:
             return None
+        if delivery["kind"] == "mail":
+            return Payload(
+                exchange_id=delivery["exchange_id"], delivery_id=delivery["id"], kind="mail",
+                document=bytes(doc["cda"]), xds=doc["xds"], attempt=delivery["attempts"],
+                mail=bytes(delivery["payload"]) if delivery.get("payload") is not None else None,
+            )
         return Payload(
             exchange_id=delivery["exchange_id"], delivery_id=delivery["id"], kind="document",
             document=bytes(doc["cda"]), xds=doc["xds"], fhir=doc["fhir"], attempt=delivery["attempts"],
@@ -259,10 +267,13 @@ class Dispatcher:
         zam = None
         if delivery["kind"] == "document" and status in ("delivered", "dead"):
             zam = await self._zam_for(delivery, positive=status == "delivered", error=error)
+        elif delivery["kind"] == "mail" and status == "dead" and self.mail_zam is not None:
+            mail_zam = self.mail_zam
+            zam = await self.journal.read(lambda tx: mail_zam(tx, delivery, error))
 
         def op(tx: Tx, status: str = status) -> None:
             at = iso(finished)
-            if status == "failed" and delivery["kind"] == "document":
+            if status == "failed" and delivery["kind"] in ("document", "mail"):
                 ex = tx.get_exchange(delivery["exchange_id"])
                 if ex is not None and ex["status"] == "held":
                     status = "waiting"  # put on hold (A47) while this attempt was in flight
@@ -295,6 +306,13 @@ class Dispatcher:
                 if zam is not None:
                     tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
                     tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": status == "delivered"})
+            elif delivery["kind"] == "hl7":
+                self._update_exchange_status(tx, delivery["exchange_id"], at)
+            elif delivery["kind"] == "mail":
+                self._update_exchange_status(tx, delivery["exchange_id"], at)
+                if zam is not None:
+                    tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
+                    tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": False, "trigger": "Z02"})
             elif status == "delivered":
                 tx.add_event(delivery["exchange_id"], at, "zam:sent", {"delivery": delivery["id"]})
 
@@ -309,7 +327,7 @@ class Dispatcher:
 
     @staticmethod
     def _update_exchange_status(tx: Tx, exchange_id: str, at: str) -> None:
-        rows = [d for d in tx.deliveries_for(exchange_id) if d["kind"] == "document"]
+        rows = [d for d in tx.deliveries_for(exchange_id) if d["kind"] in ("document", "mail", "hl7")]
         statuses = {d["status"] for d in rows}
         if rows and statuses == {"delivered"}:
             new = "delivered"
@@ -335,7 +353,8 @@ class Dispatcher:
         ex = tx.get_exchange(delivery["exchange_id"])
         if not ex or not ex.get("ack_reception"):
             return None
-        others = [d for d in tx.deliveries_for(delivery["exchange_id"]) if d["kind"] == "zam"]
+        others = [d for d in tx.deliveries_for(delivery["exchange_id"]) if d["kind"] == "zam"
+                  and not str(d.get("unique_id") or "").startswith(("Z02:", "Z03:"))]  # MSSanté ZAMs apart
         if others:
             return None  # one business acknowledgement per exchange
         siblings = [d for d in tx.deliveries_for(delivery["exchange_id"])

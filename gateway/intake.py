@@ -25,6 +25,7 @@ from gateway.core.ack import build_ack, build_ack_unreadable
 from gateway.core.charset import encode_for
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
+from gateway.core.mss.orders import MailOrder, mail_orders
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
 from gateway.journal.tx import Tx, iso
 from gateway.model import Finding, PatientIdentity
@@ -42,6 +43,7 @@ class Router:
     """Which destinations get documents. ADT is never forwarded."""
 
     document_destinations: tuple[str, ...]
+    mail_destination: str | None = None  # the ``mssante`` destination, when one is configured
 
     def for_analysis(self, an: Analysis) -> tuple[str, ...]:
         if an.kind in ("document", "cda") and an.dmp_bound:
@@ -246,12 +248,15 @@ class Intake:
             tx.insert_document(exchange_id, doc.index, doc.unique_id, doc.action, doc.cda, doc.xds, doc.fhir)
         tx.add_event(exchange_id, at, "normalised", {"documents": [d.unique_id for d in an.documents]})
         destinations = self.router.for_analysis(an)
-        if not destinations:
+        mail = self._mail_orders(tx, exchange_id, an, at)
+        if not destinations and not mail:
             tx.update_exchange(exchange_id, at, status="accepted")
             result.status = "accepted"
             return result
 
-        hold = self._gate(tx, an, at)
+        # Patient-bound mail goes to an address derived from the INS: gated like the DMP.
+        gated = bool(destinations) or any(o.audience == "patient" for o in mail)
+        hold = self._gate(tx, an, at) if gated else None
         tx.add_event(
             exchange_id, at, "identity",
             {"qualified": ident.qualified, "hold": hold.code if hold else None},
@@ -266,6 +271,16 @@ class Intake:
                         unique_id=doc.unique_id, doc_index=doc.index, action=doc.action, created_at=at,
                     )
                 )
+            for order in mail:  # one delivery per (document, recipient): its own Message-ID and reports
+                tx.insert_delivery(
+                    dict(
+                        id=self.clock.new_id(), exchange_id=exchange_id, destination=self.router.mail_destination,
+                        kind="mail", status="waiting" if hold and order.audience == "patient" else "queued",
+                        next_attempt_at=at, patient_key=f"{patient_key}|{order.recipient.lower()}",
+                        unique_id=doc.unique_id, doc_index=doc.index, action=doc.action,
+                        payload=order.to_json(), created_at=at,
+                    )
+                )
         if hold:
             tx.update_exchange(
                 exchange_id, at, status="held", reason_code=hold.code, reason=hold.message, held_since=at
@@ -274,10 +289,28 @@ class Intake:
             result.status = "held"
         else:
             tx.update_exchange(exchange_id, at, status="queued")
-            tx.add_event(exchange_id, at, "queued", {"destinations": list(destinations)})
+            tx.add_event(exchange_id, at, "queued", {"destinations": list(destinations) + (
+                [f"{self.router.mail_destination} x{len(mail)}"] if mail else [])})
             result.status = "queued"
         self._remember_identity(tx, an, at)
         return result
+
+    def _mail_orders(self, tx: Tx, exchange_id: str, an: Analysis, at: str) -> list[MailOrder]:
+        """MSSanté mails this document message asks for (DESTMSSANTEPS / DESTMSSANTEPAT)."""
+        dm = an.doc_message
+        if self.router.mail_destination is None or dm is None or an.kind != "document":
+            return []
+        if not (dm.flags.get("DESTMSSANTEPS") or dm.flags.get("DESTMSSANTEPAT")):
+            return []
+        if dm.action == "delete":
+            tx.add_event(exchange_id, at, "mss:skipped", {"reason": "a deletion is not mailed"})
+            return []
+        orders, findings = mail_orders(dm, an.identity.ins)
+        tx.add_event(exchange_id, at, "mss:orders", {
+            "recipients": len(orders), "patient": any(o.audience == "patient" for o in orders),
+            "warnings": [f.code for f in findings],
+        })
+        return orders
 
     # -- identity gate and registry ------------------------------------------------------
     def _gate(self, tx: Tx, an: Analysis, at: str) -> Finding | None:

@@ -86,6 +86,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "relais_queue_depth", "Deliveries waiting or in flight per destination", ["destination"], registry=r
         )
+        self.deliveries_by_kind = Counter(
+            "relais_deliveries_by_kind", "Delivery attempts by destination kind (dmp-xds, mssante, mllp, zam ...) "
+            "and outcome", ["kind", "outcome"], registry=r,
+        )
+        self.destination_kinds: dict[str, str] = {}  # destination name → kind, set by the service
         self.held = Gauge("relais_held_documents", "Documents held by the identity gate", registry=r)
         self.pipeline_seconds = Histogram(
             "relais_pipeline_seconds", "Time spent per pipeline stage", ["stage"], registry=r,
@@ -141,6 +146,8 @@ class Metrics:
             self.finished.labels(destination=destination, status="dead" if outcome == "dead" else "delivered").inc()
         if outcome in _SUCCESS:
             self.last_success.labels(destination=destination).set(time.time())
+        kind = "zam" if destination.startswith("zam:") else self.destination_kinds.get(destination, "other")
+        self.deliveries_by_kind.labels(kind=kind, outcome=outcome).inc()
 
     def refresh(
         self, health: JournalHealth, destinations: list[str], *, ready: bool = True, data_dir: Path | None = None

@@ -32,7 +32,7 @@ class SystemClock:
         return str(uuid.uuid4())
 
 
-PayloadKind = Literal["document", "zam"]
+PayloadKind = Literal["document", "zam", "mail"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Payload:
     xds: XdsMetadata | None = None  # DMP metadata (see gateway.model)
     fhir: dict[str, Any] | None = None  # PDSm ITI-65 transaction Bundle (R4 JSON)
     hl7: bytes | None = None  # an encoded HL7 v2 message (ZAM) for mllp destinations
+    mail: bytes | None = None  # kind "mail": the MSSanté mail order (gateway.core.mss.orders.MailOrder JSON)
     attempt: int = 1
 
 

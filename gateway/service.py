@@ -156,6 +156,11 @@ def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry
             sign_submission_set=signed,
         )
         return DmpDestination(d.name, dmp, clock=clock)
+    if d.kind == "mssante":
+        from adapters.mssante.client import MssanteDestination
+        from adapters.mssante.config import MssanteConfig
+
+        return MssanteDestination(d.name, MssanteConfig.from_options(opts), retry=retry, clock=clock)
     raise ValueError(f"unknown destination kind {d.kind!r}")
 
 
@@ -176,6 +181,7 @@ class Service:
         self.mllp: MllpListener | None = None
         self.retention: RetentionTask | None = None
         self.addresses: dict[str, str] = {}
+        self.mail_poller: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
@@ -189,11 +195,17 @@ class Service:
         journal = self.journal
         self.metrics.watch_journal(lambda: (journal.commits, journal.commit_errors))
         self.destinations = build_destinations(s, self.clock)
+        self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
-        self.intake = Intake(self.journal, s, self.clock, Router(document_dests))
+        mail_dest = next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
+        self.intake = Intake(self.journal, s, self.clock, Router(document_dests, mail_destination=mail_dest))
+        from gateway.mss_acks import MssAcks
+
+        mss_acks = MssAcks(s, self.clock)
         self.dispatcher = Dispatcher(
             self.journal, self.destinations, s, self.clock,
             zam_destination=self._zam_destination, on_outcome=self.metrics.observe_delivery,
+            mail_zam=mss_acks.for_dead_mail,
         )
         await self.dispatcher.recover()
         self.dispatcher.start()
@@ -206,6 +218,7 @@ class Service:
                 vacuum=self.journal.auto_vacuum, on_pruned=self.metrics.pruned.inc,
             )
             self.retention.start()
+        self._start_mail_poller(mail_dest, mss_acks)
         if s.http.enabled:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None)
@@ -239,6 +252,8 @@ class Service:
             await self._runner.cleanup()
         if self.retention is not None:
             await self.retention.stop()
+        if self.mail_poller is not None:
+            await self.mail_poller.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
@@ -247,6 +262,20 @@ class Service:
         if self.journal is not None:
             await self.journal.close()
         log.info("service.stopped")
+
+    def _start_mail_poller(self, name: str | None, acks: Any) -> None:
+        """The application mailbox reader (DSN/MDN → ZAM, inbound mail), when IMAP is configured."""
+        dest = self.destinations.get(name) if name else None
+        config = getattr(dest, "config", None)
+        if config is None or not config.imap_host:
+            return
+        from adapters.mssante.inbound import MailIntake
+        from adapters.mssante.poller import ReportPoller
+
+        inbound = MailIntake(self.journal, self.settings, config, self.clock)
+        self.mail_poller = ReportPoller(config, self.journal, acks, self.clock, wake=self.dispatcher_wake,
+                                        on_inbound=inbound.handle)
+        self.mail_poller.start()
 
     # -- inbound -------------------------------------------------------------------------------
     async def _on_mllp(self, payload: bytes, peer: PeerInfo) -> bytes:

@@ -111,7 +111,7 @@ class RetentionSettings:
 @dataclass(frozen=True)
 class DestinationSettings:
     name: str
-    kind: str  # dmp-xds | mhd | file | mllp
+    kind: str  # dmp-xds | mhd | file | mllp | mssante
     url: str = ""
     directory: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -229,7 +229,7 @@ def load_settings(
     return Settings(**built, destinations=destinations, creators=creators)
 
 
-_DEST_KINDS = ("dmp-xds", "mhd", "file", "mllp")
+_DEST_KINDS = ("dmp-xds", "mhd", "file", "mllp", "mssante")
 
 
 def _destination(d: Mapping[str, Any]) -> DestinationSettings:

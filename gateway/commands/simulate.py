@@ -4,6 +4,10 @@
                         [--faults 503,reset,timeout,soap] [--latency-ms 50] [--seed 1]
                         [--xsd-dir ../shared/corpus/xds/xsd] [--trust-cert fixtures/pki/test-vihf-cert.pem]
     relais simulate mhd --port 8082 [same fault options]
+    relais simulate mss --port 2525 --user relais@pfi.test:PASS --user dr@hop.test:PASS
+                        [--full box@hop.test] [--reader dr@hop.test] [--dir D]
+        (SMTP relay + dovecot IMAP/LMTP; needs root and dovecot-imapd/dovecot-lmtpd; the CA and
+        a client certificate for Relais are written under D/pki)
 
 Prints one readiness line (``<kind> simulator listening on <url>``) once the socket is
 bound, so scripts can wait for it. Each kind maps to a ``(module, class)`` in ``SIMULATORS``;
@@ -27,6 +31,7 @@ __all__ = ["register", "run", "SIMULATORS"]
 SIMULATORS: dict[str, tuple[str, str]] = {
     "dmp": ("adapters.dmp.simulator", "DmpSimulator"),
     "mhd": ("adapters.mhd.simulator", "MhdSimulator"),
+    "mss": ("adapters.mssante.simulator", "MssSimulator"),
 }
 
 
@@ -41,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--xsd-dir", default=None, help="dmp: validate ITI-41 requests against this XSD directory")
     p.add_argument("--trust-cert", default=None, help="dmp: PEM certificate the VIHF must be signed with")
+    p.add_argument("--user", action="append", default=[], help="mss: mailbox ADDRESS:PASSWORD (repeat)")
+    p.add_argument("--full", action="append", default=[], help="mss: mailbox over quota (452 4.2.2)")
+    p.add_argument("--reader", action="append", default=[], help="mss: mailbox whose user reads mail (MDN)")
+    p.add_argument("--dir", default=None, help="mss: working directory (mailboxes, dovecot config, PKI)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +61,12 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["xsd_dir"] = args.xsd_dir
         options["trust_cert"] = args.trust_cert
         options["now"] = lambda: datetime.now(UTC)  # check the VIHF validity window
-    elif args.xsd_dir or args.trust_cert:
+    if args.kind == "mss":
+        options.update(directory=args.dir, users=tuple(args.user), full=tuple(args.full),
+                       readers=tuple(args.reader))
+    elif args.user or args.full or args.reader or args.dir:
+        raise SystemExit("--user / --full / --reader / --dir apply to the mss simulator")
+    if args.kind != "dmp" and (args.xsd_dir or args.trust_cert):
         raise SystemExit(f"--xsd-dir / --trust-cert apply to the dmp simulator, not {args.kind}")
     return options
 

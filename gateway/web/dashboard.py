@@ -73,6 +73,12 @@ STAGE_LABELS = {
     "replay-of": "Replay of",
     "retry": "Retry requested",
     "re-keyed": "Patient merged (re-keyed)",
+    "attempt:mail": "MSSanté mail attempt",
+    "attempt:hl7": "DPI delivery attempt (LPS MDM)",
+    "mss:orders": "MSSanté mails requested",
+    "mss:skipped": "MSSanté not sent",
+    "mss:dsn": "MSSanté delivery report (DSN)",
+    "mss:mdn": "MSSanté read report (MDN)",
 }
 REFRESH_CHOICES = (5, 15, 60)
 

@@ -45,6 +45,7 @@ def test_golden_outcomes_are_the_ones_we_mean() -> None:
     outcome = {p.stem: json.loads((FIXTURES / "expected" / f"{p.stem}.json").read_text("utf-8"))["outcome"]
                for p in INPUTS}
     assert outcome["mdm_t02_initial"] == outcome["mdm_t10_replace"] == outcome["oru_doc_r01_initial"] == "accepted"
+    assert outcome["mdm_t02_mss"] == "accepted"  # MSSanté only: DESTDMP = N, DESTMSSANTEPS = Y
     assert outcome["adt_a01_vali"] == outcome["adt_a01_latin9"] == "accepted"
     assert outcome["xxe"] == outcome["billion_laughs"] == "rejected"
     # deletion by MDM^T04 and by ORU ORC-1=CA: accepted, for an ITI-57 (no FHIR Bundle)
