@@ -23,6 +23,7 @@ import structlog
 
 from gateway.core.ack import build_ack, build_ack_unreadable
 from gateway.core.charset import encode_for
+from gateway.core.hl7v2.reader import Message
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
@@ -107,8 +108,7 @@ class Intake:
             an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
         except Exception as exc:  # a bug must not lose the message: keep it and say so
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
-            an = Analysis(kind="unreadable", ack_code="AE")
-            an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this message", None))
+            an = _crashed(raw)
         result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now))
         result.ack = self._ack(result, raw, now)
         self._log(result, started)
@@ -404,11 +404,25 @@ class Intake:
 
     # -- ACK -------------------------------------------------------------------------------------
     def _ack(self, result: IntakeResult, raw: bytes, now: datetime) -> bytes:
+        """The ACK for a stored result; never raises, and its MSA-1 is the ``ack_code`` journaled."""
+        control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
+        try:
+            return self._build_ack(result, raw, now, control_id)
+        except Exception as exc:
+            # The exchange is stored with its ack_code: answer with that code rather than
+            # closing without a word (the sender would resend forever).
+            log.exception("ack.build_failed", exchange_id=result.exchange_id, error=type(exc).__name__)
+            internal = Finding("INTERNAL_ERROR", "the gateway could not build a detailed acknowledgement", None)
+            ack = build_ack(None, result.ack_code, errors=[internal], now=now, control_id=control_id)
+            return ack.encode("ascii", errors="replace")
+
+    def _build_ack(self, result: IntakeResult, raw: bytes, now: datetime, control_id: str) -> bytes:
         an = result.analysis
         g = self.settings.gateway
-        control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
         if an.message is None:
             reason = an.errors[0] if an.errors else Finding("MSH_UNREADABLE", "MSH could not be read", "MSH")
+            if result.ack_code != "AR":  # keep MSA-1 equal to what the journal says was sent
+                return build_ack(None, result.ack_code, errors=[reason], now=now, control_id=control_id).encode()
             return build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason).encode("utf-8")
         text = None
         if result.status == "held":
@@ -434,6 +448,20 @@ class Intake:
             errors=[f.code for f in an.errors],
             ms=round(elapsed * 1000, 2),
         )
+
+
+def _crashed(raw: bytes) -> Analysis:
+    """The verdict when the pipeline raised: AE naming the message when its MSH reads, else AR."""
+    internal = Finding("INTERNAL_ERROR", "the gateway could not process this message", None)
+    an = Analysis(kind="unreadable", ack_code="AR", errors=[internal])
+    try:
+        msg = Message.parse(raw.decode("latin-1"))  # latin-1 decodes any bytes
+        summary = {"sender_app": msg.msh.value(3), "sender_facility": msg.msh.value(4),
+                   "control_id": msg.control_id, "message_type": msg.message_type}
+    except Exception:
+        return an
+    an.message, an.ack_code, an.kind, an.summary = msg, "AE", "unsupported", summary
+    return an
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:

@@ -142,7 +142,8 @@ def _ts(now: datetime) -> str:
 def _version_tuple(version: str) -> tuple[int, ...]:
     nums: list[int] = []
     for part in version.split("."):
-        if not part.isdigit():
+        # isdigit() accepts "²" and other Unicode digits that int() refuses
+        if not (part.isascii() and part.isdigit()):
             break
         nums.append(int(part))
     return tuple(nums)

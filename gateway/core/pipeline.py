@@ -152,7 +152,7 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
             an.kind = "unsupported"
             an.summary = _summary(an.message, None)
         except GatewayError:
-            pass
+            an.ack_code = "AR"  # no MSH to answer to: the unreadable-MSH AR, as the journal records
         return an
     try:
         msg = Message.parse(decoded.text)

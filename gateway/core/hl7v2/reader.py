@@ -279,7 +279,12 @@ class Message:
             raise ParseError("unusable field separator in MSH-1", code="MSH_ENCODING", location="MSH-1")
         end = msh.find(field_sep, 4)
         enc_chars = msh[4:end] if end != -1 else msh[4:]
-        if len(enc_chars) < 4 or len(set(enc_chars[:4] + field_sep)) != 5:
+        if (
+            len(enc_chars) < 4
+            or len(enc_chars) > 5
+            or len(set(enc_chars + field_sep)) != len(enc_chars) + 1
+            or any(ch.isalnum() or ch.isspace() for ch in enc_chars)
+        ):
             raise ParseError(
                 "MSH-2 must hold four distinct encoding characters", code="MSH_ENCODING", location="MSH-2"
             )
