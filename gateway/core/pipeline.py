@@ -165,7 +165,8 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
         an.errors.append(Finding("MSH10_MISSING", "MSH-10 (message control id) is empty", "MSH-10"))
         an.ack_code = "AE"
     if not version.startswith(_SUPPORTED_VERSIONS):
-        an.errors.append(Finding("VERSION_UNSUPPORTED", f"HL7 version {version or '(empty)'} is not supported", "MSH-12"))
+        shown = _shown(version) or "(empty)"
+        an.errors.append(Finding("VERSION_UNSUPPORTED", f"HL7 version {shown} is not supported", "MSH-12"))
         an.ack_code = "AR"
         return an
     if (code, trigger) in _DOC_TYPES:
@@ -176,12 +177,17 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
         _analyse_adt(an, msg, opts)
     else:
         an.errors.append(
-            Finding("MSG_TYPE_UNSUPPORTED", f"message type {code}^{trigger} is not supported", "MSH-9")
+            Finding("MSG_TYPE_UNSUPPORTED", f"message type {_shown(f'{code}^{trigger}')} is not supported", "MSH-9")
         )
         an.ack_code = "AR"
     if an.ack_code == "AA" and an.errors:
         an.ack_code = "AE"
     return an
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A sender's value quoted in a finding, cut so that an absurd one cannot bloat the ACK or the journal."""
+    return value if len(value) <= limit else value[:limit] + "\u2026"
 
 
 def _summary(msg: Message, charset: str | None) -> dict[str, Any]:
