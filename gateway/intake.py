@@ -13,8 +13,12 @@ nothing is acknowledged as accepted without being kept.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -23,6 +27,7 @@ import structlog
 
 from gateway.core.ack import build_ack, build_ack_unreadable
 from gateway.core.charset import encode_for
+from gateway.core.hl7v2.limits import Limits
 from gateway.core.hl7v2.reader import Message
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
@@ -98,6 +103,23 @@ class Intake:
         self.clock = clock
         self.router = router
         self.options = pipeline_options(settings)
+        # Large inputs are analysed here so that the event loop keeps answering other
+        # senders meanwhile (the GIL is released every few milliseconds; lxml, regex and
+        # hashing release it for longer). Small ones stay inline: a thread hop would cost
+        # more than their analysis.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, settings.pipeline.workers), thread_name_prefix="relais-pipeline"
+        )
+
+    def close(self) -> None:
+        """Let running analyses finish and release the worker threads."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _analyse(self, size: int, fn: Callable[..., Analysis], *args: Any) -> Analysis:
+        threshold = self.settings.pipeline.offload_bytes
+        if threshold and size <= threshold:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     # -- entry points ----------------------------------------------------------------
     async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> IntakeResult:
@@ -105,7 +127,9 @@ class Intake:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         try:
-            an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+            an = await self._analyse(
+                len(raw), analyse_hl7v2, raw, self.options, Ids(now=now, new_uuid=self.clock.new_id)
+            )
         except Exception as exc:  # a bug must not lose the message: keep it and say so
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = _crashed(raw)
@@ -119,7 +143,9 @@ class Intake:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         try:
-            an = analyse_cda(data, flags, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+            an = await self._analyse(
+                len(data), analyse_cda, data, flags, self.options, Ids(now=now, new_uuid=self.clock.new_id)
+            )
         except Exception as exc:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = Analysis(kind="cda", ack_code="AE")
@@ -183,7 +209,7 @@ class Intake:
     async def _replay_hl7(self, raw: bytes, original_id: str) -> IntakeResult:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
-        an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+        an = await self._analyse(len(raw), analyse_hl7v2, raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
         return await self.journal.write(
             lambda tx: self._ingest(tx, exchange_id, raw, an, f"replay:{original_id}", "replay", now, dedup=False)
         )
@@ -474,4 +500,9 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         cda_xsd=Path(settings.pipeline.cda_xsd) if settings.pipeline.cda_xsd else None,
         source_id=settings.gateway.source_id,
         max_cda_bytes=settings.pipeline.max_cda_bytes,
+        limits=Limits(
+            max_segments=settings.pipeline.max_segments,
+            max_repetitions=settings.pipeline.max_repetitions,
+            max_field_chars=settings.pipeline.max_field_chars,
+        ),
     )

@@ -163,6 +163,8 @@ class Service:
             await self.mllp.stop(drain_timeout=10.0)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.intake is not None:
+            await asyncio.to_thread(self.intake.close)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
