@@ -500,6 +500,8 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         cda_xsd=Path(settings.pipeline.cda_xsd) if settings.pipeline.cda_xsd else None,
         source_id=settings.gateway.source_id,
         max_cda_bytes=settings.pipeline.max_cda_bytes,
+        max_cda_elements=settings.pipeline.max_cda_elements,
+        max_cda_depth=settings.pipeline.max_cda_depth,
         limits=Limits(
             max_segments=settings.pipeline.max_segments,
             max_repetitions=settings.pipeline.max_repetitions,

@@ -73,6 +73,8 @@ class PipelineSettings:
     default_charset: str = "utf-8"  # used when MSH-18 is empty; must be ASCII-compatible
     cda_xsd: str = ""  # directory holding CDA_extended.xsd; empty: no XSD validation
     max_cda_bytes: int = 20 * 1024 * 1024
+    max_cda_elements: int = 200_000  # counted while parsing, before a tree is built: CDA_TOO_MANY_ELEMENTS
+    max_cda_depth: int = 128  # deeper: CDA_TOO_DEEP (libxml2 stops at 256 whatever this says)
     max_segments: int = 10_000  # more segments in one message: AE MESSAGE_TOO_MANY_SEGMENTS
     max_repetitions: int = 1_000  # per field (components and subcomponents too): AE naming the field
     max_field_chars: int = 65_536  # per field, OBX-5 excepted: AE FIELD_TOO_LONG naming the field

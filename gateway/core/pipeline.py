@@ -77,6 +77,8 @@ class PipelineOptions:
     source_id: str = "1.2.250.1.999999.1"
     max_cda_bytes: int = 20 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
+    max_cda_elements: int = cda_mod.DEFAULT_MAX_ELEMENTS
+    max_cda_depth: int = cda_mod.DEFAULT_MAX_DEPTH
 
 
 @dataclass
@@ -307,7 +309,9 @@ def _map_document(
     an: Analysis, data: bytes, ctx: SubmissionContext, opts: PipelineOptions, ids: Ids, *, location: str, index: int, infer_action: bool = False
 ) -> DocumentResult | None:
     try:
-        root = cda_mod.parse_cda(data, max_size=opts.max_cda_bytes)
+        root = cda_mod.parse_cda(
+            data, max_size=opts.max_cda_bytes, max_elements=opts.max_cda_elements, max_depth=opts.max_cda_depth
+        )
         header = cda_mod.parse_header(root)
     except GatewayError as exc:
         an.errors.append(Finding(exc.code, exc.message, location))
