@@ -150,6 +150,7 @@ class Service:
             self.mllp = MllpListener(
                 self._on_mllp, host=s.mllp.host, port=s.mllp.port, max_size=s.mllp.max_message_bytes,
                 idle_timeout=s.mllp.idle_timeout, ssl=ssl_ctx, handler_oversize=self._on_oversize,
+                drain_bytes=s.mllp.oversize_drain_bytes, drain_timeout=s.mllp.oversize_drain_timeout,
             )
             host, port = await self.mllp.start()
             self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"

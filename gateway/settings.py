@@ -54,6 +54,8 @@ class MllpSettings:
     port: int = 2575
     max_message_bytes: int = 16 * 1024 * 1024
     idle_timeout: float = 300.0
+    oversize_drain_bytes: int = 64 * 1024 * 1024  # rest of an oversized frame read before closing
+    oversize_drain_timeout: float = 30.0
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""  # set to require and verify client certificates (mutual TLS)

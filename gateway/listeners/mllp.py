@@ -56,12 +56,13 @@ def _subject(cert: dict[str, Any] | None) -> str | None:
 
 
 class _Connection:
-    __slots__ = ("task", "busy", "stopping")
+    __slots__ = ("task", "busy", "stopping", "drain")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.busy = False  # a message is between "received" and "ACK written"
         self.stopping = False
+        self.drain = False  # an oversized frame was answered: read its rest before closing
 
 
 class MllpListener:
@@ -69,7 +70,9 @@ class MllpListener:
 
     ``handler(payload, peer)`` returns the ACK bytes, unframed. On an oversized
     frame ``handler_oversize(size, peer)`` is awaited for the AR to send before the
-    connection is closed; without it the connection is just closed. A connection
+    connection is closed — after reading and discarding the rest of that frame (at most
+    ``drain_bytes`` bytes and ``drain_timeout`` seconds), so that a sender still writing
+    gets the AR instead of a reset; without it the connection is just closed. A connection
     that stays silent for ``idle_timeout`` seconds is closed.
     """
 
@@ -85,6 +88,8 @@ class MllpListener:
         log: Any = None,
         handler_oversize: OversizeHandler | None = None,
         name: str = "mllp",
+        drain_bytes: int = 64 * 1024 * 1024,
+        drain_timeout: float = 30.0,
     ) -> None:
         self._handler = handler
         self._handler_oversize = handler_oversize
@@ -92,6 +97,8 @@ class MllpListener:
         self._port = port
         self._max_size = max_size
         self._idle_timeout = idle_timeout
+        self._drain_bytes = drain_bytes
+        self._drain_timeout = drain_timeout
         self._ssl = ssl
         self._log = log if log is not None else structlog.get_logger(__name__)
         self.name = name
@@ -168,6 +175,8 @@ class MllpListener:
                     break
                 if not await self._handle_events(framer.feed(data), conn, writer, peer, log):
                     reason = "closed"
+                    if conn.drain:
+                        reason = await self._drain(reader, framer, log)
                     break
             else:
                 reason = "stopping"
@@ -208,6 +217,7 @@ class MllpListener:
                         log.error("mllp.oversize_handler_failed", error=type(exc).__name__)
                         return False
                     await self._write(writer, reply)
+                    conn.drain = True
                 return False
             else:
                 conn.busy = True
@@ -221,6 +231,29 @@ class MllpListener:
                 finally:
                     conn.busy = False
         return True
+
+    async def _drain(self, reader: asyncio.StreamReader, framer: MllpFramer, log: Any) -> str:
+        """Read and discard the rest of an oversized frame, so that closing sends no reset.
+
+        A sender that writes its whole frame before reading (``sendall`` then ``recv``)
+        would otherwise get a TCP reset for the bytes we left unread, and the kernel drops
+        the AR still waiting in its receive buffer. Bounded: at most ``drain_bytes`` and
+        ``drain_timeout`` seconds, then the connection is closed anyway.
+        """
+        drained = 0
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                while framer.in_frame and drained < self._drain_bytes:
+                    data = await reader.read(_READ_SIZE)
+                    if not data:
+                        return "oversize-eof"
+                    drained += len(data)
+                    framer.feed(data)  # events after the end of the frame are ignored
+        except TimeoutError:
+            log.warning("mllp.drain_timeout", drained=drained)
+            return "oversize-drain-timeout"
+        log.info("mllp.oversize_drained", drained=drained, complete=not framer.in_frame)
+        return "oversize"
 
     async def _write(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
         writer.write(frame(payload))
