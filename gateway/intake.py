@@ -122,7 +122,10 @@ class Intake:
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     # -- entry points ----------------------------------------------------------------
-    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> IntakeResult:
+    async def handle_hl7(
+        self, raw: bytes, *, peer: str | None, listener: str, tls_subject: str | None = None
+    ) -> IntakeResult:
+        """Analyse, journal and acknowledge one HL7 v2 message; ``tls_subject`` is the client certificate's."""
         started = time.perf_counter()
         now = self.clock.now()
         exchange_id = self.clock.new_id()
@@ -133,7 +136,9 @@ class Intake:
         except Exception as exc:  # a bug must not lose the message: keep it and say so
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = _crashed(raw)
-        result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now))
+        result = await self.journal.write(
+            lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject)
+        )
         result.ack = self._ack(result, raw, now)
         self._log(result, started)
         return result
@@ -154,32 +159,49 @@ class Intake:
         self._log(result, started)
         return result
 
-    async def handle_oversize(self, size: int, *, peer: str | None, listener: str) -> bytes:
+    async def handle_oversize(
+        self, size: int, *, peer: str | None, listener: str, tls_subject: str | None = None
+    ) -> bytes:
         """A frame above the size limit: record the refusal (without the bytes) and answer AR."""
-        now = self.clock.now()
-        exchange_id = self.clock.new_id()
         reason = Finding(
             "MESSAGE_TOO_LARGE",
             f"message exceeds {self.settings.mllp.max_message_bytes} bytes (received at least {size})",
             "MSH",
         )
+        return await self._refuse_frame(reason, b"", size, peer=peer, listener=listener, tls_subject=tls_subject)
+
+    async def handle_refused(
+        self, code: str, message: str, partial: bytes, *, peer: str | None, listener: str,
+        tls_subject: str | None = None,
+    ) -> bytes:
+        """A frame we stopped receiving (too slow, buffers full): journal what came and answer AR."""
+        reason = Finding(code, message, "MSH")
+        return await self._refuse_frame(
+            reason, partial, len(partial), peer=peer, listener=listener, tls_subject=tls_subject
+        )
+
+    async def _refuse_frame(
+        self, reason: Finding, raw: bytes, size: int, *, peer: str | None, listener: str, tls_subject: str | None
+    ) -> bytes:
+        now = self.clock.now()
+        exchange_id = self.clock.new_id()
 
         def op(tx: Tx) -> None:
             at = iso(now)
             tx.insert_exchange(
                 dict(
-                    id=exchange_id, received_at=at, listener=listener, peer=peer, raw=b"",
-                    sha256=hashlib.sha256(b"").hexdigest(), size=size, status="rejected",
+                    id=exchange_id, received_at=at, listener=listener, peer=peer, raw=raw,
+                    sha256=hashlib.sha256(raw).hexdigest(), size=size, status="rejected",
                     reason_code=reason.code, reason=reason.message, ack_code="AR",
                     findings={"errors": [reason.as_dict()], "warnings": []},
                 )
             )
-            tx.add_event(exchange_id, at, "received", {"size": size})
+            tx.add_event(exchange_id, at, "received", _received(size, tls_subject))
             tx.add_event(exchange_id, at, "rejected", {"code": reason.code})
 
         await self.journal.write(op)
-        log.warning("mllp.oversize", exchange_id=exchange_id, size=size)
-        return build_ack_unreadable(b"", now=now, control_id=self.clock.new_id()[:20], reason=reason).encode("utf-8")
+        log.warning("mllp.frame_refused", exchange_id=exchange_id, code=reason.code, size=size)
+        return build_ack_unreadable(raw, now=now, control_id=self.clock.new_id()[:20], reason=reason).encode("utf-8")
 
     async def replay(self, exchange_id: str, *, actor: str) -> IntakeResult:
         """Run the pipeline again from the stored raw bytes; a new exchange records the outcome.
@@ -217,7 +239,7 @@ class Intake:
     # -- the journal transaction -------------------------------------------------------
     def _ingest(
         self, tx: Tx, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
-        now: datetime, *, dedup: bool = True,
+        now: datetime, *, dedup: bool = True, tls_subject: str | None = None,
     ) -> IntakeResult:
         at = iso(now)
         sha = hashlib.sha256(raw).hexdigest()
@@ -234,7 +256,7 @@ class Intake:
                 prev = tx.get_exchange(original)
                 ack_code = (prev or {}).get("ack_code") or "AA"
                 tx.insert_exchange({**base, "status": "duplicate", "duplicate_of": original, "ack_code": ack_code})
-                tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw)})
+                tx.add_event(exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject)})
                 tx.add_event(exchange_id, at, "duplicate", {"of": original})
                 return IntakeResult(exchange_id, "duplicate", ack_code, an, duplicate_of=original)
 
@@ -252,7 +274,9 @@ class Intake:
             "ack_reception": int(an.ack_reception),
         }
         tx.insert_exchange(rec)
-        tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw), "sha256": sha})
+        tx.add_event(
+            exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject), "sha256": sha}
+        )
         result = IntakeResult(exchange_id, "received", an.ack_code, an)
         if an.ack_code != "AA":
             reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
@@ -474,6 +498,14 @@ class Intake:
             errors=[f.code for f in an.errors],
             ms=round(elapsed * 1000, 2),
         )
+
+
+def _received(size: int, tls_subject: str | None) -> dict[str, Any]:
+    """The "received" event detail: who sent it is part of the trace (mutual TLS subject)."""
+    detail: dict[str, Any] = {"size": size}
+    if tls_subject:
+        detail["tls_subject"] = tls_subject
+    return detail
 
 
 def _crashed(raw: bytes) -> Analysis:

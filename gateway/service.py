@@ -151,6 +151,8 @@ class Service:
                 self._on_mllp, host=s.mllp.host, port=s.mllp.port, max_size=s.mllp.max_message_bytes,
                 idle_timeout=s.mllp.idle_timeout, ssl=ssl_ctx, handler_oversize=self._on_oversize,
                 drain_bytes=s.mllp.oversize_drain_bytes, drain_timeout=s.mllp.oversize_drain_timeout,
+                max_connections=s.mllp.max_connections, max_buffered_bytes=s.mllp.max_buffered_bytes,
+                frame_timeout=s.mllp.frame_timeout, handler_refused=self._on_refused,
             )
             host, port = await self.mllp.start()
             self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
@@ -177,16 +179,30 @@ class Service:
 
     # -- inbound -------------------------------------------------------------------------------
     async def _on_mllp(self, payload: bytes, peer: PeerInfo) -> bytes:
-        return await self.handle_hl7(payload, peer=f"{peer.host}:{peer.port}", listener=peer.listener)
+        return await self.handle_hl7(
+            payload, peer=f"{peer.host}:{peer.port}", listener=peer.listener, tls_subject=peer.tls_subject
+        )
 
     async def _on_oversize(self, size: int, peer: PeerInfo) -> bytes:
         self.metrics.received.labels(listener=peer.listener, type="oversize").inc()
         self.metrics.acks.labels(code="AR").inc()
-        return await self.intake.handle_oversize(size, peer=f"{peer.host}:{peer.port}", listener=peer.listener)
+        return await self.intake.handle_oversize(
+            size, peer=f"{peer.host}:{peer.port}", listener=peer.listener, tls_subject=peer.tls_subject
+        )
 
-    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> bytes:
+    async def _on_refused(self, code: str, message: str, partial: bytes, peer: PeerInfo) -> bytes:
+        self.metrics.received.labels(listener=peer.listener, type="refused").inc()
+        self.metrics.acks.labels(code="AR").inc()
+        return await self.intake.handle_refused(
+            code, message, partial, peer=f"{peer.host}:{peer.port}", listener=peer.listener,
+            tls_subject=peer.tls_subject,
+        )
+
+    async def handle_hl7(
+        self, raw: bytes, *, peer: str | None, listener: str, tls_subject: str | None = None
+    ) -> bytes:
         t0 = time.perf_counter()
-        result = await self.intake.handle_hl7(raw, peer=peer, listener=listener)
+        result = await self.intake.handle_hl7(raw, peer=peer, listener=listener, tls_subject=tls_subject)
         self.metrics.pipeline_seconds.labels(stage="total").observe(time.perf_counter() - t0)
         self.metrics.received.labels(listener=listener, type=result.analysis.summary.get("message_type") or "unknown").inc()
         self.metrics.acks.labels(code=result.ack_code).inc()

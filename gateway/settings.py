@@ -56,6 +56,9 @@ class MllpSettings:
     idle_timeout: float = 300.0
     oversize_drain_bytes: int = 64 * 1024 * 1024  # rest of an oversized frame read before closing
     oversize_drain_timeout: float = 30.0
+    frame_timeout: float = 120.0  # a frame not complete this long after it started: AR, connection closed
+    max_connections: int = 256  # beyond: new connections are closed at once (the sender retries)
+    max_buffered_bytes: int = 256 * 1024 * 1024  # unfinished frames across connections; beyond: AR MLLP_BUSY
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""  # set to require and verify client certificates (mutual TLS)
