@@ -24,6 +24,7 @@ from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
 from gateway.metrics import Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
+from gateway.readiness import Readiness
 from gateway.settings import DestinationSettings, Settings
 
 __all__ = ["Service", "build_destinations"]
@@ -112,6 +113,7 @@ class Service:
         self._zam_destinations: dict[str, Destination] = {}
         self._runner: web.AppRunner | None = None
         self.mllp: MllpListener | None = None
+        self.readiness: Readiness | None = None
         self.addresses: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -123,6 +125,10 @@ class Service:
 
             prepare_tokens(s)
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
+        self.readiness = Readiness(
+            self.journal, Path(self.journal.path).parent, min_free_bytes=s.journal.min_free_bytes,
+            interval=s.journal.ready_probe_seconds, now=self.clock.now,
+        )
         self.destinations = build_destinations(s, self.clock)
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
         self.intake = Intake(self.journal, s, self.clock, Router(document_dests))

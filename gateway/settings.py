@@ -46,6 +46,8 @@ class GatewaySettings:
 class JournalSettings:
     url: str = ""  # empty: sqlite:///<data_dir>/journal.db
     group_commit_ms: float = 2.0  # how long the writer waits to gather concurrent commits
+    min_free_bytes: int = 64 * 1024 * 1024  # less free space beside the journal: /readyz answers 503
+    ready_probe_seconds: float = 5.0  # /readyz commits a probe row at most this often
 
 
 @dataclass(frozen=True)

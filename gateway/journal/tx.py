@@ -201,6 +201,10 @@ class Tx:
         )
 
     # -- events -------------------------------------------------------------------------
+    def probe(self, at: str) -> None:
+        """Rewrite the readiness probe row: proves that a transaction can still commit."""
+        self.conn.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (at,))
+
     def add_event(self, exchange_id: str, at: str, stage: str, detail: dict[str, Any] | None = None) -> None:
         self.conn.execute(
             "INSERT INTO events (exchange_id, at, stage, detail) VALUES (?, ?, ?, ?)",

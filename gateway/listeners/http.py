@@ -141,9 +141,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    if not service.ready:
+    if not service.ready or service.readiness is None:
         return web.json_response({"status": "starting"}, status=503)
-    return web.json_response({"status": "ready"})
+    report = await service.readiness.check()
+    body = {"status": "ready" if report.ready else "unavailable", "checks": report.checks}
+    return web.json_response(body, status=200 if report.ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
