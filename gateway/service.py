@@ -142,10 +142,16 @@ class Service:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http.host, s.http.port)
+            http_ssl = None
+            if s.http.tls_cert:
+                http_ssl = make_ssl_context(
+                    s.http.tls_cert, s.http.tls_key or None, s.http.tls_ca or None,
+                    require_client_cert=s.http.tls_require_client_cert,
+                )
+            site = web.TCPSite(self._runner, s.http.host, s.http.port, ssl_context=http_ssl)
             await site.start()
             host, port = self._runner.addresses[0][:2]
-            self.addresses["http"] = f"http://{host}:{port}"
+            self.addresses["http"] = f"{'https' if http_ssl else 'http'}://{host}:{port}"
         if s.mllp.enabled:
             ssl_ctx = None
             if s.mllp.tls_cert:

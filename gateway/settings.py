@@ -72,6 +72,10 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 32 * 1024 * 1024
+    tls_cert: str = ""  # PEM certificate: HTTPS, and the session cookie gets Secure
+    tls_key: str = ""
+    tls_ca: str = ""  # CA bundle: client certificates are asked for and verified when given
+    tls_require_client_cert: bool = False  # with tls_ca: refuse clients without a certificate
     enabled: bool = True
 
 
@@ -111,7 +115,10 @@ class DispatcherSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    tokens: str = ""  # "operator:TOKEN,viewer:TOKEN"; secrets belong in RELAIS_API_TOKENS
+    tokens: str = ""  # "operator:TOKEN,viewer:TOKEN,sender:TOKEN"; secrets belong in RELAIS_API_TOKENS
+    login_max_failures: int = 10  # failed dashboard logins per client within the window: then 429
+    login_max_failures_overall: int = 100  # failed logins from all clients within the window: then 429
+    login_window_seconds: float = 300.0
 
 
 @dataclass(frozen=True)

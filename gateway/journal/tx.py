@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "iso"]
+__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "iso", "like_escape"]
 
 EXCHANGE_SUMMARY_COLUMNS = (
     "id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id, "
@@ -23,6 +23,11 @@ EXCHANGE_SUMMARY_COLUMNS = (
 )
 OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
 GENESIS_HASH = "0" * 64
+
+
+def like_escape(value: str) -> str:
+    """``value`` with LIKE's wildcards taken literally (use with ``ESCAPE '\\'``)."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def iso(dt: datetime) -> str:
@@ -86,8 +91,8 @@ class Tx:
         if row is None:
             # let operators use a unique prefix of the id
             rows = self._all(
-                f"SELECT {cols} FROM exchanges WHERE id LIKE ? LIMIT 2",  # noqa: S608
-                (exchange_id + "%",),
+                f"SELECT {cols} FROM exchanges WHERE id LIKE ? ESCAPE '\\' LIMIT 2",  # noqa: S608
+                (like_escape(exchange_id) + "%",),
             )
             row = rows[0] if len(rows) == 1 else None
         if row is None:
@@ -115,8 +120,8 @@ class Tx:
             where.append("status = ?")
             args.append(status)
         if message_type:
-            where.append("message_type LIKE ?")
-            args.append(message_type.replace("*", "%") + ("%" if "^" not in message_type else ""))
+            where.append("message_type LIKE ? ESCAPE '\\'")
+            args.append(like_escape(message_type).replace("*", "%") + ("%" if "^" not in message_type else ""))
         if sender:
             where.append("(sender_app = ? OR sender_facility = ? OR sender_app || '|' || sender_facility = ?)")
             args += [sender, sender, sender]
@@ -124,8 +129,8 @@ class Tx:
             where.append("control_id = ?")
             args.append(control_id)
         if q:
-            where.append("(control_id = ? OR id LIKE ? OR document_id = ?)")
-            args += [q, q + "%", q]
+            where.append("(control_id = ? OR id LIKE ? ESCAPE '\\' OR document_id = ?)")
+            args += [q, like_escape(q) + "%", q]  # q=% must not match every row
         if since:
             where.append("received_at >= ?")
             args.append(since)

@@ -1,0 +1,111 @@
+"""Access rules hardened by the reliability campaign (issue 10, break 6), over real sockets."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.web.auth import LoginThrottle
+from gateway.web.dashboard import safe_next
+from gateway.web.testing import start_gateway, stop_gateway
+from tests.integration.test_api import OP, TOKENS, Gateway, login, settings_for
+from tests.integration.test_mllp_listener import _self_signed
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    g = await start_gateway(settings_for(tmp_path), token=OP)
+    yield Gateway(g.service, g.http, g.mllp, g.token)
+    await stop_gateway(g)
+
+
+async def test_30_wrong_logins_in_a_row_are_answered_429(gw: Gateway) -> None:
+    statuses = [(await login(gw, f"wrong-token-{n:04d}")).status for n in range(30)]
+    assert statuses[:10] == [401] * 10
+    assert set(statuses[10:]) == {429}
+    r = await login(gw, OP)  # the right token too, or guessing would still pay
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+
+
+async def test_login_form_needs_its_csrf_token(gw: Gateway) -> None:
+    async with gw.http.post("/login", data={"token": OP, "next": "/"}, allow_redirects=False) as r:
+        assert r.status == 403
+        assert "relais_session" not in r.headers.get("Set-Cookie", "")
+    assert (await login(gw, OP)).status == 303
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/\\evil.example/", "/%09/evil.example", "/%5Cevil.example", "/%2F/evil.example", "/\t/evil.example",
+     "//evil.example", "https://evil.example/", "/%252F/evil.example", " /evil", "/ /evil.example"],
+)
+async def test_login_never_redirects_off_site(gw: Gateway, target: str) -> None:
+    assert safe_next(target) == "/"
+    r = await login(gw, OP, nxt=target)
+    assert r.status == 303 and r.headers["Location"] == "/"
+
+
+def test_safe_next_keeps_local_paths() -> None:
+    for path in ("/exchanges?status=held&q=S1", "/exchanges/0a1b", "/identities?held=1", "/"):
+        assert safe_next(path) == path
+
+
+def test_login_throttle_per_client_and_overall() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(per_client=3, overall=5, window=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert throttle.retry_after("a") is None
+        throttle.failed("a")
+    assert throttle.retry_after("a") == 60 and throttle.retry_after("b") is None
+    throttle.failed("b")
+    throttle.failed("c")  # five failures overall: everyone waits
+    assert throttle.retry_after("d") is not None
+    now[0] = 61.0
+    assert throttle.retry_after("a") is None and throttle.retry_after("d") is None
+    throttle.failed("a")
+    throttle.succeeded("a")
+    assert throttle.retry_after("a") is None
+
+
+async def test_like_wildcards_in_q_match_nothing_but_themselves(gw: Gateway) -> None:
+    for cid in ("Q1", "Q2"):
+        await gw.send("adt_a01_vali.hl7", cid)
+    for q in ("%", "_", "%%", "\\"):
+        status, page = await gw.get("/v1/exchanges", params={"q": q})
+        assert status == 200 and page["items"] == [], q
+    first = (await gw.latest())["id"]
+    status, page = await gw.get("/v1/exchanges", params={"q": first[:8]})
+    assert [e["id"] for e in page["items"]] == [first]  # a real id prefix still works
+
+
+async def test_https_listener_with_optional_client_certificate_and_secure_cookie(tmp_path: Path) -> None:
+    ca_path, _, ca_cert, ca_key = _self_signed(tmp_path, "Test CA")
+    srv_cert, srv_key, _, _ = _self_signed(tmp_path, "localhost", (ca_cert, ca_key))
+    cli_cert, cli_key, _, _ = _self_signed(tmp_path, "operator-desk", (ca_cert, ca_key))
+    http = {"tls_cert": str(srv_cert), "tls_key": str(srv_key), "tls_ca": str(ca_path)}
+    settings = settings_for(tmp_path, TOKENS, http=http)
+    g = await start_gateway(settings, token=OP)
+    try:
+        base = g.service.addresses["http"]
+        assert base.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(ca_path))
+        ctx.check_hostname = False
+        for with_cert in (False, True):  # a client certificate is optional, verified when given
+            if with_cert:
+                ctx.load_cert_chain(str(cli_cert), str(cli_key))
+            async with aiohttp.ClientSession(
+                base_url=base, connector=aiohttp.TCPConnector(ssl=ctx), cookie_jar=aiohttp.CookieJar(unsafe=True)
+            ) as session:
+                gw = Gateway(g.service, session, g.mllp, OP)
+                r = await login(gw, OP)
+                assert r.status == 303
+                assert "Secure" in r.headers["Set-Cookie"]
+        async with aiohttp.ClientSession() as plain:  # no TLS, no answer
+            with pytest.raises(aiohttp.ClientError):
+                await plain.get(base.replace("https://", "http://") + "/healthz")
+    finally:
+        await stop_gateway(g)
