@@ -143,7 +143,9 @@ class Intake:
         self._log(result, started)
         return result
 
-    async def handle_cda(self, data: bytes, flags: dict[str, bool], *, peer: str | None) -> IntakeResult:
+    async def handle_cda(
+        self, data: bytes, flags: dict[str, bool], *, peer: str | None, tls_subject: str | None = None
+    ) -> IntakeResult:
         started = time.perf_counter()
         now = self.clock.now()
         exchange_id = self.clock.new_id()
@@ -155,7 +157,9 @@ class Intake:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = Analysis(kind="cda", ack_code="AE")
             an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
-        result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now))
+        result = await self.journal.write(
+            lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject)
+        )
         self._log(result, started)
         return result
 

@@ -72,6 +72,7 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 32 * 1024 * 1024
+    max_buffered_bytes: int = 256 * 1024 * 1024  # ingest bodies being received at once; beyond: 503
     tls_cert: str = ""  # PEM certificate: HTTPS, and the session cookie gets Secure
     tls_key: str = ""
     tls_ca: str = ""  # CA bundle: client certificates are asked for and verified when given

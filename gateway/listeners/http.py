@@ -21,6 +21,7 @@ __all__ = ["build_app", "problem", "SERVICE_KEY"]
 
 log = structlog.get_logger(__name__)
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+BUDGET_KEY: web.AppKey[BodyBudget] = web.AppKey("body_budget")
 
 # The MetaDMPMSS Y/N flags an HTTP client may set, as the HL7 v2 volet names them.
 _FLAG_NAMES = META_FLAG_CODES
@@ -60,17 +61,63 @@ def _flags(request: web.Request) -> tuple[dict[str, bool], str | None]:
     return flags, None
 
 
+class BodyBudget:
+    """Bytes of ingest bodies held at once, across every request: beyond the cap, 503.
+
+    Ten clients posting 30 MiB each would otherwise hold 300 MiB before any of them is
+    analysed; past ``limit`` a request is refused with ``Retry-After`` instead (the
+    sender retries, as after any 503).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+def _busy() -> web.Response:
+    resp = problem(503, "Service Unavailable", "the gateway is receiving too much at once; retry later")
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
 async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
     if request.content_length is not None and request.content_length > limit:
         return problem(413, "Payload Too Large", f"the body exceeds {limit} bytes")
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        data += chunk
-        if len(data) > limit:
-            return problem(413, "Payload Too Large", f"the body exceeds {limit} bytes")
+    budget = request.app[BUDGET_KEY]
+    taken = 0
+    try:
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            if not budget.take(len(chunk)):
+                return _busy()
+            taken += len(chunk)
+            data += chunk
+            if len(data) > limit:
+                return problem(413, "Payload Too Large", f"the body exceeds {limit} bytes")
+    finally:
+        budget.give(taken)  # the body now belongs to the pipeline, bounded by its own workers
     if not data:
         return problem(400, "Bad Request", "empty body")
     return bytes(data)
+
+
+def tls_subject(request: web.Request) -> str | None:
+    """The subject of the client certificate of this request, when TLS carried one."""
+    transport = request.transport
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    cert = sslobj.getpeercert() if sslobj is not None else None
+    if not cert or "subject" not in cert:
+        return None
+    return ",".join(f"{key}={value}" for rdn in cert["subject"] for key, value in rdn) or None
 
 
 async def _document_from_request(request: web.Request, limit: int) -> tuple[bytes, dict[str, bool]] | web.Response:
@@ -105,7 +152,7 @@ async def post_document(request: web.Request) -> web.Response:
     if isinstance(got, web.Response):
         return got
     data, flags = got
-    result = await service.intake.handle_cda(data, flags, peer=request.remote)
+    result = await service.intake.handle_cda(data, flags, peer=request.remote, tls_subject=tls_subject(request))
     service.metrics.received.labels(listener="http", type="CDA").inc()
     if result.status == "rejected":
         errors = [f.as_dict() for f in result.analysis.errors]
@@ -131,7 +178,7 @@ async def post_hl7v2(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     raw = body.replace(b"\r\n", b"\r").replace(b"\n", b"\r") if b"\r" not in body else body
-    ack = await service.handle_hl7(raw, peer=request.remote, listener="http-hl7v2")
+    ack = await service.handle_hl7(raw, peer=request.remote, listener="http-hl7v2", tls_subject=tls_subject(request))
     return web.Response(body=ack, content_type="x-application/hl7-v2+er7")
 
 
@@ -157,6 +204,7 @@ async def metrics(request: web.Request) -> web.Response:
 def build_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=service.settings.http.max_body_bytes + 1024)
     app[SERVICE_KEY] = service
+    app[BUDGET_KEY] = BodyBudget(service.settings.http.max_buffered_bytes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

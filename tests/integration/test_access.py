@@ -104,8 +104,31 @@ async def test_https_listener_with_optional_client_certificate_and_secure_cookie
                 r = await login(gw, OP)
                 assert r.status == 303
                 assert "Secure" in r.headers["Set-Cookie"]
+                if with_cert:  # who sent it is journaled with the exchange
+                    from tests.integration.test_api import fixture_message
+
+                    msg = fixture_message("adt_a01_vali.hl7", "TLS1")
+                    async with session.post("/v1/hl7v2", data=msg, headers=gw.auth(OP)) as resp:
+                        assert resp.status == 200
+                    row_id = (await gw.latest())["id"]
+                    events = g.service.journal.read_sync(lambda tx, i=row_id: tx.events(i))
+                    received = next(e for e in events if e["stage"] == "received")
+                    assert received["detail"]["tls_subject"] == "commonName=operator-desk"
         async with aiohttp.ClientSession() as plain:  # no TLS, no answer
             with pytest.raises(aiohttp.ClientError):
                 await plain.get(base.replace("https://", "http://") + "/healthz")
+    finally:
+        await stop_gateway(g)
+
+
+async def test_ingest_bodies_beyond_the_buffer_budget_get_503(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, TOKENS, http={"max_buffered_bytes": 1024 * 1024})
+    g = await start_gateway(settings, token=OP)
+    try:
+        gw = Gateway(g.service, g.http, g.mllp, OP)
+        async with g.http.post("/v1/documents", data=b"<x/>" * 600_000, headers=gw.auth(OP)) as r:
+            assert r.status == 503 and int(r.headers["Retry-After"]) > 0
+        async with g.http.post("/v1/documents", data=b"<x/>", headers=gw.auth(OP)) as r:
+            assert r.status in (400, 422)  # read and analysed: the budget was given back
     finally:
         await stop_gateway(g)
