@@ -41,6 +41,9 @@ __all__ = ["Intake", "IntakeResult", "Router", "patient_from_traits", "traits_of
 
 log = structlog.get_logger(__name__)
 
+#: Raw bodies above this are committed on their own (see ``SqliteJournal.write``).
+_LARGE_WRITE = 1024 * 1024
+
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ class Intake:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = _crashed(raw)
         result = await self.journal.write(
-            lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject)
+            lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject),
+            large=len(raw) > _LARGE_WRITE,
         )
         result.ack = self._ack(result, raw, now)
         self._log(result, started)
@@ -158,7 +162,8 @@ class Intake:
             an = Analysis(kind="cda", ack_code="AE")
             an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
         result = await self.journal.write(
-            lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject)
+            lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject),
+            large=len(data) > _LARGE_WRITE,
         )
         self._log(result, started)
         return result
@@ -277,14 +282,18 @@ class Intake:
             "dmp_bound": int(an.dmp_bound),
             "ack_reception": int(an.ack_reception),
         }
+        reason = None
+        if an.ack_code != "AA":
+            # Written with the row, not by a later UPDATE: SQLite rewrites the whole row,
+            # raw bytes included, on every update (a 19 MiB refusal cost three writes of it).
+            reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
+            rec.update(status="rejected", reason_code=reason.code, reason=reason.message)
         tx.insert_exchange(rec)
         tx.add_event(
             exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject), "sha256": sha}
         )
         result = IntakeResult(exchange_id, "received", an.ack_code, an)
-        if an.ack_code != "AA":
-            reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
-            tx.update_exchange(exchange_id, at, status="rejected", reason_code=reason.code, reason=reason.message)
+        if reason is not None:
             tx.add_event(exchange_id, at, "rejected", {"errors": [f.as_dict() for f in an.errors]})
             result.status = "rejected"
             return result

@@ -83,3 +83,40 @@ async def test_300k_repetitions_analysed_off_the_loop_without_delaying_others(tm
     worst = max(latencies)
     print(f"pathological message {elapsed:.2f} s; {len(latencies)} ordinary ACKs, worst {worst * 1000:.0f} ms")
     assert worst < 0.5, f"worst ordinary ACK {worst:.3f} s while the big message took {elapsed:.2f} s"
+
+
+async def test_19mib_cda_over_http_does_not_delay_mllp_acks(tmp_path: Path) -> None:
+    import aiohttp
+
+    from tests.integration.test_cda_memory import bomb
+
+    token = "operator-token-1234"
+    settings = make_settings(tmp_path, api={"tokens": f"operator:{token}"})
+    async with running(settings) as service, aiohttp.ClientSession() as http:
+        r2, w2 = await asyncio.open_connection("127.0.0.1", mllp_port(service))
+        await _roundtrip(r2, w2, adt("WARM", "1^^^HOSP&1.2.250.1.1&ISO^PI"))
+
+        async def post() -> int:
+            async with http.post(
+                f"{service.addresses['http']}/v1/documents", data=bomb(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/xml"},
+            ) as resp:
+                return resp.status
+
+        started = time.perf_counter()
+        big = asyncio.create_task(post())
+        latencies: list[float] = []
+        n = 0
+        while not big.done() or n < 5:
+            n += 1
+            t0 = time.perf_counter()
+            ack = await _roundtrip(r2, w2, adt(f"C{n}", f"{n}^^^HOSP&1.2.250.1.1&ISO^PI"))
+            latencies.append(time.perf_counter() - t0)
+            assert field(ack, "MSA", 1) == "AA"
+            await asyncio.sleep(0.005)
+        assert await big == 422
+        elapsed = time.perf_counter() - started
+        w2.close()
+    worst = max(latencies)
+    print(f"19 MiB CDA {elapsed:.2f} s; {len(latencies)} ordinary ACKs, worst {worst * 1000:.0f} ms")
+    assert worst < 0.5, f"worst ordinary ACK {worst:.3f} s while the CDA took {elapsed:.2f} s"
