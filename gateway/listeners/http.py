@@ -125,25 +125,40 @@ async def _document_from_request(request: web.Request, limit: int) -> tuple[byte
     if bad:
         return problem(400, "Bad Request", f"query parameter {bad} must be Y or N", invalid_param=bad)
     if request.content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        doc: bytes | None = None
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue  # nested multipart: not ours
-            if part.name in ("document", "file", "cda"):
-                doc = bytes(await part.read(decode=False))
-                if len(doc) > limit:
-                    return problem(413, "Payload Too Large", f"the document exceeds {limit} bytes")
-            elif part.name and part.name.upper() in _FLAG_NAMES:
-                value = (await part.text()).strip().upper()
-                flags[part.name.upper()] = value in ("Y", "TRUE", "1")
-        if doc is None:
-            return problem(400, "Bad Request", "multipart body has no 'document' part")
-        return doc, flags
+        budget = request.app[BUDGET_KEY]
+        reserved = request.content_length if request.content_length is not None else limit
+        if reserved > limit + 64 * 1024:
+            return problem(413, "Payload Too Large", f"the body exceeds {limit} bytes")
+        if not budget.take(reserved):  # parts are read whole: reserve the body up front
+            return _busy()
+        try:
+            return await _multipart_document(request, limit, flags)
+        finally:
+            budget.give(reserved)
     body = await _read_body(request, limit)
     if isinstance(body, web.Response):
         return body
     return body, flags
+
+
+async def _multipart_document(
+    request: web.Request, limit: int, flags: dict[str, bool]
+) -> tuple[bytes, dict[str, bool]] | web.Response:
+    reader = await request.multipart()
+    doc: bytes | None = None
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            continue  # nested multipart: not ours
+        if part.name in ("document", "file", "cda"):
+            doc = bytes(await part.read(decode=False))
+            if len(doc) > limit:
+                return problem(413, "Payload Too Large", f"the document exceeds {limit} bytes")
+        elif part.name and part.name.upper() in _FLAG_NAMES:
+            value = (await part.text()).strip().upper()
+            flags[part.name.upper()] = value in ("Y", "TRUE", "1")
+    if doc is None:
+        return problem(400, "Bad Request", "multipart body has no 'document' part")
+    return doc, flags
 
 
 async def post_document(request: web.Request) -> web.Response:

@@ -128,6 +128,10 @@ async def test_ingest_bodies_beyond_the_buffer_budget_get_503(tmp_path: Path) ->
         gw = Gateway(g.service, g.http, g.mllp, OP)
         async with g.http.post("/v1/documents", data=b"<x/>" * 600_000, headers=gw.auth(OP)) as r:
             assert r.status == 503 and int(r.headers["Retry-After"]) > 0
+        form = aiohttp.FormData()
+        form.add_field("document", b"<x/>" * 600_000, filename="cda.xml", content_type="application/xml")
+        async with g.http.post("/v1/documents", data=form, headers=gw.auth(OP)) as r:
+            assert r.status == 503  # multipart parts are read whole: reserved up front
         async with g.http.post("/v1/documents", data=b"<x/>", headers=gw.auth(OP)) as r:
             assert r.status in (400, 422)  # read and analysed: the budget was given back
     finally:
