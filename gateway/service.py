@@ -20,6 +20,7 @@ from gateway.dispatcher import Dispatcher, find_creator
 from gateway.intake import Intake, Router
 from gateway.journal.sqlite import open_journal
 from gateway.listeners.http import build_app
+from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
 from gateway.metrics import Metrics
 from gateway.pki import ensure_signing_material
@@ -112,6 +113,7 @@ class Service:
         self.destinations: dict[str, Destination] = {}
         self._zam_destinations: dict[str, Destination] = {}
         self._runner: web.AppRunner | None = None
+        self._http_server: asyncio.Server | None = None
         self.mllp: MllpListener | None = None
         self.readiness: Readiness | None = None
         self.addresses: dict[str, str] = {}
@@ -148,9 +150,10 @@ class Service:
                     s.http.tls_cert, s.http.tls_key or None, s.http.tls_ca or None,
                     require_client_cert=s.http.tls_require_client_cert,
                 )
-            site = web.TCPSite(self._runner, s.http.host, s.http.port, ssl_context=http_ssl)
-            await site.start()
-            host, port = self._runner.addresses[0][:2]
+            self._http_server = await serve_http(
+                self._runner, s.http.host, s.http.port, ssl=http_ssl, max_connections=s.http.max_connections
+            )
+            host, port = self._http_server.sockets[0].getsockname()[:2]
             self.addresses["http"] = f"{'https' if http_ssl else 'http'}://{host}:{port}"
         if s.mllp.enabled:
             ssl_ctx = None
@@ -176,8 +179,13 @@ class Service:
         self.ready = False
         if self.mllp is not None:
             await self.mllp.stop(drain_timeout=10.0)
+        if self._http_server is not None:
+            self._http_server.close()  # stop accepting; the runner closes the connections
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._http_server is not None:
+            await self._http_server.wait_closed()
+            self._http_server = None
         if self.intake is not None:
             await asyncio.to_thread(self.intake.close)
         if self.dispatcher is not None:

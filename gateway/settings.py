@@ -73,6 +73,7 @@ class HttpSettings:
     port: int = 8080
     max_body_bytes: int = 32 * 1024 * 1024
     max_buffered_bytes: int = 256 * 1024 * 1024  # ingest bodies being received at once; beyond: 503
+    max_connections: int = 256  # beyond: a new connection gets a 503 and is closed
     tls_cert: str = ""  # PEM certificate: HTTPS, and the session cookie gets Secure
     tls_key: str = ""
     tls_ca: str = ""  # CA bundle: client certificates are asked for and verified when given

@@ -6,6 +6,7 @@ trace. The operations API and the dashboard (``gateway.web``) mount on the same 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from gateway.core.hl7v2.documents import META_FLAG_CODES
 if TYPE_CHECKING:
     from gateway.service import Service
 
-__all__ = ["build_app", "problem", "SERVICE_KEY"]
+__all__ = ["build_app", "problem", "serve", "tls_subject", "BodyBudget", "SERVICE_KEY", "BUDGET_KEY"]
 
 log = structlog.get_logger(__name__)
 SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
@@ -214,6 +215,48 @@ async def metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     await service.refresh_metrics()
     return web.Response(body=service.metrics.render(), content_type="text/plain", charset="utf-8")
+
+
+_BUSY_BODY = json.dumps(
+    {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "too many connections"}
+).encode()
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 5\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection beyond ``http.max_connections``: a 503 and the door closed, at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_BUSY_RESPONSE)
+        transport.close()
+
+
+async def serve(
+    runner: web.AppRunner, host: str, port: int, *, ssl: Any = None, max_connections: int = 256
+) -> asyncio.Server:
+    """Listen for ``runner``'s app, refusing connections beyond ``max_connections``.
+
+    In place of ``web.TCPSite``, which has no such cap: the protocol factory asks the
+    aiohttp server how many connections it holds before handing it a new one. Close the
+    returned server before ``runner.cleanup()``.
+    """
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    refused = 0
+
+    def factory() -> asyncio.BaseProtocol:
+        nonlocal refused
+        if len(server.connections) >= max_connections:
+            refused += 1
+            log.warning("http.refused", reason="max_connections", refused=refused)
+            return _Refused()
+        return server()
+
+    return await asyncio.get_running_loop().create_server(factory, host, port, ssl=ssl)
 
 
 def build_app(service: Service) -> web.Application:

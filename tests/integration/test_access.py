@@ -136,3 +136,28 @@ async def test_ingest_bodies_beyond_the_buffer_budget_get_503(tmp_path: Path) ->
             assert r.status in (400, 422)  # read and analysed: the budget was given back
     finally:
         await stop_gateway(g)
+
+
+async def test_http_connections_beyond_the_cap_get_503_and_the_others_keep_working(tmp_path: Path) -> None:
+    import asyncio
+
+    settings = settings_for(tmp_path, TOKENS, http={"max_connections": 2})
+    g = await start_gateway(settings, token=OP)
+    try:
+        host, port = g.service.addresses["http"].removeprefix("http://").rsplit(":", 1)
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answer = await asyncio.wait_for(reader.read(), 5)  # 503, then closed
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 5" in answer and b"too many" in answer
+        writer.close()
+        r, w = held[0]
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 200")  # a held one is served
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as session, session.get(f"{g.service.addresses['http']}/healthz") as resp:
+            assert resp.status == 200  # slots are free again
+    finally:
+        await stop_gateway(g)
