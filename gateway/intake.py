@@ -13,8 +13,12 @@ nothing is acknowledged as accepted without being kept.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -23,6 +27,8 @@ import structlog
 
 from gateway.core.ack import build_ack, build_ack_unreadable
 from gateway.core.charset import encode_for
+from gateway.core.hl7v2.limits import Limits
+from gateway.core.hl7v2.reader import Message
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.mss.orders import MailOrder, mail_orders
@@ -35,6 +41,9 @@ from gateway.settings import Settings
 __all__ = ["Intake", "IntakeResult", "Router", "patient_from_traits", "traits_of"]
 
 log = structlog.get_logger(__name__)
+
+#: Raw bodies above this are committed on their own (see ``SqliteJournal.write``).
+_LARGE_WRITE = 1024 * 1024
 
 
 
@@ -99,63 +108,111 @@ class Intake:
         self.clock = clock
         self.router = router
         self.options = pipeline_options(settings)
+        # Large inputs are analysed here so that the event loop keeps answering other
+        # senders meanwhile (the GIL is released every few milliseconds; lxml, regex and
+        # hashing release it for longer). Small ones stay inline: a thread hop would cost
+        # more than their analysis.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(1, settings.pipeline.workers), thread_name_prefix="relais-pipeline"
+        )
+
+    def close(self) -> None:
+        """Let running analyses finish and release the worker threads."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _analyse(self, size: int, fn: Callable[..., Analysis], *args: Any) -> Analysis:
+        threshold = self.settings.pipeline.offload_bytes
+        if threshold and size <= threshold:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     # -- entry points ----------------------------------------------------------------
-    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> IntakeResult:
+    async def handle_hl7(
+        self, raw: bytes, *, peer: str | None, listener: str, tls_subject: str | None = None
+    ) -> IntakeResult:
+        """Analyse, journal and acknowledge one HL7 v2 message; ``tls_subject`` is the client certificate's."""
         started = time.perf_counter()
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         try:
-            an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+            an = await self._analyse(
+                len(raw), analyse_hl7v2, raw, self.options, Ids(now=now, new_uuid=self.clock.new_id)
+            )
         except Exception as exc:  # a bug must not lose the message: keep it and say so
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
-            an = Analysis(kind="unreadable", ack_code="AE")
-            an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this message", None))
-        result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now))
+            an = _crashed(raw)
+        result = await self.journal.write(
+            lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject),
+            large=len(raw) > _LARGE_WRITE,
+        )
         result.ack = self._ack(result, raw, now)
         self._log(result, started)
         return result
 
-    async def handle_cda(self, data: bytes, flags: dict[str, bool], *, peer: str | None) -> IntakeResult:
+    async def handle_cda(
+        self, data: bytes, flags: dict[str, bool], *, peer: str | None, tls_subject: str | None = None
+    ) -> IntakeResult:
         started = time.perf_counter()
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         try:
-            an = analyse_cda(data, flags, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+            an = await self._analyse(
+                len(data), analyse_cda, data, flags, self.options, Ids(now=now, new_uuid=self.clock.new_id)
+            )
         except Exception as exc:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = Analysis(kind="cda", ack_code="AE")
             an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
-        result = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now))
+        result = await self.journal.write(
+            lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject),
+            large=len(data) > _LARGE_WRITE,
+        )
         self._log(result, started)
         return result
 
-    async def handle_oversize(self, size: int, *, peer: str | None, listener: str) -> bytes:
+    async def handle_oversize(
+        self, size: int, *, peer: str | None, listener: str, tls_subject: str | None = None
+    ) -> bytes:
         """A frame above the size limit: record the refusal (without the bytes) and answer AR."""
-        now = self.clock.now()
-        exchange_id = self.clock.new_id()
         reason = Finding(
             "MESSAGE_TOO_LARGE",
             f"message exceeds {self.settings.mllp.max_message_bytes} bytes (received at least {size})",
             "MSH",
         )
+        return await self._refuse_frame(reason, b"", size, peer=peer, listener=listener, tls_subject=tls_subject)
+
+    async def handle_refused(
+        self, code: str, message: str, partial: bytes, *, peer: str | None, listener: str,
+        tls_subject: str | None = None,
+    ) -> bytes:
+        """A frame we stopped receiving (too slow, buffers full): journal what came and answer AR."""
+        reason = Finding(code, message, "MSH")
+        return await self._refuse_frame(
+            reason, partial, len(partial), peer=peer, listener=listener, tls_subject=tls_subject
+        )
+
+    async def _refuse_frame(
+        self, reason: Finding, raw: bytes, size: int, *, peer: str | None, listener: str, tls_subject: str | None
+    ) -> bytes:
+        now = self.clock.now()
+        exchange_id = self.clock.new_id()
 
         def op(tx: Tx) -> None:
             at = iso(now)
             tx.insert_exchange(
                 dict(
-                    id=exchange_id, received_at=at, listener=listener, peer=peer, raw=b"",
-                    sha256=hashlib.sha256(b"").hexdigest(), size=size, status="rejected",
+                    id=exchange_id, received_at=at, listener=listener, peer=peer, raw=raw,
+                    sha256=hashlib.sha256(raw).hexdigest(), size=size, status="rejected",
                     reason_code=reason.code, reason=reason.message, ack_code="AR",
                     findings={"errors": [reason.as_dict()], "warnings": []},
                 )
             )
-            tx.add_event(exchange_id, at, "received", {"size": size})
+            tx.add_event(exchange_id, at, "received", _received(size, tls_subject))
             tx.add_event(exchange_id, at, "rejected", {"code": reason.code})
 
         await self.journal.write(op)
-        log.warning("mllp.oversize", exchange_id=exchange_id, size=size)
-        return build_ack_unreadable(b"", now=now, control_id=self.clock.new_id()[:20], reason=reason).encode("utf-8")
+        log.warning("mllp.frame_refused", exchange_id=exchange_id, code=reason.code, size=size)
+        return build_ack_unreadable(raw, now=now, control_id=self.clock.new_id()[:20], reason=reason).encode("utf-8")
 
     async def replay(self, exchange_id: str, *, actor: str) -> IntakeResult:
         """Run the pipeline again from the stored raw bytes; a new exchange records the outcome.
@@ -185,7 +242,7 @@ class Intake:
     async def _replay_hl7(self, raw: bytes, original_id: str) -> IntakeResult:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
-        an = analyse_hl7v2(raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
+        an = await self._analyse(len(raw), analyse_hl7v2, raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
         return await self.journal.write(
             lambda tx: self._ingest(tx, exchange_id, raw, an, f"replay:{original_id}", "replay", now, dedup=False)
         )
@@ -193,13 +250,27 @@ class Intake:
     # -- the journal transaction -------------------------------------------------------
     def _ingest(
         self, tx: Tx, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
-        now: datetime, *, dedup: bool = True,
+        now: datetime, *, dedup: bool = True, tls_subject: str | None = None,
+    ) -> IntakeResult:
+        """One exchange's rows; the raw bytes are written last, in the same transaction.
+
+        SQLite rewrites a whole row, blob included, on every UPDATE: the row is inserted
+        without its bytes and walks through its statuses while small, then gets them once.
+        """
+        result = self._ingest_rows(tx, exchange_id, raw, an, peer, listener, now, dedup=dedup,
+                                   tls_subject=tls_subject)
+        tx.conn.execute("UPDATE exchanges SET raw = ? WHERE id = ?", (raw, exchange_id))
+        return result
+
+    def _ingest_rows(
+        self, tx: Tx, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
+        now: datetime, *, dedup: bool = True, tls_subject: str | None = None,
     ) -> IntakeResult:
         at = iso(now)
         sha = hashlib.sha256(raw).hexdigest()
         s = an.summary
         base = dict(
-            id=exchange_id, received_at=at, listener=listener, peer=peer, raw=raw, sha256=sha, size=len(raw),
+            id=exchange_id, received_at=at, listener=listener, peer=peer, raw=b"", sha256=sha, size=len(raw),
             sender_app=s.get("sender_app"), sender_facility=s.get("sender_facility"),
             control_id=s.get("control_id"), message_type=s.get("message_type"), version=s.get("version"),
             charset=s.get("charset"),
@@ -210,7 +281,7 @@ class Intake:
                 prev = tx.get_exchange(original)
                 ack_code = (prev or {}).get("ack_code") or "AA"
                 tx.insert_exchange({**base, "status": "duplicate", "duplicate_of": original, "ack_code": ack_code})
-                tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw)})
+                tx.add_event(exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject)})
                 tx.add_event(exchange_id, at, "duplicate", {"of": original})
                 return IntakeResult(exchange_id, "duplicate", ack_code, an, duplicate_of=original)
 
@@ -227,12 +298,17 @@ class Intake:
             "dmp_bound": int(an.dmp_bound),
             "ack_reception": int(an.ack_reception),
         }
-        tx.insert_exchange(rec)
-        tx.add_event(exchange_id, at, "received", {"listener": listener, "size": len(raw), "sha256": sha})
-        result = IntakeResult(exchange_id, "received", an.ack_code, an)
+        reason = None
         if an.ack_code != "AA":
+            # with the row rather than by a later UPDATE (see _ingest)
             reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
-            tx.update_exchange(exchange_id, at, status="rejected", reason_code=reason.code, reason=reason.message)
+            rec.update(status="rejected", reason_code=reason.code, reason=reason.message)
+        tx.insert_exchange(rec)
+        tx.add_event(
+            exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject), "sha256": sha}
+        )
+        result = IntakeResult(exchange_id, "received", an.ack_code, an)
+        if reason is not None:
             tx.add_event(exchange_id, at, "rejected", {"errors": [f.as_dict() for f in an.errors]})
             result.status = "rejected"
             return result
@@ -437,11 +513,25 @@ class Intake:
 
     # -- ACK -------------------------------------------------------------------------------------
     def _ack(self, result: IntakeResult, raw: bytes, now: datetime) -> bytes:
+        """The ACK for a stored result; never raises, and its MSA-1 is the ``ack_code`` journaled."""
+        control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
+        try:
+            return self._build_ack(result, raw, now, control_id)
+        except Exception as exc:
+            # The exchange is stored with its ack_code: answer with that code rather than
+            # closing without a word (the sender would resend forever).
+            log.exception("ack.build_failed", exchange_id=result.exchange_id, error=type(exc).__name__)
+            internal = Finding("INTERNAL_ERROR", "the gateway could not build a detailed acknowledgement", None)
+            ack = build_ack(None, result.ack_code, errors=[internal], now=now, control_id=control_id)
+            return ack.encode("ascii", errors="replace")
+
+    def _build_ack(self, result: IntakeResult, raw: bytes, now: datetime, control_id: str) -> bytes:
         an = result.analysis
         g = self.settings.gateway
-        control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
         if an.message is None:
             reason = an.errors[0] if an.errors else Finding("MSH_UNREADABLE", "MSH could not be read", "MSH")
+            if result.ack_code != "AR":  # keep MSA-1 equal to what the journal says was sent
+                return build_ack(None, result.ack_code, errors=[reason], now=now, control_id=control_id).encode()
             return build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason).encode("utf-8")
         text = None
         if result.status == "held":
@@ -469,6 +559,28 @@ class Intake:
         )
 
 
+def _received(size: int, tls_subject: str | None) -> dict[str, Any]:
+    """The "received" event detail: who sent it is part of the trace (mutual TLS subject)."""
+    detail: dict[str, Any] = {"size": size}
+    if tls_subject:
+        detail["tls_subject"] = tls_subject
+    return detail
+
+
+def _crashed(raw: bytes) -> Analysis:
+    """The verdict when the pipeline raised: AE naming the message when its MSH reads, else AR."""
+    internal = Finding("INTERNAL_ERROR", "the gateway could not process this message", None)
+    an = Analysis(kind="unreadable", ack_code="AR", errors=[internal])
+    try:
+        msg = Message.parse(raw.decode("latin-1"))  # latin-1 decodes any bytes
+        summary = {"sender_app": msg.msh.value(3), "sender_facility": msg.msh.value(4),
+                   "control_id": msg.control_id, "message_type": msg.message_type}
+    except Exception:
+        return an
+    an.message, an.ack_code, an.kind, an.summary = msg, "AE", "unsupported", summary
+    return an
+
+
 def pipeline_options(settings: Settings) -> PipelineOptions:
     from pathlib import Path
 
@@ -479,4 +591,11 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         cda_xsd=Path(settings.pipeline.cda_xsd) if settings.pipeline.cda_xsd else None,
         source_id=settings.gateway.source_id,
         max_cda_bytes=settings.pipeline.max_cda_bytes,
+        max_cda_elements=settings.pipeline.max_cda_elements,
+        max_cda_depth=settings.pipeline.max_cda_depth,
+        limits=Limits(
+            max_segments=settings.pipeline.max_segments,
+            max_repetitions=settings.pipeline.max_repetitions,
+            max_field_chars=settings.pipeline.max_field_chars,
+        ),
     )

@@ -21,11 +21,13 @@ from gateway.dispatcher import Dispatcher, find_creator
 from gateway.intake import Intake, Router
 from gateway.journal.sqlite import open_journal
 from gateway.listeners.http import build_app
+from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
 from gateway.metrics import JournalHealth, Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
 from gateway.retention import RetentionTask, retention_policy
+from gateway.readiness import Readiness
 from gateway.settings import DestinationSettings, Settings
 
 __all__ = ["Service", "StartupRefused", "build_destinations", "check_dmp_identity"]
@@ -178,8 +180,10 @@ class Service:
         self.destinations: dict[str, Destination] = {}
         self._zam_destinations: dict[str, Destination] = {}
         self._runner: web.AppRunner | None = None
+        self._http_server: asyncio.Server | None = None
         self.mllp: MllpListener | None = None
         self.retention: RetentionTask | None = None
+        self.readiness: Readiness | None = None
         self.addresses: dict[str, str] = {}
         self.mail_poller: Any = None
 
@@ -194,6 +198,10 @@ class Service:
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
         journal = self.journal
         self.metrics.watch_journal(lambda: (journal.commits, journal.commit_errors))
+        self.readiness = Readiness(
+            self.journal, Path(self.journal.path).parent, min_free_bytes=s.journal.min_free_bytes,
+            interval=s.journal.ready_probe_seconds, now=self.clock.now,
+        )
         self.destinations = build_destinations(s, self.clock)
         self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
@@ -223,10 +231,17 @@ class Service:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, s.http.host, s.http.port)
-            await site.start()
-            host, port = self._runner.addresses[0][:2]
-            self.addresses["http"] = f"http://{host}:{port}"
+            http_ssl = None
+            if s.http.tls_cert:
+                http_ssl = make_ssl_context(
+                    s.http.tls_cert, s.http.tls_key or None, s.http.tls_ca or None,
+                    require_client_cert=s.http.tls_require_client_cert,
+                )
+            self._http_server = await serve_http(
+                self._runner, s.http.host, s.http.port, ssl=http_ssl, max_connections=s.http.max_connections
+            )
+            host, port = self._http_server.sockets[0].getsockname()[:2]
+            self.addresses["http"] = f"{'https' if http_ssl else 'http'}://{host}:{port}"
         if s.mllp.enabled:
             ssl_ctx = None
             if s.mllp.tls_cert:
@@ -237,6 +252,9 @@ class Service:
             self.mllp = MllpListener(
                 self._on_mllp, host=s.mllp.host, port=s.mllp.port, max_size=s.mllp.max_message_bytes,
                 idle_timeout=s.mllp.idle_timeout, ssl=ssl_ctx, handler_oversize=self._on_oversize,
+                drain_bytes=s.mllp.oversize_drain_bytes, drain_timeout=s.mllp.oversize_drain_timeout,
+                max_connections=s.mllp.max_connections, max_buffered_bytes=s.mllp.max_buffered_bytes,
+                frame_timeout=s.mllp.frame_timeout, handler_refused=self._on_refused,
             )
             host, port = await self.mllp.start()
             self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
@@ -248,12 +266,19 @@ class Service:
         self.ready = False
         if self.mllp is not None:
             await self.mllp.stop(drain_timeout=10.0)
+        if self._http_server is not None:
+            self._http_server.close()  # stop accepting; the runner closes the connections
         if self._runner is not None:
             await self._runner.cleanup()
         if self.retention is not None:
             await self.retention.stop()
         if self.mail_poller is not None:
             await self.mail_poller.stop()
+        if self._http_server is not None:
+            await self._http_server.wait_closed()
+            self._http_server = None
+        if self.intake is not None:
+            await asyncio.to_thread(self.intake.close)
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
@@ -279,16 +304,30 @@ class Service:
 
     # -- inbound -------------------------------------------------------------------------------
     async def _on_mllp(self, payload: bytes, peer: PeerInfo) -> bytes:
-        return await self.handle_hl7(payload, peer=f"{peer.host}:{peer.port}", listener=peer.listener)
+        return await self.handle_hl7(
+            payload, peer=f"{peer.host}:{peer.port}", listener=peer.listener, tls_subject=peer.tls_subject
+        )
 
     async def _on_oversize(self, size: int, peer: PeerInfo) -> bytes:
         self.metrics.received.labels(listener=peer.listener, type="oversize").inc()
         self.metrics.acks.labels(code="AR").inc()
-        return await self.intake.handle_oversize(size, peer=f"{peer.host}:{peer.port}", listener=peer.listener)
+        return await self.intake.handle_oversize(
+            size, peer=f"{peer.host}:{peer.port}", listener=peer.listener, tls_subject=peer.tls_subject
+        )
 
-    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str) -> bytes:
+    async def _on_refused(self, code: str, message: str, partial: bytes, peer: PeerInfo) -> bytes:
+        self.metrics.received.labels(listener=peer.listener, type="refused").inc()
+        self.metrics.acks.labels(code="AR").inc()
+        return await self.intake.handle_refused(
+            code, message, partial, peer=f"{peer.host}:{peer.port}", listener=peer.listener,
+            tls_subject=peer.tls_subject,
+        )
+
+    async def handle_hl7(
+        self, raw: bytes, *, peer: str | None, listener: str, tls_subject: str | None = None
+    ) -> bytes:
         t0 = time.perf_counter()
-        result = await self.intake.handle_hl7(raw, peer=peer, listener=listener)
+        result = await self.intake.handle_hl7(raw, peer=peer, listener=listener, tls_subject=tls_subject)
         self.metrics.pipeline_seconds.labels(stage="total").observe(time.perf_counter() - t0)
         self.metrics.received.labels(listener=listener, type=result.analysis.summary.get("message_type") or "unknown").inc()
         self.metrics.acks.labels(code=result.ack_code).inc()

@@ -46,6 +46,8 @@ class GatewaySettings:
 class JournalSettings:
     url: str = ""  # empty: sqlite:///<data_dir>/journal.db
     group_commit_ms: float = 2.0  # how long the writer waits to gather concurrent commits
+    min_free_bytes: int = 64 * 1024 * 1024  # less free space beside the journal: /readyz answers 503
+    ready_probe_seconds: float = 5.0  # /readyz commits a probe row at most this often
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class MllpSettings:
     port: int = 2575
     max_message_bytes: int = 16 * 1024 * 1024
     idle_timeout: float = 300.0
+    oversize_drain_bytes: int = 64 * 1024 * 1024  # rest of an oversized frame read before closing
+    oversize_drain_timeout: float = 30.0
+    frame_timeout: float = 120.0  # a frame not complete this long after it started: AR, connection closed
+    max_connections: int = 256  # beyond: new connections are closed at once (the sender retries)
+    max_buffered_bytes: int = 256 * 1024 * 1024  # unfinished frames across connections; beyond: AR MLLP_BUSY
     tls_cert: str = ""
     tls_key: str = ""
     tls_ca: str = ""  # set to require and verify client certificates (mutual TLS)
@@ -65,6 +72,12 @@ class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 32 * 1024 * 1024
+    max_buffered_bytes: int = 256 * 1024 * 1024  # ingest bodies being received at once; beyond: 503
+    max_connections: int = 256  # beyond: a new connection gets a 503 and is closed
+    tls_cert: str = ""  # PEM certificate: HTTPS, and the session cookie gets Secure
+    tls_key: str = ""
+    tls_ca: str = ""  # CA bundle: client certificates are asked for and verified when given
+    tls_require_client_cert: bool = False  # with tls_ca: refuse clients without a certificate
     enabled: bool = True
 
 
@@ -73,6 +86,13 @@ class PipelineSettings:
     default_charset: str = "utf-8"  # used when MSH-18 is empty; must be ASCII-compatible
     cda_xsd: str = ""  # directory holding CDA_extended.xsd; empty: no XSD validation
     max_cda_bytes: int = 20 * 1024 * 1024
+    max_cda_elements: int = 200_000  # counted while parsing, before a tree is built: CDA_TOO_MANY_ELEMENTS
+    max_cda_depth: int = 128  # deeper: CDA_TOO_DEEP (libxml2 stops at 256 whatever this says)
+    max_segments: int = 10_000  # more segments in one message: AE MESSAGE_TOO_MANY_SEGMENTS
+    max_repetitions: int = 1_000  # per field (components and subcomponents too): AE naming the field
+    max_field_chars: int = 65_536  # per field, OBX-5 excepted: AE FIELD_TOO_LONG naming the field
+    offload_bytes: int = 32_768  # larger inputs are analysed in a worker thread, off the event loop
+    workers: int = 2  # worker threads for those analyses
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,10 @@ class DispatcherSettings:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    tokens: str = ""  # "operator:TOKEN,viewer:TOKEN"; secrets belong in RELAIS_API_TOKENS
+    tokens: str = ""  # "operator:TOKEN,viewer:TOKEN,sender:TOKEN"; secrets belong in RELAIS_API_TOKENS
+    login_max_failures: int = 10  # failed dashboard logins per client within the window: then 429
+    login_max_failures_overall: int = 100  # failed logins from all clients within the window: then 429
+    login_window_seconds: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -142,10 +142,28 @@ def _ts(now: datetime) -> str:
 def _version_tuple(version: str) -> tuple[int, ...]:
     nums: list[int] = []
     for part in version.split("."):
-        if not part.isdigit():
+        # isdigit() accepts "²" and other Unicode digits that int() refuses
+        if not (part.isascii() and part.isdigit()):
             break
         nums.append(int(part))
     return tuple(nums)
+
+
+#: Longest text we echo into ERR-5 / ERR-8 / MSA-3 and longest field we copy from the
+#: original MSH: findings quote what the sender wrote, and escaping can grow it, so a
+#: 4 MB MSH-9 must not come back as a 24 MB AR.
+MAX_ECHO = 200
+_MAX_COPIED = 256
+
+
+def _clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _copied(raw: str, fallback: str = "") -> str:
+    """A field copied from the original MSH, unless it is too long to be an honest value."""
+    return raw if len(raw) <= _MAX_COPIED else fallback
 
 
 def _segment(enc: Encoding, name: str, fields: Sequence[str]) -> str:
@@ -185,10 +203,10 @@ def _err(finding: Finding, enc: Encoding, version: tuple[int, ...]) -> str:
             erl(finding.location, enc),
             c.join([code, escape(text, enc), "HL70357"]),
             _SEVERITY.get(finding.severity, "E"),
-            c.join([escape(finding.code, enc), escape(finding.message, enc), "L"]),
+            c.join([escape(_clip(finding.code, 80), enc), escape(_clip(finding.message), enc), "L"]),
             "",
             "",
-            escape(finding.message, enc),
+            escape(_clip(finding.message), enc),
         ],
     )
 
@@ -223,21 +241,21 @@ def build_ack(
     c = enc.component
     if msh.field(15):
         code = _ENHANCED[code]
-    trigger = msh.field(9).comp(2).raw
-    version_raw = msh.field(12).raw or "2.5"
+    trigger = _copied(msh.field(9).comp(2).raw)
+    version_raw = _copied(msh.field(12).raw, "2.5") or "2.5"
     fields = {
-        3: msh.field(5).raw or escape(app, enc),
-        4: msh.field(6).raw or escape(facility, enc),
-        5: msh.field(3).raw,
-        6: msh.field(4).raw,
+        3: _copied(msh.field(5).raw) or escape(app, enc),
+        4: _copied(msh.field(6).raw) or escape(facility, enc),
+        5: _copied(msh.field(3).raw),
+        6: _copied(msh.field(4).raw),
         7: _ts(now),
         9: c.join(["ACK", trigger, "ACK"]) if trigger else "ACK",
         10: escape(control_id, enc),
-        11: msh.field(11).raw,
+        11: _copied(msh.field(11).raw),
         12: version_raw,
-        17: msh.field(17).raw,
-        18: msh.field(18).raw,
-        21: msh.field(21).raw,
+        17: _copied(msh.field(17).raw),
+        18: _copied(msh.field(18).raw),
+        21: _copied(msh.field(21).raw),
     }
     segments = [_msh(enc, fields), _msa(enc, code, msh.field(10).raw, text)]
     version = _version_tuple(msh.field(12).comp(1).text)
@@ -246,7 +264,7 @@ def build_ack(
 
 
 def _msa(enc: Encoding, code: str, control_raw: str, text: str | None) -> str:
-    return _segment(enc, "MSA", [code, control_raw, escape(text, enc) if text else ""])
+    return _segment(enc, "MSA", [code, control_raw, escape(_clip(text), enc) if text else ""])
 
 
 def _unreadable(

@@ -41,6 +41,8 @@ from gateway.model import (
 __all__ = [
     "NS",
     "DEFAULT_MAX_SIZE",
+    "DEFAULT_MAX_ELEMENTS",
+    "DEFAULT_MAX_DEPTH",
     "parse_cda",
     "parse_header",
     "validate_xsd",
@@ -51,6 +53,8 @@ NS = "urn:hl7-org:v3"
 _N = {"h": NS}
 _ROOT_TAG = f"{{{NS}}}ClinicalDocument"
 DEFAULT_MAX_SIZE = 20 * 1024 * 1024
+DEFAULT_MAX_ELEMENTS = 200_000  # a rich structured CDA has tens of thousands
+DEFAULT_MAX_DEPTH = 128  # CDA bodies rarely go past 30 levels
 _XSD_ENTRY = "CDA_extended.xsd"
 _MAX_XSD_FINDINGS = 50
 
@@ -109,11 +113,90 @@ def _check_doctype(data: bytes) -> None:
         )
 
 
-def parse_cda(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> etree._Element:
+class _TooMany(Exception):
+    pass
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _Shape:
+    """A parser target that builds nothing: it counts elements and depth, and stops at a limit."""
+
+    def __init__(self, max_elements: int, max_depth: int) -> None:
+        self.max_elements = max_elements
+        self.max_depth = max_depth
+        self.elements = 0
+        self.depth = 0
+
+    def start(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str] | None = None) -> None:
+        self.elements += 1
+        self.depth += 1
+        if self.elements > self.max_elements:
+            raise _TooMany
+        if self.depth > self.max_depth:
+            raise _TooDeep
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def data(self, data: str) -> None:
+        pass
+
+    def close(self) -> None:
+        return None
+
+
+def _xml_error(exc: etree.XMLSyntaxError, max_depth: int) -> ParseError:
+    message = str(exc)
+    if "Excessive depth" in message:  # libxml2's own bound (256 without huge_tree)
+        return ParseError(f"CDA is nested deeper than {min(max_depth, 256)} levels", code="CDA_TOO_DEEP")
+    if "Resource limit exceeded" in message or "huge" in message.lower():
+        return ParseError(f"CDA exceeds parser limits: {message}", code="CDA_TOO_LARGE")
+    if "amplification" in message or "Detected an entity reference loop" in message:
+        return ParseError("entity expansion refused", code="CDA_DTD_FORBIDDEN")
+    return ParseError(f"not well-formed XML: {message}", code="CDA_NOT_XML")
+
+
+def _check_shape(data: bytes, max_elements: int, max_depth: int) -> None:
+    """Refuse a document with too many elements or too deep *before* a tree is built.
+
+    A 19 MiB document of 5 million empty elements fits the size limit but takes
+    close to a gigabyte as an lxml tree; counting them with a target parser keeps
+    memory flat and stops at the first element beyond the limit.
+    """
+    parser = etree.XMLParser(
+        target=_Shape(max_elements, max_depth), resolve_entities=False, no_network=True, load_dtd=False,
+        huge_tree=False,
+    )
+    try:
+        etree.fromstring(data, parser)
+    except _TooMany:
+        raise ParseError(
+            f"CDA has more than {max_elements} elements", code="CDA_TOO_MANY_ELEMENTS"
+        ) from None
+    except _TooDeep:
+        raise ParseError(f"CDA is nested deeper than {max_depth} levels", code="CDA_TOO_DEEP") from None
+    except etree.XMLSyntaxError as exc:
+        raise _xml_error(exc, max_depth) from exc
+    except ValueError as exc:
+        raise ParseError(f"not XML: {exc}", code="CDA_NOT_XML") from exc
+
+
+def parse_cda(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> etree._Element:
     """Parse untrusted CDA bytes; return the ``ClinicalDocument`` element.
 
-    Raises ``ParseError`` with code ``CDA_TOO_LARGE``, ``CDA_DTD_FORBIDDEN``, ``CDA_NOT_XML``
-    or ``CDA_NOT_CDA``.
+    Raises ``ParseError`` with code ``CDA_TOO_LARGE``, ``CDA_TOO_MANY_ELEMENTS``,
+    ``CDA_TOO_DEEP``, ``CDA_DTD_FORBIDDEN``, ``CDA_NOT_XML`` or ``CDA_NOT_CDA``.
+    ``max_depth`` above 256 is libxml2's own limit (without ``huge_tree``), still
+    reported as ``CDA_TOO_DEEP``.
     """
     data = bytes(data)
     if len(data) > max_size:
@@ -121,15 +204,11 @@ def parse_cda(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> etree._Elemen
     if not data.strip():
         raise ParseError("empty CDA document", code="CDA_NOT_XML")
     _check_doctype(data)
+    _check_shape(data, max_elements, max_depth)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
-        message = str(exc)
-        if "Resource limit exceeded" in message or "huge" in message.lower():
-            raise ParseError(f"CDA exceeds parser limits: {message}", code="CDA_TOO_LARGE") from exc
-        if "amplification" in message or "Detected an entity reference loop" in message:
-            raise ParseError("entity expansion refused", code="CDA_DTD_FORBIDDEN") from exc
-        raise ParseError(f"not well-formed XML: {message}", code="CDA_NOT_XML") from exc
+        raise _xml_error(exc, max_depth) from exc
     except ValueError as exc:  # e.g. bytes that lxml refuses before parsing
         raise ParseError(f"not XML: {exc}", code="CDA_NOT_XML") from exc
     if root is None:

@@ -95,6 +95,8 @@ def declared_charset(raw: bytes) -> str:
     ends = [p for p in (raw.find(b"\r"), raw.find(b"\n")) if p != -1]
     first = raw[: min(ends)] if ends else raw
     sep = first[3:4]
+    if len(first) < 8 or not sep or sep.isalnum() or sep.isspace():
+        return ""  # "MSH\r…" or a letter as separator: no MSH-18 can be read, so none is declared
     fields = first.split(sep)
     # fields[0] is "MSH" and fields[1] is MSH-2, so MSH-n is fields[n - 1]
     if len(fields) < 18:

@@ -104,6 +104,17 @@ class MllpFramer:
         return len(self._buf) if self._state == _INSIDE else 0
 
     @property
+    def partial(self) -> bytes:
+        """The payload bytes of the unfinished frame, to journal a frame that never ended."""
+        return bytes(self._buf) if self._state == _INSIDE else b""
+
+    def skip_frame(self) -> None:
+        """Drop the unfinished frame and skip the rest of it (its sender was already answered)."""
+        if self._state == _INSIDE:
+            self._buf = bytearray()  # give the memory back, not just the length
+            self._state = _SKIPPING
+
+    @property
     def in_frame(self) -> bool:
         """True while a frame has started and not ended."""
         return self._state in (_INSIDE, _SKIPPING)

@@ -13,6 +13,7 @@ ACK policy (HL7 v2 original mode; the listener maps to CA/CE/CR in enhanced mode
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -25,6 +26,7 @@ from gateway.core.fhir.patient import build_patient
 from gateway.core.fhir.pdsm import build_iti65_bundle
 from gateway.core.hl7v2.adt import AdtEvent, parse_adt
 from gateway.core.hl7v2.documents import DocumentMessage, check_against_cda, parse_document_message
+from gateway.core.hl7v2.limits import Limits, check_limits, check_segments
 from gateway.core.hl7v2.reader import Message
 from gateway.core.identity.ins import validate_ins
 from gateway.core.identity.status import (
@@ -76,6 +78,9 @@ class PipelineOptions:
     cda_xsd: Path | None = None
     source_id: str = "1.2.250.1.999999.1"
     max_cda_bytes: int = 20 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
+    max_cda_elements: int = cda_mod.DEFAULT_MAX_ELEMENTS
+    max_cda_depth: int = cda_mod.DEFAULT_MAX_DEPTH
 
 
 @dataclass
@@ -154,21 +159,46 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
             an.kind = "unsupported"
             an.summary = _summary(an.message, None)
         except GatewayError:
-            pass
+            an.ack_code = "AR"  # no MSH to answer to: the unreadable-MSH AR, as the journal records
         return an
+    too_many = check_segments(decoded.text, opts.limits)
+    text = decoded.text if too_many is None else _first_segment(decoded.text)
     try:
-        msg = Message.parse(decoded.text)
+        msg = Message.parse(text)
     except GatewayError as exc:
         return Analysis(kind="unreadable", ack_code="AR", errors=[Finding(exc.code, exc.message, exc.location)])
+    # an MSH field beyond the limits makes the MSH itself unusable: refused like an unreadable one
+    msh_over = check_limits([msg.msh], msg.encoding, opts.limits)
+    if msh_over is not None:
+        fits = {n: len(msg.msh.field(n).raw) <= opts.limits.max_field_chars for n in (3, 4, 9, 10, 12)}
+        summary = {
+            key: msg.msh.value(n) if fits[n] else None
+            for key, n in (("sender_app", 3), ("sender_facility", 4), ("control_id", 10), ("version", 12))
+        }
+        summary["message_type"] = msg.message_type if fits[9] else None
+        return Analysis(
+            kind="unsupported", ack_code="AR", message=msg, charset=decoded.declared, summary=summary,
+            errors=[msh_over],
+        )
     an = Analysis(kind="unsupported", message=msg, charset=decoded.declared, summary=_summary(msg, decoded.declared))
+    if too_many is not None:
+        an.errors.append(too_many)
+        an.ack_code = "AE"
+        return an
     code, trigger = msg.msh.value(9, 1), msg.msh.value(9, 2)
     version = msg.msh.value(12)
     if not msg.control_id:
         an.errors.append(Finding("MSH10_MISSING", "MSH-10 (message control id) is empty", "MSH-10"))
         an.ack_code = "AE"
     if not version.startswith(_SUPPORTED_VERSIONS):
-        an.errors.append(Finding("VERSION_UNSUPPORTED", f"HL7 version {version or '(empty)'} is not supported", "MSH-12"))
+        shown = _shown(version) or "(empty)"
+        an.errors.append(Finding("VERSION_UNSUPPORTED", f"HL7 version {shown} is not supported", "MSH-12"))
         an.ack_code = "AR"
+        return an
+    over = check_limits(msg.segments[1:], msg.encoding, opts.limits)
+    if over is not None:
+        an.errors.append(over)
+        an.ack_code = "AE"
         return an
     if (code, trigger) in _DOC_TYPES:
         an.kind = "document"
@@ -178,12 +208,22 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
         _analyse_adt(an, msg, opts)
     else:
         an.errors.append(
-            Finding("MSG_TYPE_UNSUPPORTED", f"message type {code}^{trigger} is not supported", "MSH-9")
+            Finding("MSG_TYPE_UNSUPPORTED", f"message type {_shown(f'{code}^{trigger}')} is not supported", "MSH-9")
         )
         an.ack_code = "AR"
     if an.ack_code == "AA" and an.errors:
         an.ack_code = "AE"
     return an
+
+
+def _first_segment(text: str) -> str:
+    """The MSH line alone: enough to answer a message we refuse to read further."""
+    return re.split(r"[\r\n]", text[:65536], maxsplit=1)[0]
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A sender's value quoted in a finding, cut so that an absurd one cannot bloat the ACK or the journal."""
+    return value if len(value) <= limit else value[:limit] + "\u2026"
 
 
 def _summary(msg: Message, charset: str | None) -> dict[str, Any]:
@@ -272,7 +312,9 @@ def _map_document(
     an: Analysis, data: bytes, ctx: SubmissionContext, opts: PipelineOptions, ids: Ids, *, location: str, index: int, infer_action: bool = False
 ) -> DocumentResult | None:
     try:
-        root = cda_mod.parse_cda(data, max_size=opts.max_cda_bytes)
+        root = cda_mod.parse_cda(
+            data, max_size=opts.max_cda_bytes, max_elements=opts.max_cda_elements, max_depth=opts.max_cda_depth
+        )
         header = cda_mod.parse_header(root)
     except GatewayError as exc:
         an.errors.append(Finding(exc.code, exc.message, location))

@@ -67,6 +67,7 @@ class SqliteJournal:
         self._thread: threading.Thread | None = None
         self._local = threading.local()
         self._closed = False
+        self._large: set[Future[Any]] = set()  # futures of writes to commit on their own
         self.commits = 0  # number of fsync'd commits (for tests and metrics)
         self.commit_errors = 0  # commits that failed: their writers got a JournalError, no ACK
         self.writes = 0
@@ -103,14 +104,21 @@ class SqliteJournal:
             self._thread.join()
 
     # -- writes -----------------------------------------------------------------
-    async def write(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in the writer thread inside a transaction; return once it is fsync'd."""
-        return await asyncio.wrap_future(self.submit(fn))
+    async def write(self, fn: Callable[[Tx], T], *, large: bool = False) -> T:
+        """Run ``fn`` in the writer thread inside a transaction; return once it is fsync'd.
 
-    def submit(self, fn: Callable[[Tx], T]) -> Future[T]:
+        ``large`` marks a write of many megabytes (a big raw message): it is committed
+        on its own, after the small writes queued with it, so that those do not wait for
+        its pages to reach the disk.
+        """
+        return await asyncio.wrap_future(self.submit(fn, large=large))
+
+    def submit(self, fn: Callable[[Tx], T], *, large: bool = False) -> Future[T]:
         if self._closed or self._thread is None:
             raise JournalError("journal is closed or read-only", code="JOURNAL_CLOSED")
         fut: Future[T] = Future()
+        if large:
+            self._large.add(fut)
         self._queue.put((fn, fut))
         return fut
 
@@ -144,7 +152,13 @@ class SqliteJournal:
                     stop = True
                     break
                 batch.append(nxt)
-            self._run_batch(conn, tx, batch)
+            large = [item for item in batch if item[1] in self._large]
+            small = [item for item in batch if item[1] not in self._large]
+            if small:
+                self._run_batch(conn, tx, small)
+            for item in large:
+                self._large.discard(item[1])
+                self._run_batch(conn, tx, [item])
         conn.close()
 
     def _run_batch(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "iso"]
+__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "iso", "like_escape"]
 
 EXCHANGE_SUMMARY_COLUMNS = (
     "id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id, "
@@ -24,6 +24,11 @@ EXCHANGE_SUMMARY_COLUMNS = (
 )
 OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
 GENESIS_HASH = "0" * 64
+
+
+def like_escape(value: str) -> str:
+    """``value`` with LIKE's wildcards taken literally (use with ``ESCAPE '\\'``)."""
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def iso(dt: datetime) -> str:
@@ -87,8 +92,8 @@ class Tx:
         if row is None:
             # let operators use a unique prefix of the id
             rows = self._all(
-                f"SELECT {cols} FROM exchanges WHERE id LIKE ? LIMIT 2",  # noqa: S608
-                (exchange_id + "%",),
+                f"SELECT {cols} FROM exchanges WHERE id LIKE ? ESCAPE '\\' LIMIT 2",  # noqa: S608
+                (like_escape(exchange_id) + "%",),
             )
             row = rows[0] if len(rows) == 1 else None
         if row is None:
@@ -224,8 +229,8 @@ class Tx:
             args.append(status)
         if message_type:
             if "*" in message_type:
-                where.append("message_type LIKE ?")
-                args.append(message_type.replace("*", "%"))
+                where.append("message_type LIKE ? ESCAPE '\\'")
+                args.append(like_escape(message_type).replace("*", "%"))
             else:  # exact: a prefix was resolved to its event types by _alternatives
                 where.append("message_type = ?")
                 args.append(message_type)
@@ -236,8 +241,8 @@ class Tx:
             where.append("control_id = ?")
             args.append(control_id)
         if q:
-            where.append("(control_id = ? OR id LIKE ? OR document_id = ?)")
-            args += [q, q + "%", q]
+            where.append("(control_id = ? OR id LIKE ? ESCAPE '\\' OR document_id = ?)")
+            args += [q, like_escape(q) + "%", q]  # q=% must not match every row
         if since:
             where.append("received_at >= ?")
             where.append(f"seq >= COALESCE(({_FIRST_SEQ_AT}), 9223372036854775807)")
@@ -331,6 +336,10 @@ class Tx:
         )
 
     # -- events -------------------------------------------------------------------------
+    def probe(self, at: str) -> None:
+        """Rewrite the readiness probe row: proves that a transaction can still commit."""
+        self.conn.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (at,))
+
     def add_event(self, exchange_id: str, at: str, stage: str, detail: dict[str, Any] | None = None) -> None:
         self.conn.execute(
             "INSERT INTO events (exchange_id, at, stage, detail) VALUES (?, ?, ?, ?)",

@@ -28,7 +28,7 @@ import structlog
 
 from gateway.core.mllp import DEFAULT_MAX_SIZE, Frame, Garbage, MllpFramer, Oversize, frame
 
-__all__ = ["PeerInfo", "Handler", "OversizeHandler", "MllpListener", "make_ssl_context"]
+__all__ = ["PeerInfo", "Handler", "OversizeHandler", "RefusalHandler", "MllpListener", "make_ssl_context"]
 
 _READ_SIZE = 64 * 1024
 
@@ -45,6 +45,8 @@ class PeerInfo:
 
 Handler = Callable[[bytes, PeerInfo], Awaitable[bytes]]
 OversizeHandler = Callable[[int, PeerInfo], Awaitable[bytes]]
+#: ``(code, message, partial payload, peer)`` → the AR for a frame we stop receiving
+RefusalHandler = Callable[[str, str, bytes, PeerInfo], Awaitable[bytes]]
 
 
 def _subject(cert: dict[str, Any] | None) -> str | None:
@@ -56,12 +58,14 @@ def _subject(cert: dict[str, Any] | None) -> str | None:
 
 
 class _Connection:
-    __slots__ = ("task", "busy", "stopping")
+    __slots__ = ("task", "busy", "stopping", "drain", "buffered")
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.busy = False  # a message is between "received" and "ACK written"
         self.stopping = False
+        self.drain = False  # an oversized frame was answered: read its rest before closing
+        self.buffered = 0  # bytes of this connection's unfinished frame, in the listener's total
 
 
 class MllpListener:
@@ -69,7 +73,9 @@ class MllpListener:
 
     ``handler(payload, peer)`` returns the ACK bytes, unframed. On an oversized
     frame ``handler_oversize(size, peer)`` is awaited for the AR to send before the
-    connection is closed; without it the connection is just closed. A connection
+    connection is closed — after reading and discarding the rest of that frame (at most
+    ``drain_bytes`` bytes and ``drain_timeout`` seconds), so that a sender still writing
+    gets the AR instead of a reset; without it the connection is just closed. A connection
     that stays silent for ``idle_timeout`` seconds is closed.
     """
 
@@ -85,6 +91,12 @@ class MllpListener:
         log: Any = None,
         handler_oversize: OversizeHandler | None = None,
         name: str = "mllp",
+        drain_bytes: int = 64 * 1024 * 1024,
+        drain_timeout: float = 30.0,
+        max_connections: int = 256,
+        max_buffered_bytes: int = 256 * 1024 * 1024,
+        frame_timeout: float = 120.0,
+        handler_refused: RefusalHandler | None = None,
     ) -> None:
         self._handler = handler
         self._handler_oversize = handler_oversize
@@ -92,6 +104,14 @@ class MllpListener:
         self._port = port
         self._max_size = max_size
         self._idle_timeout = idle_timeout
+        self._drain_bytes = drain_bytes
+        self._drain_timeout = drain_timeout
+        self._max_connections = max_connections
+        self._max_buffered = max_buffered_bytes
+        self._frame_timeout = frame_timeout
+        self._handler_refused = handler_refused
+        self._buffered = 0  # unfinished-frame bytes held across all connections
+        self.refused_connections = 0  # for metrics
         self._ssl = ssl
         self._log = log if log is not None else structlog.get_logger(__name__)
         self.name = name
@@ -102,6 +122,11 @@ class MllpListener:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of unfinished frames held across every connection."""
+        return self._buffered
 
     async def start(self) -> tuple[str, int]:
         """Bind and start accepting; returns the bound ``(host, port)`` (useful with port 0)."""
@@ -140,9 +165,19 @@ class MllpListener:
         self._log.info("mllp.stopped", listener=self.name)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        addr = writer.get_extra_info("peername") or ("?", 0)
+        if len(self._connections) >= self._max_connections:
+            # Refused at once and quietly (a FIN, no reset): the sender retries later, as
+            # after any connection loss, while the connections we have keep their share.
+            self.refused_connections += 1
+            self._log.warning("mllp.refused", listener=self.name, reason="max_connections",
+                              connections=len(self._connections))
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
         conn = _Connection(asyncio.current_task())
         self._connections.add(conn)
-        addr = writer.get_extra_info("peername") or ("?", 0)
         sslobj = writer.get_extra_info("ssl_object")
         peer = PeerInfo(
             host=str(addr[0]),
@@ -154,20 +189,53 @@ class MllpListener:
         log.info("mllp.connected", tls=sslobj is not None)
         framer = MllpFramer(self._max_size)
         reason = "eof"
+        loop = asyncio.get_running_loop()
+        frame_deadline: float | None = None  # when the frame being received must be complete
         try:
             while not conn.stopping:
+                timeout = self._idle_timeout
+                if frame_deadline is not None:
+                    timeout = max(0.0, min(timeout, frame_deadline - loop.time()))
                 try:
-                    async with asyncio.timeout(self._idle_timeout):
+                    async with asyncio.timeout(timeout):
                         data = await reader.read(_READ_SIZE)
                 except TimeoutError:
                     reason = "idle"
+                    if framer.in_frame:
+                        # a sender trickling bytes (or gone silent mid-frame) must not keep a
+                        # connection and its buffer forever; it gets an AR for what it sent
+                        reason = "frame-timeout"
+                        await self._refuse(
+                            writer, framer, peer, log, "MLLP_FRAME_TIMEOUT",
+                            f"the frame was not complete within {self._frame_timeout:g} s",
+                        )
                     break
                 if not data:
                     if framer.in_frame:
                         log.warning("mllp.truncated", buffered=framer.buffered)
                     break
-                if not await self._handle_events(framer.feed(data), conn, writer, peer, log):
+                events = framer.feed(data)
+                self._account(conn, framer)
+                if not await self._handle_events(events, conn, writer, peer, log):
                     reason = "closed"
+                    if conn.drain:
+                        reason = await self._drain(reader, framer, log)
+                    break
+                if not framer.in_frame:
+                    frame_deadline = None
+                elif frame_deadline is None or any(isinstance(e, Frame) for e in events):
+                    frame_deadline = loop.time() + self._frame_timeout
+                if framer.in_frame and self._buffered > self._max_buffered:
+                    reason = "busy"
+                    log.warning("mllp.buffers_full", buffered=self._buffered, limit=self._max_buffered)
+                    sent = await self._refuse(
+                        writer, framer, peer, log, "MLLP_BUSY",
+                        "the gateway is receiving too much at once; send this message again later",
+                    )
+                    framer.skip_frame()
+                    self._account(conn, framer)
+                    if sent:
+                        await self._drain(reader, framer, log)
                     break
             else:
                 reason = "stopping"
@@ -179,6 +247,8 @@ class MllpListener:
             reason = type(exc).__name__
         finally:
             self._connections.discard(conn)
+            self._buffered -= conn.buffered
+            conn.buffered = 0
             log.info("mllp.disconnected", reason=reason)
             writer.close()
             with contextlib.suppress(OSError):  # SSLError and ConnectionError are OSErrors
@@ -208,6 +278,7 @@ class MllpListener:
                         log.error("mllp.oversize_handler_failed", error=type(exc).__name__)
                         return False
                     await self._write(writer, reply)
+                    conn.drain = True
                 return False
             else:
                 conn.busy = True
@@ -221,6 +292,49 @@ class MllpListener:
                 finally:
                     conn.busy = False
         return True
+
+    def _account(self, conn: _Connection, framer: MllpFramer) -> None:
+        now = framer.buffered
+        self._buffered += now - conn.buffered
+        conn.buffered = now
+
+    async def _refuse(
+        self, writer: asyncio.StreamWriter, framer: MllpFramer, peer: PeerInfo, log: Any, code: str, message: str
+    ) -> bool:
+        """Answer an AR for the frame being received (journaled by the handler); True when sent."""
+        log.warning("mllp.frame_refused", code=code, buffered=framer.buffered)
+        if self._handler_refused is None:
+            return False
+        try:
+            reply = await self._handler_refused(code, message, framer.partial, peer)
+            await self._write(writer, reply)
+        except Exception as exc:
+            log.error("mllp.refusal_failed", code=code, error=type(exc).__name__)
+            return False
+        return True
+
+    async def _drain(self, reader: asyncio.StreamReader, framer: MllpFramer, log: Any) -> str:
+        """Read and discard the rest of an oversized frame, so that closing sends no reset.
+
+        A sender that writes its whole frame before reading (``sendall`` then ``recv``)
+        would otherwise get a TCP reset for the bytes we left unread, and the kernel drops
+        the AR still waiting in its receive buffer. Bounded: at most ``drain_bytes`` and
+        ``drain_timeout`` seconds, then the connection is closed anyway.
+        """
+        drained = 0
+        try:
+            async with asyncio.timeout(self._drain_timeout):
+                while framer.in_frame and drained < self._drain_bytes:
+                    data = await reader.read(_READ_SIZE)
+                    if not data:
+                        return "oversize-eof"
+                    drained += len(data)
+                    framer.feed(data)  # events after the end of the frame are ignored
+        except TimeoutError:
+            log.warning("mllp.drain_timeout", drained=drained)
+            return "oversize-drain-timeout"
+        log.info("mllp.oversize_drained", drained=drained, complete=not framer.in_frame)
+        return "oversize"
 
     async def _write(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
         writer.write(frame(payload))

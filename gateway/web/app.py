@@ -4,8 +4,9 @@
 auth middleware runs inside the problem middleware, so its refusals are problem JSON:
 
 * open: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/login``, ``/static/*``;
-* ``/v1/*``: bearer token; 401 without a valid one, 403 for a viewer on a mutating call
-  (ingest excepted: any valid token may submit, see ``auth.py``);
+* ``/v1/*``: bearer token; 401 without a valid one; 403 for a viewer on a mutating call
+  (ingest included: it needs ``sender`` or ``operator``) and for a ``sender`` anywhere but
+  the ingest routes (see ``auth.py``);
 * everything else is the dashboard: a session cookie, else a redirect to ``/login``.
 """
 
@@ -18,7 +19,7 @@ from yarl import URL
 
 from gateway.listeners.http import problem
 from gateway.web import api, dashboard
-from gateway.web.auth import SESSION_COOKIE, Authenticator, prepare_tokens
+from gateway.web.auth import SESSION_COOKIE, Authenticator, LoginThrottle, prepare_tokens
 from gateway.web.openapi import handle_openapi
 
 if TYPE_CHECKING:
@@ -49,7 +50,12 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
             detail = "a valid bearer token is required" if request.headers.get("Authorization") else (
                 "this route needs 'Authorization: Bearer TOKEN'")
             return _unauthorized(detail)
-        if request.method not in _SAFE_METHODS and path not in INGEST_PATHS and not principal.is_operator:
+        if path in INGEST_PATHS:
+            if not principal.can_ingest:
+                return problem(403, "Forbidden", f"{request.method} {path} needs the sender or operator role")
+        elif not principal.can_read:
+            return problem(403, "Forbidden", f"a {principal.role} token may only submit to {', '.join(sorted(INGEST_PATHS))}")
+        elif request.method not in _SAFE_METHODS and not principal.is_operator:
             return problem(403, "Forbidden", f"{request.method} {path} needs the operator role")
         request[api.PRINCIPAL_KEY] = principal
         return await handler(request)
@@ -67,6 +73,11 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 def setup(app: web.Application, service: Service) -> None:
     """Add authentication, the ``/v1`` API, ``/openapi.json`` and the dashboard to ``app``."""
     auth = Authenticator(prepare_tokens(service.settings))
+    api_settings = service.settings.api
+    app[dashboard.THROTTLE_KEY] = LoginThrottle(
+        per_client=api_settings.login_max_failures, overall=api_settings.login_max_failures_overall,
+        window=api_settings.login_window_seconds,
+    )
     app.middlewares.append(auth_middleware)
     api.register(app)
     dashboard.register(app, auth)

@@ -1,14 +1,18 @@
 """Who may call the API and see the dashboard: bearer tokens with two roles, and sessions.
 
 Tokens come from ``settings.api.tokens`` (``RELAIS_API_TOKENS``): a comma-separated list
-of ``role:TOKEN`` or ``role:name:TOKEN`` entries, role ``viewer`` or ``operator``. The
-name (default ``operator1``, ``viewer1`` … by position) is what the audit trail records.
+of ``role:TOKEN`` or ``role:name:TOKEN`` entries, role ``viewer``, ``operator`` or
+``sender``. The name (default ``operator1``, ``viewer1`` … by position) is what the audit
+trail records.
 
-* API (``/v1/*``): ``Authorization: Bearer TOKEN``. Reads need any role; mutating calls
-  need ``operator``, except the two ingest routes (machine-to-machine senders), which
-  accept any valid token so a sending system never holds operator rights.
-* Dashboard: ``/login`` trades a token for a random session id kept server-side (the
-  cookie never carries the token); every form carries a CSRF token tied to that session.
+* API (``/v1/*``): ``Authorization: Bearer TOKEN``. Reads need ``viewer`` or ``operator``;
+  mutating calls need ``operator``. The two ingest routes (``POST /v1/documents``,
+  ``POST /v1/hl7v2``) need ``sender`` or ``operator``: submitting is a mutation, and a
+  system that only pushes gets a ``sender`` token, which can do nothing else.
+* Dashboard: ``/login`` trades a viewer or operator token for a random session id kept
+  server-side (the cookie never carries the token); every form carries a CSRF token tied
+  to that session, and the login form one tied to a pre-session cookie. Failed logins
+  are throttled per client and overall (:class:`LoginThrottle`).
 
 With no token configured the HTTP listener must stay on loopback, and an operator token
 is generated once into ``<data_dir>/api-token`` (mode 0600) and printed on stderr — not
@@ -23,6 +27,7 @@ import os
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +45,15 @@ __all__ = [
     "TOKEN_FILE",
     "SESSION_COOKIE",
     "ROLES",
+    "LOGIN_CSRF_COOKIE",
+    "LoginThrottle",
 ]
 
-Role = Literal["viewer", "operator"]
-ROLES: tuple[str, ...] = ("viewer", "operator")
+Role = Literal["viewer", "operator", "sender"]
+ROLES: tuple[str, ...] = ("viewer", "operator", "sender")
 TOKEN_FILE = "api-token"
 SESSION_COOKIE = "relais_session"
+LOGIN_CSRF_COOKIE = "relais_login"
 SESSION_TTL = 12 * 3600.0  # an operator shift; then log in again
 
 
@@ -64,6 +72,16 @@ class Principal:
     @property
     def is_operator(self) -> bool:
         return self.role == "operator"
+
+    @property
+    def can_ingest(self) -> bool:
+        """May submit messages and documents (``sender`` systems and operators)."""
+        return self.role in ("sender", "operator")
+
+    @property
+    def can_read(self) -> bool:
+        """May read the journal and open the dashboard (a ``sender`` may not)."""
+        return self.role in ("viewer", "operator")
 
 
 @dataclass
@@ -86,7 +104,9 @@ def parse_tokens(text: str) -> list[tuple[str, Principal]]:
         parts = entry.split(":")
         role = parts[0].strip().lower()
         if role not in ROLES or len(parts) not in (2, 3):
-            raise ValueError("api tokens must look like 'operator:TOKEN' or 'viewer:NAME:TOKEN'")
+            raise ValueError(
+                "api tokens must look like 'operator:TOKEN', 'viewer:NAME:TOKEN' or 'sender:NAME:TOKEN'"
+            )
         token = parts[-1].strip()
         counts[role] = counts.get(role, 0) + 1
         name = parts[1].strip() if len(parts) == 3 else f"{role}{counts[role]}"
@@ -202,3 +222,57 @@ class Authenticator:
         now = self._clock()
         for sid in [k for k, s in self._sessions.items() if s.expires < now]:
             del self._sessions[sid]
+
+
+class LoginThrottle:
+    """Failed dashboard logins, counted per client and overall over a sliding window.
+
+    A client with ``per_client`` failures within ``window`` seconds is answered 429 on
+    every further attempt — the right token included, or guessing would still pay —
+    until its oldest failure leaves the window. ``overall`` failures from all clients
+    together throttle everyone the same way: a spread-out guessing campaign is slowed
+    down too, at the price of locking operators out for at most ``window`` seconds.
+    A successful login clears its client's failures.
+    """
+
+    def __init__(
+        self, *, per_client: int = 10, overall: int = 100, window: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_client = per_client
+        self.overall = overall
+        self.window = window
+        self._clock = clock
+        self._clients: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
+
+    def _trim(self, q: deque[float], now: float) -> None:
+        while q and q[0] <= now - self.window:
+            q.popleft()
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds before ``client`` may try again, or None when it may try now."""
+        now = self._clock()
+        self._trim(self._all, now)
+        mine = self._clients.get(client)
+        if mine is not None:
+            self._trim(mine, now)
+            if not mine:
+                del self._clients[client]
+        waits = []
+        if mine and len(mine) >= self.per_client:
+            waits.append(mine[-self.per_client] + self.window - now)
+        if len(self._all) >= self.overall:
+            waits.append(self._all[-self.overall] + self.window - now)
+        return max(max(waits), 1.0) if waits else None
+
+    def failed(self, client: str) -> None:
+        now = self._clock()
+        self._clients.setdefault(client, deque()).append(now)
+        self._all.append(now)
+        if len(self._clients) > 10_000:  # bounded memory under a spray of addresses
+            oldest = min(self._clients, key=lambda k: self._clients[k][-1])
+            del self._clients[oldest]
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)

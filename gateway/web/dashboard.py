@@ -9,10 +9,14 @@ the actions (replay, retry, release) are offered to — and accepted from — op
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+import re
+import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -34,14 +38,15 @@ from gateway.web.api import (
     replay_exchange,
     retry,
 )
-from gateway.web.auth import SESSION_COOKIE, Authenticator, Session
+from gateway.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Authenticator, LoginThrottle, Session
 
 if TYPE_CHECKING:
     from gateway.service import Service
 
-__all__ = ["register", "timeline", "per_minute_series", "AUTH_KEY", "SESSION_KEY"]
+__all__ = ["register", "timeline", "per_minute_series", "safe_next", "AUTH_KEY", "SESSION_KEY", "THROTTLE_KEY"]
 
 AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("relais_auth")
+THROTTLE_KEY: web.AppKey[LoginThrottle] = web.AppKey("relais_login_throttle")
 SESSION_KEY: web.RequestKey[Session] = web.RequestKey("relais_session")
 
 _env = jinja2.Environment(
@@ -159,8 +164,55 @@ def _redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _safe_next(value: str | None) -> str:
-    return value if value and value.startswith("/") and not value.startswith("//") else "/"
+def safe_next(value: str | None) -> str:
+    """``value`` when it is a path on this site, else ``/``: no open redirect.
+
+    Browsers read ``/\\host``, ``/%09/host`` (a tab they drop) and ``//host`` as
+    another site, so a target is refused when, raw or percent-decoded, it holds a
+    backslash, a control character or a space, starts with ``//``, or parses with a
+    scheme or a host.
+    """
+    if not value or not value.startswith("/"):
+        return "/"
+    decoded = value
+    for _ in range(3):  # %2509 is %09 once decoded: decode until stable
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    for candidate in (value, decoded):
+        if "\\" in candidate or any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in candidate):
+            return "/"
+        if candidate.startswith("//") or not candidate.startswith("/"):
+            return "/"
+        parts = urlsplit(candidate)
+        if parts.scheme or parts.netloc:
+            return "/"
+    return value
+
+
+_safe_next = safe_next
+_LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def _secure(request: web.Request) -> bool:
+    """Cookies get ``Secure`` on TLS (direct, or the HTTP listener's TLS setting)."""
+    return request.secure or bool(_service(request).settings.http.tls_cert)
+
+
+def _login_form(request: web.Request, *, status: int = 200, nxt: str, error: str | None) -> web.Response:
+    """The login page with its form token, also set in a pre-session cookie (double submit).
+
+    The token of an existing cookie is kept: a page loaded twice, or in two tabs, must
+    not invalidate the form already shown.
+    """
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+    if not _LOGIN_TOKEN.fullmatch(token):
+        token = secrets.token_urlsafe(24)
+    resp = _render(request, "login.html", status=status, next=nxt, error=error, login_csrf=token)
+    resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", path="/login",
+                    secure=_secure(request), max_age=3600)
+    return resp
 
 
 # -- login --------------------------------------------------------------------------------------
@@ -168,19 +220,36 @@ async def login_page(request: web.Request) -> web.Response:
     auth = request.app[AUTH_KEY]
     if auth.session(request.cookies.get(SESSION_COOKIE)) is not None:
         return _redirect("/")
-    return _render(request, "login.html", next=_safe_next(request.query.get("next")), error=None)
+    return _login_form(request, nxt=_safe_next(request.query.get("next")), error=None)
 
 
 async def login_submit(request: web.Request) -> web.Response:
     auth = request.app[AUTH_KEY]
+    throttle = request.app[THROTTLE_KEY]
+    client = request.remote or "?"
+    wait = throttle.retry_after(client)
+    if wait is not None:
+        resp = _render(request, "login.html", status=429, next="/", login_csrf="",
+                       error="Too many failed logins; try again later.")
+        resp.headers["Retry-After"] = str(int(wait + 0.999))
+        return resp
     form = await request.post()
-    principal = auth.principal_for(str(form.get("token") or "").strip())
     nxt = _safe_next(str(form.get("next") or "/"))
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+    given = str(form.get("csrf") or "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+        return _login_form(request, status=403, nxt=nxt, error="The form has expired; please log in again.")
+    principal = auth.principal_for(str(form.get("token") or "").strip())
     if principal is None:
-        return _render(request, "login.html", status=401, next=nxt, error="This token is not valid.")
+        throttle.failed(client)
+        return _login_form(request, status=401, nxt=nxt, error="This token is not valid.")
+    throttle.succeeded(client)
+    if not principal.can_read:
+        return _login_form(request, status=403, nxt=nxt, error="This token can only submit messages.")
     sid = auth.open_session(principal)
     resp = _redirect(nxt)
-    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", path="/", secure=request.secure)
+    resp.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", path="/", secure=_secure(request))
+    resp.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return resp
 
 

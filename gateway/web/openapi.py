@@ -150,8 +150,9 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Relais operations API", "version": "1",
-                 "description": "HL7 v2 / CDA gateway: ingest, trace and operate. Roles: viewer (read) and "
-                                "operator (read + actions). The dashboard at / uses sessions from /login."},
+                 "description": "HL7 v2 / CDA gateway: ingest, trace and operate. Roles: sender (ingest only), "
+                                "viewer (read) and operator (read, ingest + actions). The dashboard at / "
+                                "uses sessions from /login."},
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,

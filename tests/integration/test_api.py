@@ -28,7 +28,8 @@ from gateway.web.testing import TestGateway, stop_gateway, with_control_id
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 OP = "op-token-0123456789"
 VIEW = "view-token-0123456789"
-TOKENS = f"operator:alice:{OP},viewer:{VIEW}"
+SEND = "send-token-0123456789"
+TOKENS = f"operator:alice:{OP},viewer:{VIEW},sender:ris:{SEND}"
 INS = "279035121518989"
 
 
@@ -74,15 +75,32 @@ async def test_v1_routes_need_a_valid_bearer_token(gw: Gateway) -> None:
             assert r.status == 200, path
 
 
-async def test_ingest_needs_any_valid_token(gw: Gateway) -> None:
+async def test_ingest_needs_the_sender_or_operator_role(gw: Gateway) -> None:
     msg = fixture_message("adt_a01_vali.hl7", "ING1")
     async with gw.http.post("/v1/hl7v2", data=msg) as r:
         assert r.status == 401
-    async with gw.http.post("/v1/hl7v2", data=msg, headers=gw.auth(VIEW)) as r:
+    for path, data in (("/v1/hl7v2", msg), ("/v1/documents", b"<x/>")):
+        async with gw.http.post(path, data=data, headers=gw.auth(VIEW)) as r:
+            assert r.status == 403, path  # a viewer reads; it does not submit
+            assert "sender" in (await r.json(content_type=None))["detail"]
+    async with gw.http.post("/v1/hl7v2", data=msg, headers=gw.auth(SEND)) as r:
         assert r.status == 200
         assert b"MSA|AA|ING1" in await r.read()
+    async with gw.http.post("/v1/hl7v2", data=fixture_message("adt_a01_vali.hl7", "ING2"),
+                            headers=gw.auth(OP)) as r:
+        assert r.status == 200
     async with gw.http.post("/v1/documents", data=b"<x/>") as r:
         assert r.status == 401
+
+
+async def test_sender_may_only_submit(gw: Gateway) -> None:
+    status, body = await gw.get("/v1/exchanges", token=SEND)
+    assert status == 403 and "only submit" in body["detail"]
+    status, _ = await gw.get("/v1/identities", token=SEND)
+    assert status == 403
+    r = await login(gw, SEND)
+    assert r.status == 403  # and no dashboard session
+    assert "relais_session" not in r.headers.get("Set-Cookie", "")
 
 
 async def test_viewer_cannot_mutate(gw: Gateway) -> None:
@@ -328,9 +346,18 @@ def test_sessions_expire() -> None:
 
 
 # -- dashboard over plain HTTP (rules; the browser scenario is in test_dashboard_browser.py) ----
-async def login(gw: Gateway, token: str) -> aiohttp.ClientResponse:
-    async with gw.http.post("/login", data={"token": token, "next": "/exchanges"}, allow_redirects=False) as r:
+async def login(gw: Gateway, token: str, nxt: str = "/exchanges") -> aiohttp.ClientResponse:
+    async with gw.http.get("/login") as page:
+        csrf = login_csrf_of(await page.text())
+    data = {"token": token, "next": nxt, "csrf": csrf}
+    async with gw.http.post("/login", data=data, allow_redirects=False) as r:
         return r
+
+
+def login_csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]*)"', html)
+    assert m
+    return m.group(1)
 
 
 def csrf_of(html: str) -> str:

@@ -116,3 +116,28 @@ def test_deletion_waits_behind_the_submission_it_deletes(tmp_path) -> None:  # t
         assert [d["id"] for d in claimed] == ["delete"]
     finally:
         j.close_sync()
+def test_large_write_commits_alone_after_the_small_ones_queued_with_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    order: list[str] = []
+
+    async def main() -> int:
+        j = SqliteJournal(tmp_path / "j.db", group_commit_ms=20).open()
+
+        def op(name: str, raw: bytes):  # type: ignore[no-untyped-def]
+            def fn(tx):  # type: ignore[no-untyped-def]
+                tx.insert_exchange(dict(id=name, received_at="t", listener="mllp", raw=raw, sha256="s",
+                                        size=len(raw), status="received"))
+                order.append(name)
+            return fn
+
+        big = j.write(op("big", b"x" * 4_000_000), large=True)
+        smalls = [j.write(op(f"s{i}", b"x")) for i in range(5)]
+        await asyncio.gather(big, *smalls)
+        commits = j.commits
+        await j.close()
+        return commits
+
+    commits = asyncio.run(main())
+    assert order[-1] == "big" and sorted(order[:-1]) == [f"s{i}" for i in range(5)]
+    assert commits == 2  # the small ones shared one commit, the large one had its own

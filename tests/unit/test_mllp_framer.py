@@ -150,3 +150,13 @@ def test_any_split_of_glued_frames_gives_the_same_frames(msgs: list[bytes], cuts
     chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     events = feed_all(MllpFramer(), *chunks)
     assert events == [Frame(m) for m in msgs]
+
+
+def test_partial_and_skip_frame() -> None:
+    framer = MllpFramer(100)
+    assert framer.feed(b"\x0bMSH|abc") == []
+    assert framer.partial == b"MSH|abc"
+    framer.skip_frame()
+    assert framer.partial == b"" and framer.in_frame and framer.buffered == 0
+    assert framer.feed(b"more bytes of the refused frame\x1c\r\x0bNEXT\x1c\r") == [Frame(b"NEXT")]
+    assert not framer.in_frame

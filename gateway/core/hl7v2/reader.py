@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from gateway.errors import ParseError
 
@@ -55,47 +55,52 @@ def unescape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
 
     Unknown sequences (formatting commands such as ``\\H\\``) are dropped only when
     they are pure formatting; anything else is kept verbatim so no data is lost.
+
+    One regular-expression pass (not a Python loop per character), and mid-sized
+    results are cached: the same field is read again and again (PID-3 by the PID,
+    identity and FHIR steps), and a field full of backslashes must not cost its
+    length in Python steps at every read.
     """
     esc = enc.escape
     if not esc or esc not in text:
         return text
-    out: list[str] = []
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch != esc:
-            out.append(ch)
-            i += 1
-            continue
-        end = text.find(esc, i + 1)
-        if end == -1:  # lone escape character: keep it
-            out.append(text[i:])
-            break
-        seq = text[i + 1 : end]
-        if seq == "F":
-            out.append(enc.field)
-        elif seq == "S":
-            out.append(enc.component)
-        elif seq == "T":
-            out.append(enc.subcomponent)
-        elif seq == "R":
-            out.append(enc.repetition)
-        elif seq == "E":
-            out.append(enc.escape)
-        elif seq.startswith("X") and len(seq) > 1 and len(seq) % 2 == 1:
+    if len(text) <= _CACHED_MAX:
+        return _unescape_cached(text, enc)
+    return _unescape(text, enc)
+
+
+_CACHED_MAX = 65536
+
+
+@lru_cache(maxsize=1024)
+def _unescape_cached(text: str, enc: Encoding) -> str:
+    return _unescape(text, enc)
+
+
+@lru_cache(maxsize=64)
+def _escape_pattern(esc: str) -> re.Pattern[str]:
+    e = re.escape(esc)
+    return re.compile(f"{e}([^{e}]*){e}")
+
+
+def _unescape(text: str, enc: Encoding) -> str:
+    simple = {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
+              "E": enc.escape, ".br": "\n", ".sp": "\n", "H": "", "N": ""}
+
+    def one(m: re.Match[str]) -> str:
+        seq = m.group(1)
+        found = simple.get(seq)
+        if found is not None:
+            return found
+        if seq.startswith("X") and len(seq) > 1 and len(seq) % 2 == 1:
             try:
-                out.append(bytes.fromhex(seq[1:]).decode("latin-1"))
+                return bytes.fromhex(seq[1:]).decode("latin-1")
             except ValueError:
-                out.append(text[i : end + 1])
-        elif seq in (".br", ".sp"):
-            out.append("\n")
-        elif seq in ("H", "N"):
-            pass  # highlight on/off: formatting only
-        else:
-            out.append(text[i : end + 1])
-        i = end + 1
-    return "".join(out)
+                return m.group(0)
+        return m.group(0)
+
+    # a lone escape character at the end never matches, so it is kept verbatim
+    return _escape_pattern(enc.escape).sub(one, text)
 
 
 def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
@@ -279,7 +284,12 @@ class Message:
             raise ParseError("unusable field separator in MSH-1", code="MSH_ENCODING", location="MSH-1")
         end = msh.find(field_sep, 4)
         enc_chars = msh[4:end] if end != -1 else msh[4:]
-        if len(enc_chars) < 4 or len(set(enc_chars[:4] + field_sep)) != 5:
+        if (
+            len(enc_chars) < 4
+            or len(enc_chars) > 5
+            or len(set(enc_chars + field_sep)) != len(enc_chars) + 1
+            or any(ch.isalnum() or ch.isspace() for ch in enc_chars)
+        ):
             raise ParseError(
                 "MSH-2 must hold four distinct encoding characters", code="MSH_ENCODING", location="MSH-2"
             )

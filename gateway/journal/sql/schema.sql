@@ -132,3 +132,9 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
+
+-- One row rewritten by the readiness probe: /readyz is 200 only if a commit goes through.
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL
+);
