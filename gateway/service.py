@@ -26,8 +26,8 @@ from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
 from gateway.metrics import JournalHealth, Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
-from gateway.retention import RetentionTask, retention_policy
 from gateway.readiness import Readiness
+from gateway.retention import RetentionTask, retention_policy
 from gateway.settings import DestinationSettings, Settings
 
 __all__ = ["Service", "StartupRefused", "build_destinations", "check_dmp_identity"]
