@@ -261,6 +261,15 @@ def adt(trigger: str, structure: str, control_id: str, *segments: str) -> str:
     return "\r".join([msh, "EVN||20250101080000||||20250101075500", *segments]) + "\r"
 
 
+def zbe(movement: str, action: str, ward: str = "CARDIO") -> str:
+    """PAM-FR movement segment: ZBE-1 movement id, ZBE-2 start, ZBE-4 action, ZBE-5 historic, ZBE-7 ward."""
+    return segment(
+        "ZBE",
+        {1: f"{movement}^RELAIS-TEST^1.2.250.1.999.1.5^ISO", 2: "20250101075500", 4: action, 5: "N",
+         7: f"{ward}^^^^^RELAIS-TEST&1.2.250.1.999.1.6&ISO^UF^^^{ward}"},
+    )
+
+
 def build() -> dict[str, str]:
     """File name → message text."""
     cda_initial = make_cda(ID_INITIAL)
@@ -287,7 +296,7 @@ def build() -> dict[str, str]:
         "mdm_t10_replace.hl7": mdm("T10", "MDM0002", "RO", "C", ID_REPLACE, ID_INITIAL, cda_replace),
         "mdm_t04_delete.hl7": mdm("T04", "MDM0003", "CA", "D", ID_REPLACE, "", cda_replace),
         "oru_doc_r01_initial.hl7": oru_initial(),
-        "adt_a01_vali.hl7": adt("A01", "ADT_A01", "ADT0001", PID, PV1),
+        "adt_a01_vali.hl7": adt("A01", "ADT_A01", "ADT0001", PID, PV1, zbe("MVT0001", "INSERT")),
         "adt_a28_prov.hl7": adt("A28", "ADT_A05", "ADT0002", prov_pid, "PV1|1|N"),
         "adt_a40_merge.hl7": adt(
             "A40", "ADT_A39", "ADT0003", PID, "MRG|P000456^^^RELAIS-TEST&1.2.250.1.999.1.2&ISO^PI"
