@@ -22,7 +22,8 @@ from typing import Any, cast
 import structlog
 
 from gateway.core.ack import build_ack, build_ack_unreadable
-from gateway.core.charset import encode_for
+from gateway.core.charset import HL7_CHARSETS, encode_for
+from gateway.core.hl7v2.salvage import salvage_control_id
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
@@ -58,6 +59,7 @@ class IntakeResult:
     ack: bytes = b""
     duplicate_of: str | None = None
     released: list[str] = field(default_factory=list)
+    application_ack_queued: bool = False
 
 
 def traits_of(p: PatientIdentity) -> dict[str, Any]:
@@ -202,6 +204,8 @@ class Intake:
             control_id=s.get("control_id"), message_type=s.get("message_type"), version=s.get("version"),
             charset=s.get("charset"),
         )
+        if an.kind == "ack":
+            return self._record_ack(tx, exchange_id, base, an, at)
         if dedup and listener != "http-cda" and s.get("control_id"):
             original = tx.find_duplicate(s.get("sender_app") or "", s.get("sender_facility") or "", s["control_id"], sha)
             if original is not None:
@@ -233,7 +237,14 @@ class Intake:
             tx.update_exchange(exchange_id, at, status="rejected", reason_code=reason.code, reason=reason.message)
             tx.add_event(exchange_id, at, "rejected", {"errors": [f.as_dict() for f in an.errors]})
             result.status = "rejected"
+            self._queue_application_ack(tx, result, now)
             return result
+        result = self._accepted(tx, exchange_id, an, result, at)
+        self._queue_application_ack(tx, result, now)
+        return result
+
+    def _accepted(self, tx: Tx, exchange_id: str, an: Analysis, result: IntakeResult, at: str) -> IntakeResult:
+        ident = an.identity
         tx.add_event(exchange_id, at, "parsed", {"kind": an.kind, "warnings": len(an.warnings)})
 
         if an.kind == "adt":
@@ -402,24 +413,117 @@ class Intake:
             )
             tx.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": reason, "by": by_exchange})
 
-    # -- ACK -------------------------------------------------------------------------------------
+    # -- acknowledgements ----------------------------------------------------------------------
+    def _record_ack(self, tx: Tx, exchange_id: str, base: dict[str, Any], an: Analysis, at: str) -> IntakeResult:
+        """An inbound ACK: journaled, matched to the ZAM / application ACK it answers, never answered.
+
+        HL7 v2.5 ch. 2 §2.9.2: acknowledgements are not acknowledged (an ACK of an ACK
+        would loop between two systems that both follow the rule).
+        """
+        tx.insert_exchange({**base, "status": "recorded", "ack_code": None, "findings": an.findings_json()})
+        tx.add_event(exchange_id, at, "received", {"listener": base["listener"], "size": base["size"]})
+        matched = tx.outbound_by_control_id(an.acknowledges) if an.acknowledges else None
+        if matched is not None:
+            tx.add_event(exchange_id, at, "ack:matched", {"delivery": matched["id"], "exchange": matched["exchange_id"]})
+            tx.add_event(
+                matched["exchange_id"], at, f"{matched['kind']}:acknowledged",
+                {"by": exchange_id, "code": an.acknowledgement},
+            )
+        else:
+            tx.add_event(exchange_id, at, "ack:unmatched", {"acknowledges_known": False})
+        return IntakeResult(exchange_id, "recorded", "", an)
+
+    def _queue_application_ack(self, tx: Tx, result: IntakeResult, now: datetime) -> None:
+        """Enhanced mode: the application ACK goes to the sender's return address, durably.
+
+        It is a delivery like a ZAM (kind ``ack``), to the ``[[creator]]`` matched on
+        MSH-3 / MSH-4, so it survives a crash and is retried until the sender takes it.
+        Our application ACK asks for an accept acknowledgement (MSH-15 ``AL``) and no
+        application acknowledgement (MSH-16 ``NE``): the sender's CA is our receipt.
+        """
+        an = result.analysis
+        if an.message is None or not an.ack_plan.application:
+            return
+        at = iso(now)
+        s = an.summary
+        from gateway.dispatcher import find_creator
+
+        creator = find_creator(self.settings, s.get("sender_app") or "", s.get("sender_facility") or "")
+        if creator is None:
+            tx.add_event(result.exchange_id, at, "ack:no-return-address",
+                         {"sender_app": s.get("sender_app"), "sender_facility": s.get("sender_facility")})
+            return
+        control_id = "ACA" + self.clock.new_id().replace("-", "")[:17]
+        g = self.settings.gateway
+        text = build_ack(
+            an.message, result.ack_code, errors=an.errors, now=now, control_id=control_id, app=g.application,
+            facility=g.facility, text=self._ack_text(result), enhanced=False, charset=self._ack_charset(an),
+            ack_types=("AL", "NE"),
+        )
+        tx.insert_delivery(
+            dict(
+                id=self.clock.new_id(), exchange_id=result.exchange_id,
+                destination=f"zam:{creator.application}|{creator.facility}", kind="ack", status="queued",
+                next_attempt_at=at, patient_key=f"ack:{result.exchange_id}", unique_id=control_id,
+                payload=self._encode_ack(an, text), created_at=at,
+            )
+        )
+        tx.add_event(result.exchange_id, at, "ack:queued", {"code": result.ack_code, "control_id": control_id})
+        result.application_ack_queued = True
+
+    @staticmethod
+    def _ack_text(result: IntakeResult) -> str | None:
+        if result.status == "held":
+            return "stored; held by the identity gate"
+        if result.status == "duplicate":
+            return "duplicate of an already stored message"
+        return None
+
+    def _ack_charset(self, an: Analysis) -> str | None:
+        """MSH-18 of our ACK when copying the sender's would be wrong.
+
+        A message whose bytes do not fit its MSH-18 is read as ISO 8859-1 (every byte is
+        one character), so the ACK is written in ISO 8859-1 and says ``8859/1``: MSA-2
+        then holds the very bytes of MSH-10. A message without MSH-18 is answered in
+        the default charset, declared as soon as the ACK is not plain ASCII.
+        """
+        if an.charset is None:
+            return "8859/1"
+        if not an.charset:
+            default = self.options.default_charset.lower().replace("_", "-")
+            for name, codec in HL7_CHARSETS.items():
+                if codec == default and name != "ASCII":
+                    return name if an.message is not None and not an.message.msh.field(10).raw.isascii() else None
+        return None
+
+    def _encode_ack(self, an: Analysis, text: str) -> bytes:
+        if an.charset is None:
+            return text.encode("latin-1", errors="replace")
+        return encode_for(an.charset or "", text, self.options.default_charset)
+
     def _ack(self, result: IntakeResult, raw: bytes, now: datetime) -> bytes:
+        """The bytes to write back on the connection; ``b""`` means send nothing."""
         an = result.analysis
         g = self.settings.gateway
         control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
+        if an.kind == "ack":
+            return b""
         if an.message is None:
             reason = an.errors[0] if an.errors else Finding("MSH_UNREADABLE", "MSH could not be read", "MSH")
-            return build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason).encode("utf-8")
-        text = None
-        if result.status == "held":
-            text = "stored; held by the identity gate"
-        elif result.status == "duplicate":
-            text = "duplicate of an already stored message"
+            return _unparsed_ack(raw, now, control_id, reason)
+        plan = an.ack_plan if result.status != "duplicate" else an.ack_plan
+        if plan.immediate is None:
+            return b""
+        errors: Any = an.errors
+        code = result.ack_code
+        if plan.enhanced:
+            # the accept ACK says "stored" (CA) or "not for us" (CR); findings travel in the application ACK
+            code, errors = ("AR", an.errors) if plan.immediate == "CR" else ("AA", ())
         ack = build_ack(
-            an.message, result.ack_code, errors=an.errors, now=now, control_id=control_id,
-            app=g.application, facility=g.facility, text=text,
+            an.message, code, errors=errors, now=now, control_id=control_id, app=g.application,
+            facility=g.facility, text=self._ack_text(result), enhanced=plan.enhanced, charset=self._ack_charset(an),
         )
-        return encode_for(an.charset or "", ack, self.options.default_charset)
+        return self._encode_ack(an, ack)
 
     def _log(self, result: IntakeResult, started: float) -> None:
         an = result.analysis
@@ -434,6 +538,30 @@ class Intake:
             errors=[f.code for f in an.errors],
             ms=round(elapsed * 1000, 2),
         )
+
+
+def _unparsed_ack(raw: bytes, now: datetime, control_id: str, reason: Finding) -> bytes:
+    """AR for an MSH the reader refused; MSA-2 carries MSH-10 when it can still be read.
+
+    HL7 v2.5 ch. 2 §2.9.2 wants MSA-2 = the original MSH-10: with a malformed MSH-2 the
+    fields still split on MSH-1, so the bytes of MSH-10 are echoed (in an ACK written
+    in ISO 8859-1 and declared so, which keeps every byte as it came).
+    """
+    ack = build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason)
+    received = salvage_control_id(raw)
+    if received is None:
+        return ack.encode("utf-8")
+    segments = ack.split("\r")
+    fields = segments[0].split("|")
+    fields += [""] * (18 - len(fields))
+    fields[17] = "8859/1"  # MSH-18 (fields[0] is "MSH", fields[1] is MSH-2)
+    segments[0] = "|".join(fields)
+    value = received.decode("latin-1")
+    for ch, code in (("\\", "E"), ("|", "F"), ("^", "S"), ("&", "T"), ("~", "R")):
+        if ch in value and received[3:4] != b"|":
+            value = value.replace(ch, f"\\{code}\\")
+    segments = [("MSA|AR|" + value + seg[len("MSA|AR|"):]) if seg.startswith("MSA|") else seg for seg in segments]
+    return "\r".join(segments).encode("latin-1", errors="replace")
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:

@@ -222,6 +222,14 @@ class Tx:
         marks = ", ".join("?" for _ in rec)
         self.conn.execute(f"INSERT INTO deliveries ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
 
+    def outbound_by_control_id(self, control_id: str) -> dict[str, Any] | None:
+        """The ZAM or application ACK we sent with this MSH-10 (kept in ``unique_id``)."""
+        return self._one(
+            "SELECT id, exchange_id, kind, status FROM deliveries WHERE kind IN ('zam', 'ack') AND unique_id = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (control_id,),
+        )
+
     def claim_due(self, *, now: str, worker: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
         """Claim due deliveries, oldest first, at most one in flight per (destination, patient).
 

@@ -121,7 +121,7 @@ def test_err_v24_uses_err1() -> None:
     text = ORU.replace("|2.5|", "|2.4|")
     ack = ack_of(text, "AE", errors=[Finding("PID_NAME_MISSING", "x", "PID-5.1")])
     err = ack["ERR"]
-    assert err[1].raw == "PID^1^5^101&Required field missing&HL70357"
+    assert err[1].raw == "PID^1^5^101&Required field missing&HL70357&PID_NAME_MISSING&x&L"
     assert len(err) == 1
 
 

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     seq             INTEGER NOT NULL,
     exchange_id     TEXT NOT NULL,
     destination     TEXT NOT NULL,
-    kind            TEXT NOT NULL,               -- document | zam
+    kind            TEXT NOT NULL,               -- document | zam | ack (enhanced-mode application ACK)
     status          TEXT NOT NULL,               -- waiting|queued|in_flight|delivered|failed|dead
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
