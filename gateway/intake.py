@@ -374,9 +374,50 @@ class Intake:
         tx.add_event(exchange_id, at, "identity", {"registry": "updated", "qualified": qualified, "trigger": trigger})
         if trigger == "A47" or (trigger != "A40" and not qualified and removed_ins):
             self._rehold(tx, exchange_id, removed_ins or ident.ins, key, at)
-        if qualified and trigger in ("A01", "A04", "A05", "A08", "A28", "A31", "A40"):
+        self._apply_link(tx, exchange_id, an, key, at)
+        if event.is_encounter:
+            self._apply_encounter(tx, exchange_id, an, key, at)
+        # Every PAM-FR event carries the current identity in PID (a transfer as much as an
+        # admission): a qualified one releases what waited for it. A47 never does.
+        if qualified and trigger != "A47":
             released = self._release(tx, exchange_id, an, key, at)
         return released
+
+    @staticmethod
+    def _apply_link(tx: Tx, exchange_id: str, an: Analysis, key: str, at: str) -> None:
+        """A24 links the two patients of the message; A37, its cancellation, removes the link."""
+        event = an.adt
+        assert event is not None
+        if event.trigger not in ("A24", "A37") or event.other_patient is None:
+            return
+        other = event.other_patient
+        other_key = ipp_key(other.ipp) or (f"ins:{other.ins.value}" if other.ins else None)
+        if other_key is None or other_key == key:
+            return
+        if event.trigger == "A24":
+            tx.link_identities(key, other_key, at, exchange_id)
+            tx.add_event(exchange_id, at, "identity", {"registry": "linked", "to": other_key})
+        else:
+            removed = tx.unlink_identities(key, other_key)
+            tx.add_event(exchange_id, at, "identity", {"registry": "unlinked", "from": other_key, "found": bool(removed)})
+
+    @staticmethod
+    def _apply_encounter(tx: Tx, exchange_id: str, an: Analysis, key: str, at: str) -> None:
+        """Keep the encounter as the ITI-31 events leave it: PV1-2 feeds the DMP contentTypeCode."""
+        event = an.adt
+        assert event is not None
+        visit_key = event.visit_number or f"patient:{key}"
+        cancelled = event.trigger in ("A11", "A38", "A27")  # admission / pre-admission / pending admission undone
+        tx.upsert_encounter(
+            dict(
+                visit_key=visit_key, ipp_key=key, patient_class=event.patient_class, trigger=event.trigger,
+                cancelled=int(cancelled), updated_at=at, exchange_id=exchange_id,
+            )
+        )
+        detail: dict[str, Any] = {"visit": visit_key, "class": event.patient_class, "trigger": event.trigger}
+        if event.cancels:
+            detail["cancels"] = event.cancels
+        tx.add_event(exchange_id, at, "encounter", detail)
 
     def _release(self, tx: Tx, by_exchange: str, an: Analysis, key: str, at: str) -> list[str]:
         ident = an.identity
