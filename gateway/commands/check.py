@@ -20,7 +20,7 @@ from gateway.commands._common import dump_json, settings_from
 
 __all__ = ["register", "check_bytes", "input_kind"]
 
-EXIT = {"accepted": 0, "recorded": 0, "rejected": 1, "held": 2, "undeliverable": 3, "unreadable": 1}
+EXIT = {"accepted": 0, "recorded": 0, "rejected": 1, "held": 2, "undeliverable": 3}
 
 _MLLP_START, _MLLP_END = b"\x0b", b"\x1c"
 _BLANKS = b" \t\r\n"
@@ -75,8 +75,9 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     ids = ids or Ids(now=datetime.now(UTC), new_uuid=lambda: str(uuid.uuid4()))
     kind, payload = input_kind(data)
     if kind == "neither":
+        # serve's MLLP listener would answer AR (no MSH: MSA-2 empty); over HTTP a 4xx
         return {
-            "outcome": "unreadable", "message_type": None, "control_id": None, "ack_code": None,
+            "outcome": "rejected", "message_type": None, "control_id": None, "ack_code": "AR",
             "errors": [{"code": "INPUT_UNKNOWN", "message": "neither an HL7 v2 message (MSH…) nor an XML document (<…)",
                         "location": "byte 0"}],
             "warnings": [], "identity": {"qualified": False, "hold_reason": None}, "fhir": None, "xds": None,
@@ -194,9 +195,9 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         dump_json(out)
         return EXIT[out["outcome"]]
-    if out["outcome"] == "unreadable":
+    if out["errors"] and out["errors"][0]["code"] == "INPUT_UNKNOWN":
         print(f"relais check: {args.file}: {out['errors'][0]['message']}")
-        return EXIT["unreadable"]
+        return EXIT["rejected"]
     ack = out["ack_code"] or "no acknowledgement (an ACK is never acknowledged)"
     print(f"{out['outcome'].upper()}  {out['message_type'] or '-'}  control id {out['control_id'] or '-'}  ACK {ack}")
     if out.get("acknowledgement"):

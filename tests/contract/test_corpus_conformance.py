@@ -80,3 +80,24 @@ def test_done_when_statements(corpus: Path) -> None:
     held = check_bytes((corpus / segur / "mdm/initial/message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes(),
                        allow_test_ins=False)
     assert held["outcome"] == "held" and held["hold"]["code"] == "INS_OID_TEST"
+
+
+def test_volet_v20_mdm_is_acknowledged_aa_without_orc(corpus: Path) -> None:
+    """Volet v2.0 has no ORC: MDM^T02 and OBX-11 decide; the sample is taken (AA), not refused."""
+    sample = corpus / "hl7v2/ansforge/hl7V2-exemples/trans-doc-cda/v2.0/mdm/initial/message_MDM_CR_Radio_INIT_N1_Base64.er7"
+    result = check_bytes(sample.read_bytes(), allow_test_ins=True)
+    assert result["ack_code"] == "AA" and result["errors"] == []
+    assert result["xds"]["documentEntry"]["uniqueId"]
+    # the only reason it waits: the sample's INS encodes 1974 while PID-7 says 2005
+    assert result["outcome"] == "held" and result["hold"]["code"] == "INS_BIRTH_YEAR_MISMATCH"
+    # with consistent traits the same v2.0 message goes straight through
+    fixed = sample.read_bytes().replace(b"||20050101|M|", b"||19740701|F|")  # as INS 2 74 07 … says
+    assert check_bytes(fixed, allow_test_ins=True)["outcome"] == "accepted"
+
+
+def test_every_corpus_acknowledgement_is_recorded_not_answered(corpus: Path) -> None:
+    acks = [k for k in EXPECTED if k.rsplit("/", 1)[-1].startswith("ack")]
+    assert acks
+    for name in acks:
+        result = check_bytes((corpus / name).read_bytes(), allow_test_ins=True)
+        assert (result["outcome"], result["ack_code"]) == ("recorded", None), name
