@@ -332,7 +332,7 @@ def acknowledgement_rules() -> dict[str, bytes]:
         "EVN||20250101093000",
         PID,
         PV1,
-        f"TXA|1|11488-4|TEXT|20250101093000||||||||{DOC_ROOT}.20||||AU",
+        f"TXA|1|11488-4|TEXT|20250101093000||||||||{DOC_ROOT}.20|||||AU",
         f"OBX|1|ED|{TYPE}||^text^XML^Base64^{b64(v20_cda)}||||||F",
         SB,
         *metadata(2, "CWE", DMP_ONLY),

@@ -84,7 +84,8 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
         }
     if kind == "hl7v2":
         an = analyse_hl7v2(payload, opts, ids)
-        if strict and an.message is not None and an.kind in ("document", "adt"):
+        # a message with a malformed segment id is already refused naming it: hl7apy would only add noise
+        if strict and an.message is not None and an.kind in ("document", "adt") and not an.message.bad_segment_names():
             from gateway.core.hl7v2.strict import strict_validate
 
             for f in strict_validate("\r".join(s.raw for s in an.message.segments)):

@@ -101,3 +101,15 @@ def test_every_corpus_acknowledgement_is_recorded_not_answered(corpus: Path) -> 
     for name in acks:
         result = check_bytes((corpus / name).read_bytes(), allow_test_ins=True)
         assert (result["outcome"], result["ack_code"]) == ("recorded", None), name
+
+
+def test_strict_has_no_false_positives_on_the_ans_samples(corpus: Path) -> None:
+    """--strict knows the French extensions (PID-32 VALI, OBX-2 CWE, PRT-2 UC, INS, MetaDMPMSS …)."""
+    for name, want in EXPECTED.items():
+        if not name.startswith("hl7v2/") or want["outcome"] not in ("accepted", "held"):
+            continue
+        result = check_bytes((corpus / name).read_bytes(), allow_test_ins=True, strict=True)
+        assert result["outcome"] == want["outcome"], (name, result["errors"])
+        strict = [f for f in result["warnings"] + result["errors"] if f["code"] == "HL7_STRICT"]
+        assert strict == [], (name, strict)
+        assert "None" not in repr(result["errors"] + result["warnings"])
