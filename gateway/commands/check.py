@@ -123,7 +123,7 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
         out["acknowledges"] = an.acknowledges
     if an.kind == "adt" and an.patient is not None and an.adt is not None:
         status = an.identity.status
-        reliability = reliability_extension(status, opts.convention) if status is not None else None
+        reliability = reliability_extension(status, opts.convention) if status is not None and status.status else None
         out["adt"] = {
             "trigger": an.adt.trigger,
             "cancels": an.adt.cancels,

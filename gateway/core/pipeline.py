@@ -388,7 +388,8 @@ def _map_document(
         _split([f], an)
     patient = ctx.patient or header.patient
     status = assess_status(patient.status, patient.ins is not None, opts.convention) if patient.status else None
-    reliability = reliability_extension(status, opts.convention) if status is not None else None
+    # identityReliability only when PID-32 said something (a CDA has no status): no guessed PROV
+    reliability = reliability_extension(status, opts.convention) if status is not None and status.status else None
     bundle: dict[str, Any] | None = None
     if ctx.action != "delete":  # a deletion has no ITI-65 form: only the XDS adapter handles it
         try:
