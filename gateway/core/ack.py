@@ -81,13 +81,19 @@ def hl7_error_code(finding: Finding) -> tuple[str, str]:
       or patient we do not know) → 204;
     * ``MSH_MISSING``, a ``SEGMENT`` or ``ORDER`` / ``SEQUENCE`` word → 100;
     * a ``MISSING`` / ``REQUIRED`` / ``EMPTY`` word → 101;
-    * a ``TABLE`` / ``VALUESET`` / ``CODE`` + ``UNKNOWN`` word → 103;
-    * anything else (INS rules, CDA content, journal failures …) → 207.
+    * a ``TABLE`` / ``VALUESET`` / ``CODE`` + ``UNKNOWN`` word, a value outside the set the
+      volet allows (``*_NOT_DMP``, ``*_INCONSISTENT``: ORC-1 / OBX-11 / trigger) → 103;
+    * our own faults (``INTERNAL_*``, ``JOURNAL_*``, ``FHIR_CONTEXT_*``) → 207, and only
+      they: 0357 calls 207 "application internal error";
+    * any other content rule (INS rules, CDA content, a field that contradicts another:
+      ``*_MISMATCH``) → 102, the value in the field is not what the field must hold.
     """
     code = finding.code.upper()
     words = set(code.split("_"))
     bare_segment = bool(finding.location) and re.fullmatch(r"[A-Z][A-Z0-9]{2}(\[\d+\])?", finding.location or "")
-    if code.startswith("PROFILE_") and code != "PROFILE_MISSING":
+    if words & {"INTERNAL", "JOURNAL"} or code.startswith("FHIR_CONTEXT"):
+        hl7 = "207"  # our fault, never the sender's
+    elif code.startswith("PROFILE_") and code != "PROFILE_MISSING":
         hl7 = "203"  # MSH-21 versions the volet the way MSH-12 versions HL7
     elif words & {"MISSING", "REQUIRED"} and bare_segment:
         hl7 = "100"  # a required segment is absent (0357: "required segments are missing")
@@ -111,10 +117,10 @@ def hl7_error_code(finding: Finding) -> tuple[str, str]:
         hl7 = "100"
     elif words & {"MISSING", "REQUIRED", "EMPTY"}:
         hl7 = "101"
-    elif words & {"TABLE", "VALUESET"} or {"CODE", "UNKNOWN"} <= words:
+    elif words & {"TABLE", "VALUESET", "INCONSISTENT"} or {"CODE", "UNKNOWN"} <= words or "NOT_DMP" in code:
         hl7 = "103"
     else:
-        hl7 = "207"
+        hl7 = "102"
     return hl7, HL7_0357[hl7]
 
 
