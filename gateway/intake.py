@@ -253,6 +253,7 @@ class Intake:
             result.released = self._apply_adt(tx, exchange_id, an, at)
             return result
 
+        self._content_type_from_encounter(tx, exchange_id, an, at)
         for doc in an.documents:
             tx.insert_document(exchange_id, doc.index, doc.unique_id, doc.action, doc.cda, doc.xds, doc.fhir)
         tx.add_event(exchange_id, at, "normalised", {"documents": [d.unique_id for d in an.documents]})
@@ -289,6 +290,35 @@ class Intake:
             result.status = "queued"
         self._remember_identity(tx, an, at)
         return result
+
+    @staticmethod
+    def _content_type_from_encounter(tx: Tx, exchange_id: str, an: Analysis, at: str) -> None:
+        """A document message without PV1-2 takes the patient class of the encounter PAM-FR left.
+
+        The volet maps PV1-2 to the submission-set contentTypeCode (mapping page: I→03,
+        O→07, R→19, N→97, E→07); an ORU may omit PV1 (PATIENT_VISIT is RE), and then the
+        hospital's ADT feed still knows where the patient is.
+        """
+        dm = an.doc_message
+        if dm is None or dm.patient_class or not an.identity.ipp_key:
+            return
+        encounter = tx.current_encounter(an.identity.ipp_key)
+        if encounter is None or not encounter.get("patient_class"):
+            return
+        from gateway.core.fhir.actors import codeable
+        from gateway.core.fhir.pdsm import DESIGNATION_TYPE_URL
+        from gateway.core.terminology import content_type_for_patient_class
+
+        content_type = content_type_for_patient_class(encounter["patient_class"])
+        for doc in an.documents:
+            doc.xds["submissionSet"] = {**doc.xds["submissionSet"], "contentTypeCode": content_type}
+            for entry in (doc.fhir or {}).get("entry", []):
+                resource = entry.get("resource") or {}
+                for ext in resource.get("extension") or [] if resource.get("resourceType") == "List" else []:
+                    if ext.get("url") == DESIGNATION_TYPE_URL:
+                        ext["valueCodeableConcept"] = codeable(content_type)
+        tx.add_event(exchange_id, at, "encounter", {"contentTypeCode": content_type["code"],
+                                                    "from": encounter["exchange_id"]})
 
     # -- identity gate and registry ------------------------------------------------------
     def _gate(self, tx: Tx, an: Analysis, at: str) -> Finding | None:

@@ -350,6 +350,13 @@ class Tx:
             list(rec.values()),
         )
 
+    def current_encounter(self, ipp_key: str) -> dict[str, Any] | None:
+        """The patient's latest encounter that was not cancelled (A11 / A38 / A27)."""
+        return self._one(
+            "SELECT * FROM encounters WHERE ipp_key = ? AND cancelled = 0 ORDER BY updated_at DESC LIMIT 1",
+            (ipp_key,),
+        )
+
     def get_encounter(self, visit_key: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM encounters WHERE visit_key = ?", (visit_key,))
 
