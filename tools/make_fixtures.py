@@ -337,6 +337,8 @@ def acknowledgement_rules() -> dict[str, bytes]:
         SB,
         *metadata(2, "CWE", DMP_ONLY),
     ]) + "\r"
+    oru_v20 = oru("ORU0107", profile="2.0^CISIS_CDA_HL7_V2",
+                  body=[line for line in oru_body if not line.startswith("ORC")])
     a24_pid2 = pid("P000999^^^RELAIS-TEST&1.2.250.1.999.1.2&ISO^PI", PID5, "19790328", "F", "51215", "PROV")
     invalid_charset = (
         "MSH|^~\\&|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101093000||ADT^A01^ADT_A01|ADTÉ0042"
@@ -364,6 +366,7 @@ def acknowledgement_rules() -> dict[str, bytes]:
                               "|ADT0015|T|2.5\r" + PID + "\r",
         # volet profile (MSH-21)
         "mdm_t02_volet_v20.hl7": mdm_v20,
+        "oru_r01_volet_v20.hl7": oru_v20,  # no ORC: OBX-11 F says initial submission
         "oru_profile_lps.hl7": oru("ORU0105", profile="1.1^CISIS_CDA_HL7_LPS"),
         "oru_profile_unknown.hl7": oru("ORU0106", profile="3.0^CISIS_CDA_HL7_V3"),
     }

@@ -75,6 +75,7 @@ def test_acknowledgement_modes_and_profiles() -> None:
     assert (ack["outcome"], ack["ack_code"], ack["acknowledges"]) == ("recorded", None, "ZAM0000000000000001")
     assert _golden("oru_trailing_blank_type")["outcome"] == "accepted"  # "ORU^R01 " is ORU^R01
     assert _golden("mdm_t02_volet_v20")["outcome"] == "accepted"  # no ORC: T02 + OBX-11 F decide
+    assert _golden("oru_r01_volet_v20")["outcome"] == "accepted"  # no ORC: OBX-11 F decides
     for name, code in (("oru_profile_lps", "PROFILE_LPS_OUTBOUND"), ("oru_profile_unknown", "PROFILE_VERSION_UNSUPPORTED")):
         out = _golden(name)
         assert (out["ack_code"], out["errors"][0]["code"], out["errors"][0]["location"]) == ("AR", code, "MSH-21")
