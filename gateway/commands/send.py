@@ -49,6 +49,15 @@ def _read_ack(ack: bytes) -> dict[str, str]:
     }
 
 
+def _expects_no_reply(msh: bytes, sep: bytes) -> bool:
+    """HL7 v2.5 ch. 2: an ACK is never acknowledged; enhanced mode with MSH-15 NE gets no accept ACK."""
+    if not msh.startswith(b"MSH"):
+        return False
+    msh9 = _field(msh, sep, 8)
+    component = msh[4:5].decode("latin-1") or "^"
+    return msh9.split(component)[0].strip() == "ACK" or _field(msh, sep, 14).strip().upper() == "NE"
+
+
 async def _send_all(files: list[str], host: str, port: int, wait: float, progress: bool) -> list[dict[str, Any]]:
     from gateway.mllp_client import MllpClient
 
@@ -57,10 +66,15 @@ async def _send_all(files: list[str], host: str, port: int, wait: float, progres
         for n, name in enumerate(files, start=1):
             data = normalise_segments(Path(name).read_bytes())  # noqa: ASYNC240 - small local files
             first = data.split(b"\r", 1)[0]
-            control_id = _field(first, first[3:4] or b"|", 9) if first.startswith(b"MSH") else ""
+            sep = first[3:4] or b"|"
+            control_id = _field(first, sep, 9) if first.startswith(b"MSH") else ""
             try:
-                ack = await client.send(data)
-                info = _read_ack(ack)
+                if _expects_no_reply(first, sep):
+                    await client.post(data)
+                    info = {"msa1": "", "msa2": "", "text": "sent; no acknowledgement is due", "no_reply": "1"}
+                else:
+                    ack = await client.send(data)
+                    info = _read_ack(ack)
             except Exception as exc:  # report and go on with the next file
                 info = {"msa1": "", "msa2": "", "text": f"no acknowledgement: {type(exc).__name__}"}
             results.append({"file": name, "control_id": control_id, **info})
@@ -86,4 +100,4 @@ def run(args: argparse.Namespace) -> int:
     else:
         for r in results:
             print(f"{r['control_id'] or '-':<16} {r['msa1'] or '--':<3} {r['text']}  ({r['file']})")
-    return 0 if all(r["msa1"] in ("AA", "CA") for r in results) else 1
+    return 0 if all(r["msa1"] in ("AA", "CA") or r.get("no_reply") for r in results) else 1

@@ -161,3 +161,21 @@ async def test_an_inbound_ack_gets_no_answer_and_is_matched_to_our_message(tmp_p
             assert await _send_raw(port, fixture_bytes("ack_inbound.hl7"), wait=0.5) == b""
     finally:
         server.close()
+
+
+async def test_relais_send_does_not_wait_for_an_answer_that_is_not_due(tmp_path: Path) -> None:
+    from gateway.commands.send import _send_all
+
+    ack = tmp_path / "ack.hl7"
+    ack.write_bytes(fixture_bytes("ack_inbound.hl7"))
+    adt = tmp_path / "adt.hl7"
+    adt.write_bytes(fixture_bytes("adt_a02_transfer.hl7"))
+    async with running(make_settings(tmp_path)) as service:
+        results = await _send_all([str(ack), str(adt)], "127.0.0.1", mllp_port(service), 5.0, False)
+        assert results[0]["no_reply"] and results[0]["msa1"] == ""
+        assert results[1]["msa1"] == "AA" and results[1]["msa2"] == "ADT0010"  # the connection stayed in step
+        for _ in range(50):
+            if len(_rows(service)) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert {r["status"] for r in _rows(service)} == {"recorded", "accepted"}
