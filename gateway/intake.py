@@ -582,7 +582,7 @@ class Intake:
         if an.message is None:
             reason = an.errors[0] if an.errors else Finding("MSH_UNREADABLE", "MSH could not be read", "MSH")
             return _unparsed_ack(raw, now, control_id, reason)
-        plan = an.ack_plan if result.status != "duplicate" else an.ack_plan
+        plan = an.ack_plan
         if plan.immediate is None:
             return b""
         errors: Any = an.errors
@@ -628,9 +628,9 @@ def _unparsed_ack(raw: bytes, now: datetime, control_id: str, reason: Finding) -
     fields[17] = "8859/1"  # MSH-18 (fields[0] is "MSH", fields[1] is MSH-2)
     segments[0] = "|".join(fields)
     value = received.decode("latin-1")
-    for ch, code in (("\\", "E"), ("|", "F"), ("^", "S"), ("&", "T"), ("~", "R")):
-        if ch in value and received[3:4] != b"|":
-            value = value.replace(ch, f"\\{code}\\")
+    # Copied as received; only our own field separator could break the ACK (possible when
+    # the sender's MSH-1 is another character), and it is written as the escape \F\.
+    value = value.replace("|", "\\F\\")
     segments = [("MSA|AR|" + value + seg[len("MSA|AR|"):]) if seg.startswith("MSA|") else seg for seg in segments]
     return "\r".join(segments).encode("latin-1", errors="replace")
 
