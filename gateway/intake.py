@@ -521,8 +521,10 @@ class Intake:
 
         creator = find_creator(self.settings, s.get("sender_app") or "", s.get("sender_facility") or "")
         if creator is None:
+            # kept in the journal for the operator: the sender asked for an answer we cannot send
             tx.add_event(result.exchange_id, at, "ack:no-return-address",
                          {"sender_app": s.get("sender_app"), "sender_facility": s.get("sender_facility")})
+            log.warning("intake.application_ack_without_return_address", exchange_id=result.exchange_id)
             return
         control_id = "ACA" + self.clock.new_id().replace("-", "")[:17]
         g = self.settings.gateway
