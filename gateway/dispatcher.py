@@ -440,8 +440,11 @@ class Dispatcher:
         ex = tx.get_exchange(h["id"])
         if not ex or not ex.get("ack_reception") or ex["status"] != "held":
             return None
-        if any(d["kind"] == "zam" for d in tx.deliveries_for(h["id"])):
+        rows = tx.deliveries_for(h["id"])
+        if any(d["kind"] == "zam" for d in rows):
             return None
+        if not any(d["kind"] == "document" and self._is_dmp(d["destination"]) for d in rows):
+            return None  # Z01 answers for the DMP only
         return self._zam_delivery(tx, ex, False, f"{h['reason_code']}: identity not qualified in time")
 
 
