@@ -189,7 +189,9 @@ def test_oru_fixture_is_byte_exact_cr() -> None:
 def test_formatting_commands_in_text_fields() -> None:
     """HL7 v2.5 ch. 2 §2.7.6: .br new line, .sp n skips n lines, .in n / .ti n indent, .sk n skips right."""
     m = parse(MSH, r"NTE|1||line one\.br\line two\.sp 2\\.in 4\indented\.ti 2\temp\.sk 3\x\.fi\\.nf\end")
-    assert m.get("NTE-3") == "line one\nline two\n\n    indented  temp   xend"
+    # .sp 2 ends "line two" and leaves two blank lines
+    assert m.get("NTE-3") == "line one\nline two\n\n\n    indented  temp   xend"
+    assert parse(MSH, r"NTE|1||a\.sp\b").get("NTE-3") == "a\n\nb"
     # not a formatting command, or a malformed one: kept verbatim, nothing lost
     m = parse(MSH, r"NTE|1||a\.zz 3\b\.sp x\c")
     assert m.get("NTE-3") == r"a\.zz 3\b\.sp x\c"

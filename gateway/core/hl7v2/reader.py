@@ -54,8 +54,8 @@ DEFAULT_ENCODING = Encoding()
 def _formatting(seq: str) -> str | None:
     """The text a formatting command of HL7 v2.5 ch. 2 §2.7.6 (FT data type) stands for.
 
-    ``\\.br\\`` begins a new line; ``\\.sp n\\`` ends the line and skips n lines
-    (n = 1 when absent); ``\\.in n\\`` / ``\\.ti n\\`` indent the line by n spaces
+    ``\\.br\\`` begins a new line; ``\\.sp n\\`` ends the line and skips n vertical
+    spaces, i.e. n blank lines (n = 1 when absent); ``\\.in n\\`` / ``\\.ti n\\`` indent the line by n spaces
     (a negative n only moves the margin back, which plain text cannot show);
     ``\\.sk n\\`` skips n spaces to the right; ``\\.ce\\`` ends the line;
     ``\\.fi\\`` / ``\\.nf\\`` switch word wrap, which plain text has no use for.
@@ -72,7 +72,7 @@ def _formatting(seq: str) -> str | None:
     if name == "br" and n is None:
         return "\n"
     if name == "sp":
-        return "\n" * (n if n is not None and n > 0 else 1)
+        return "\n" * (1 + (n if n is not None and n > 0 else 1))
     if name in ("in", "ti", "sk"):
         return " " * n if n is not None and n > 0 else ""
     if name == "ce" and n is None:
