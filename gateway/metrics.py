@@ -40,7 +40,7 @@ class Metrics:
         self.attempt_seconds.labels(destination=destination).observe(seconds)
 
     def refresh(self, by_status: dict[str, int], depth: dict[str, int], destinations: list[str]) -> None:
-        for status in ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate"):
+        for status in ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate", "recorded"):
             self.exchanges.labels(status=status).set(by_status.get(status, 0))
         for name in set(destinations) | set(depth):
             self.queue_depth.labels(destination=name).set(depth.get(name, 0))

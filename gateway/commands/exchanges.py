@@ -12,7 +12,7 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("exchanges", help="list exchanges in the journal")
     add_config_args(p)
-    p.add_argument("--status", help="received|accepted|rejected|held|queued|delivered|dead|duplicate")
+    p.add_argument("--status", help="received|accepted|rejected|held|queued|delivered|dead|duplicate|recorded")
     p.add_argument("--type", dest="message_type", help="message type, e.g. MDM^T02")
     p.add_argument("--control-id")
     p.add_argument("--limit", type=int, default=50)

@@ -46,7 +46,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("relais_principal")
-EXCHANGE_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate")
+EXCHANGE_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate", "recorded")
 MAX_LIMIT = 500
 REDACTED = "[redacted]"
 _XDS_PATIENT_KEYS = frozenset({"patientId", "sourcePatientId", "sourcePatientInfo"})
