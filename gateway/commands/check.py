@@ -99,10 +99,17 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     if doc is not None:
         xds = {"documentEntry": doc.xds["documentEntry"], "submissionSet": doc.xds["submissionSet"]}
     plan = an.ack_plan
+    control_id = an.summary.get("control_id")
+    if control_id is None and kind == "hl7v2":
+        from gateway.core.hl7v2.salvage import salvage_control_id
+
+        # an MSH the reader refuses may still give MSH-10, which serve echoes in MSA-2
+        salvaged = salvage_control_id(payload)
+        control_id = salvaged.decode("latin-1") if salvaged is not None else None
     out: dict[str, Any] = {
         "outcome": an.outcome,
         "message_type": an.summary.get("message_type"),
-        "control_id": an.summary.get("control_id"),
+        "control_id": control_id,
         "ack_code": an.ack_code or None,
         "errors": [f.as_dict() for f in an.errors],
         "warnings": [f.as_dict() for f in an.warnings],
