@@ -26,6 +26,11 @@ CORPUS_HL7 = sorted(
     p for p in (CORPUS / "hl7v2").rglob("*") if p.is_file() and p.suffix in (".hl7", ".er7")
 ) if CORPUS.exists() else []
 
+OWN_CDA = sorted((FIXTURES / "cda").glob("*.xml"))
+CORPUS_CDA = sorted(
+    [*(CORPUS / "cda" / "examples").rglob("*.xml"), *(CORPUS / "hl7v2").rglob("*.xml")]
+) if CORPUS.exists() else []
+
 #: serve's exchange status → the outcome check reports for it
 SERVE_OUTCOME = {"accepted": "accepted", "queued": "accepted", "held": "held", "rejected": "rejected",
                  "recorded": "recorded"}
@@ -96,3 +101,27 @@ async def test_msa2_echoes_msh10_when_msh2_is_malformed(tmp_path: Path) -> None:
     msa = _msa(ack)
     assert (status, msa[1], msa[2]) == ("rejected", b"AR", b"ADT0015")
     assert b"MSH_ENCODING" in ack
+
+
+async def _agree_cda(tmp_path: Path, path: Path) -> None:
+    """A CDA posted to serve's HTTP ingest (DESTDMP by default) against check on the same file."""
+    data = path.read_bytes()
+    predicted = check_bytes(data, allow_test_ins=True)
+    journal = SqliteJournal(tmp_path / "journal.db").open()
+    try:
+        intake = Intake(journal, make_settings(tmp_path), SystemClock(), Router(("outbox",)))
+        result = await intake.handle_cda(data, {"DESTDMP": True}, peer="test")
+    finally:
+        await journal.close()
+    assert SERVE_OUTCOME[result.status] == predicted["outcome"], (path.name, result.status, predicted["errors"])
+
+
+@pytest.mark.parametrize("path", OWN_CDA, ids=lambda p: p.name)
+async def test_check_agrees_with_serve_on_our_cda_fixtures(tmp_path: Path, path: Path) -> None:
+    await _agree_cda(tmp_path, path)
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="../shared/corpus is not beside the repository")
+@pytest.mark.parametrize("path", CORPUS_CDA, ids=lambda p: p.name)
+async def test_check_agrees_with_serve_on_the_corpus_cda(tmp_path: Path, path: Path) -> None:
+    await _agree_cda(tmp_path, path)
