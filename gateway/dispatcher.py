@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -203,14 +204,15 @@ class Dispatcher:
         name = delivery["destination"]
         if name in self.destinations:
             return self.destinations[name]
-        if delivery["kind"] == "zam" and self.zam_destination is not None and name.startswith("zam:"):
+        if delivery["kind"] in ("zam", "ack") and self.zam_destination is not None and name.startswith("zam:"):
             app, _, facility = name[4:].partition("|")
             return self.zam_destination(app, facility)
         return None
 
     @staticmethod
     def _payload(tx: Tx, delivery: dict[str, Any]) -> Payload | None:
-        if delivery["kind"] in ("zam", "hl7"):  # hl7: a prepared message (LPS MDM to the DPI)
+        # zam / ack: HL7 messages back to the sender; hl7: a prepared message (LPS MDM to the DPI)
+        if delivery["kind"] in ("zam", "ack", "hl7"):
             if delivery.get("payload") is None:
                 return None
             return Payload(
@@ -264,12 +266,11 @@ class Dispatcher:
         finished = self.clock.now()
         request = result.request if result else getattr(exc, "request", None)
         response = result.response if result else getattr(exc, "response", None)
-        zam = None
-        if delivery["kind"] == "document" and status in ("delivered", "dead"):
-            zam = await self._zam_for(delivery, positive=status == "delivered", error=error)
-        elif delivery["kind"] == "mail" and status == "dead" and self.mail_zam is not None:
+        dmp_error = _dmp_error(exc)
+        mail_zam_row = None
+        if delivery["kind"] == "mail" and status == "dead" and self.mail_zam is not None:
             mail_zam = self.mail_zam
-            zam = await self.journal.read(lambda tx: mail_zam(tx, delivery, error))
+            mail_zam_row = await self.journal.read(lambda tx: mail_zam(tx, delivery, error))
 
         def op(tx: Tx, status: str = status) -> None:
             at = iso(finished)
@@ -303,18 +304,23 @@ class Dispatcher:
                             "unique_id": delivery.get("unique_id"), "outcome": outcome or status},
                 )
                 self._update_exchange_status(tx, delivery["exchange_id"], at)
-                if zam is not None:
-                    tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
-                    tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": status == "delivered"})
+                if status in ("delivered", "dead"):
+                    # Decided in the transaction that records the outcome: the journal runs
+                    # one writer, so two destinations finishing together see each other's
+                    # outcome and exactly one ZAM comes out of the pair.
+                    zam = self._zam_row(tx, delivery, status == "delivered", error, dmp_error)
+                    if zam is not None:
+                        tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
+                        tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": status == "delivered"})
             elif delivery["kind"] == "hl7":
                 self._update_exchange_status(tx, delivery["exchange_id"], at)
             elif delivery["kind"] == "mail":
                 self._update_exchange_status(tx, delivery["exchange_id"], at)
-                if zam is not None:
-                    tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
+                if mail_zam_row is not None:
+                    tx.insert_delivery(mail_zam_row | {"created_at": at, "next_attempt_at": at})
                     tx.add_event(delivery["exchange_id"], at, "zam:queued", {"positive": False, "trigger": "Z02"})
             elif status == "delivered":
-                tx.add_event(delivery["exchange_id"], at, "zam:sent", {"delivery": delivery["id"]})
+                tx.add_event(delivery["exchange_id"], at, f"{delivery['kind']}:sent", {"delivery": delivery["id"]})
 
         await self.journal.write(op)
         if self.on_outcome is not None:
@@ -345,25 +351,39 @@ class Dispatcher:
             )
             tx.add_event(exchange_id, at, new, {})
 
-    async def _zam_for(self, delivery: dict[str, Any], *, positive: bool, error: str | None) -> dict[str, Any] | None:
-        """A ZAM^Z01 delivery when the sender asked for it and we know where to send it."""
-        return await self.journal.read(lambda tx: self._zam_row(tx, delivery, positive, error))
+    def _is_dmp(self, destination: str) -> bool:
+        dest = self.destinations.get(destination)
+        return dest is not None and getattr(dest, "kind", None) == "dmp-xds"
 
-    def _zam_row(self, tx: Tx, delivery: dict[str, Any], positive: bool, error: str | None) -> dict[str, Any] | None:
+    def _zam_row(
+        self, tx: Tx, delivery: dict[str, Any], positive: bool, error: str | None,
+        dmp_error: tuple[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """The ZAM^Z01 delivery this outcome calls for, if any (run inside the outcome's transaction).
+
+        Z01 is the DMP receipt (volet, ack-metier-zam page): only the outcome of a DMP
+        destination decides it, never an MHD or file delivery. One per exchange: positive
+        once every DMP delivery of the exchange is delivered, negative at the first dead one.
+        """
+        if not self._is_dmp(delivery["destination"]):
+            return None
         ex = tx.get_exchange(delivery["exchange_id"])
         if not ex or not ex.get("ack_reception"):
             return None
-        others = [d for d in tx.deliveries_for(delivery["exchange_id"]) if d["kind"] == "zam"
-                  and not str(d.get("unique_id") or "").startswith(("Z02:", "Z03:"))]  # MSSanté ZAMs apart
-        if others:
+        rows = tx.deliveries_for(delivery["exchange_id"])
+        if any(d["kind"] == "zam" and not str(d.get("unique_id") or "").startswith(("Z02:", "Z03:"))
+               for d in rows):  # the MSSanté Z02/Z03 are apart from the DMP receipt
             return None  # one business acknowledgement per exchange
-        siblings = [d for d in tx.deliveries_for(delivery["exchange_id"])
-                    if d["kind"] == "document" and d["id"] != delivery["id"]]
+        siblings = [d for d in rows if d["kind"] == "document" and d["id"] != delivery["id"]
+                    and self._is_dmp(d["destination"])]
         if positive and any(d["status"] != "delivered" for d in siblings):
-            return None  # wait for the last document delivery
-        return self._zam_delivery(tx, ex, positive, error)
+            return None  # wait for the last DMP delivery
+        return self._zam_delivery(tx, ex, positive, error, dmp_error)
 
-    def _zam_delivery(self, tx: Tx, ex: dict[str, Any], positive: bool, error: str | None) -> dict[str, Any] | None:
+    def _zam_delivery(
+        self, tx: Tx, ex: dict[str, Any], positive: bool, error: str | None,
+        dmp_error: tuple[str, str] | None = None,
+    ) -> dict[str, Any] | None:
         creator = find_creator(self.settings, ex.get("sender_app") or "", ex.get("sender_facility") or "")
         if creator is None:
             return None
@@ -372,22 +392,21 @@ class Dispatcher:
             return None
         try:
             decoded = decode_message(bytes(bodies["raw"]), self.settings.pipeline.default_charset)
-            original = Message.parse(decoded.text)
+            original = Message.parse(decoded.text, codec=decoded.charset)
         except Exception:
             return None
         finding = None
-        dmp_error = None
         if not positive:
             code = (error or "DELIVERY_FAILED").split(":")[0].strip() or "DELIVERY_FAILED"
-            finding = Finding(code, (error or "delivery failed")[:200], None)
-            dmp_error = (code, (error or "")[:80])
+            finding = Finding(code, _label(error or "delivery failed", 200), None)
+        control_id = "ZAM" + self.clock.new_id().replace("-", "")[:17]
         text = build_zam(
-            original, positive=positive, now=self.clock.now(), control_id="ZAM" + self.clock.new_id()[:17].replace("-", ""),
+            original, positive=positive, now=self.clock.now(), control_id=control_id,
             error=finding, dmp_error=dmp_error,
         )
         return dict(
             id=self.clock.new_id(), exchange_id=ex["id"], destination=f"zam:{creator.application}|{creator.facility}",
-            kind="zam", status="queued", patient_key=f"zam:{ex['id']}",
+            kind="zam", status="queued", patient_key=f"zam:{ex['id']}", unique_id=control_id,
             payload=encode_for(decoded.declared, text, self.settings.pipeline.default_charset),
         )
 
@@ -413,12 +432,13 @@ class Dispatcher:
         )
         expired: list[str] = []
         for h in held:
-            zam = await self.journal.read(
-                lambda tx, h=h: self._zam_delivery_for_hold(tx, h)
-            )
 
-            def op(tx: Tx, h: dict[str, Any] = h, zam: dict[str, Any] | None = zam, now: datetime = now) -> None:
+            def op(tx: Tx, h: dict[str, Any] = h, now: datetime = now) -> None:
                 at = iso(now)
+                current = tx.get_exchange(h["id"])
+                if current is None or current["status"] != "held":
+                    return  # released (or re-keyed) since it was read: nothing to expire
+                zam = self._zam_delivery_for_hold(tx, h)  # decided with the outcome, in its transaction
                 reason = f"held longer than {self.settings.identity.hold_max_hours:g} h: {h['reason_code']}"
                 tx.conn.execute(
                     "UPDATE deliveries SET status = 'dead', last_error = ?, updated_at = ? "
@@ -439,9 +459,44 @@ class Dispatcher:
 
     def _zam_delivery_for_hold(self, tx: Tx, h: dict[str, Any]) -> dict[str, Any] | None:
         ex = tx.get_exchange(h["id"])
-        if not ex or not ex.get("ack_reception"):
+        if not ex or not ex.get("ack_reception") or ex["status"] != "held":
             return None
+        rows = tx.deliveries_for(h["id"])
+        if any(d["kind"] == "zam" for d in rows):
+            return None
+        if not any(d["kind"] == "document" and self._is_dmp(d["destination"]) for d in rows):
+            return None  # Z01 answers for the DMP only
         return self._zam_delivery(tx, ex, False, f"{h['reason_code']}: identity not qualified in time")
+
+
+#: Codes our own adapters raise (HTTP_503, SOAP_FAULT, XDS_PARENT_UNKNOWN, DMP_DELETE_UNSUPPORTED …):
+#: upper-case words joined by "_". Registry errors reported by the DMP are ebXML codes
+#: (XDSRegistryError, XDSDocumentUniqueIdError …) or DMP codes, never of that form.
+_LOCAL_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+
+
+def _dmp_error(exc: Exception | None) -> tuple[str, str] | None:
+    """``(code, label)`` for ZAM ERR-5 ``DMP_ERROR_CODE`` when the DMP itself reported the error.
+
+    ERR-5 with coding system DMP_ERROR_CODE carries the codes of the DMP (annex A7-1 of
+    the « Service DMP intégré aux LPS » guide, volet ack-metier-zam page); a timeout or
+    one of our own refusals is not a DMP code and goes with coding system ``L`` instead.
+    """
+    code = getattr(exc, "code", None)
+    if not code or _LOCAL_CODE.fullmatch(code):
+        return None
+    return code, _label(getattr(exc, "message", "") or code, 80)
+
+
+def _label(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters at a word boundary, with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def find_creator(settings: Settings, app: str, facility: str) -> Any:

@@ -26,9 +26,10 @@ from typing import Any, cast
 import structlog
 
 from gateway.core.ack import build_ack, build_ack_unreadable
-from gateway.core.charset import encode_for
+from gateway.core.charset import HL7_CHARSETS, encode_for
 from gateway.core.hl7v2.limits import Limits
 from gateway.core.hl7v2.reader import Message
+from gateway.core.hl7v2.salvage import salvage_control_id
 from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.mss.orders import MailOrder, mail_orders
@@ -69,6 +70,7 @@ class IntakeResult:
     ack: bytes = b""
     duplicate_of: str | None = None
     released: list[str] = field(default_factory=list)
+    application_ack_queued: bool = False
 
 
 def traits_of(p: PatientIdentity) -> dict[str, Any]:
@@ -275,6 +277,8 @@ class Intake:
             control_id=s.get("control_id"), message_type=s.get("message_type"), version=s.get("version"),
             charset=s.get("charset"),
         )
+        if an.kind == "ack":
+            return self._record_ack(tx, exchange_id, base, an, at)
         if dedup and listener != "http-cda" and s.get("control_id"):
             original = tx.find_duplicate(s.get("sender_app") or "", s.get("sender_facility") or "", s["control_id"], sha)
             if original is not None:
@@ -311,7 +315,14 @@ class Intake:
         if reason is not None:
             tx.add_event(exchange_id, at, "rejected", {"errors": [f.as_dict() for f in an.errors]})
             result.status = "rejected"
+            self._queue_application_ack(tx, result, now)
             return result
+        result = self._accepted(tx, exchange_id, an, result, at)
+        self._queue_application_ack(tx, result, now)
+        return result
+
+    def _accepted(self, tx: Tx, exchange_id: str, an: Analysis, result: IntakeResult, at: str) -> IntakeResult:
+        ident = an.identity
         tx.add_event(exchange_id, at, "parsed", {"kind": an.kind, "warnings": len(an.warnings)})
 
         if an.kind == "adt":
@@ -320,6 +331,7 @@ class Intake:
             result.released = self._apply_adt(tx, exchange_id, an, at)
             return result
 
+        self._content_type_from_encounter(tx, exchange_id, an, at)
         for doc in an.documents:
             tx.insert_document(exchange_id, doc.index, doc.unique_id, doc.action, doc.cda, doc.xds, doc.fhir)
         tx.add_event(exchange_id, at, "normalised", {"documents": [d.unique_id for d in an.documents]})
@@ -387,6 +399,35 @@ class Intake:
             "warnings": [f.code for f in findings],
         })
         return orders
+
+    @staticmethod
+    def _content_type_from_encounter(tx: Tx, exchange_id: str, an: Analysis, at: str) -> None:
+        """A document message without PV1-2 takes the patient class of the encounter PAM-FR left.
+
+        The volet maps PV1-2 to the submission-set contentTypeCode (mapping page: I→03,
+        O→07, R→19, N→97, E→07); an ORU may omit PV1 (PATIENT_VISIT is RE), and then the
+        hospital's ADT feed still knows where the patient is.
+        """
+        dm = an.doc_message
+        if dm is None or dm.patient_class or not an.identity.ipp_key:
+            return
+        encounter = tx.current_encounter(an.identity.ipp_key)
+        if encounter is None or not encounter.get("patient_class"):
+            return
+        from gateway.core.fhir.actors import codeable
+        from gateway.core.fhir.pdsm import DESIGNATION_TYPE_URL
+        from gateway.core.terminology import content_type_for_patient_class
+
+        content_type = content_type_for_patient_class(encounter["patient_class"])
+        for doc in an.documents:
+            doc.xds["submissionSet"] = {**doc.xds["submissionSet"], "contentTypeCode": content_type}
+            for entry in (doc.fhir or {}).get("entry", []):
+                resource = entry.get("resource") or {}
+                for ext in resource.get("extension") or [] if resource.get("resourceType") == "List" else []:
+                    if ext.get("url") == DESIGNATION_TYPE_URL:
+                        ext["valueCodeableConcept"] = codeable(content_type)
+        tx.add_event(exchange_id, at, "encounter", {"contentTypeCode": content_type["code"],
+                                                    "from": encounter["exchange_id"]})
 
     # -- identity gate and registry ------------------------------------------------------
     def _gate(self, tx: Tx, an: Analysis, at: str) -> Finding | None:
@@ -472,9 +513,50 @@ class Intake:
         tx.add_event(exchange_id, at, "identity", {"registry": "updated", "qualified": qualified, "trigger": trigger})
         if trigger == "A47" or (trigger != "A40" and not qualified and removed_ins):
             self._rehold(tx, exchange_id, removed_ins or ident.ins, key, at)
-        if qualified and trigger in ("A01", "A04", "A05", "A08", "A28", "A31", "A40"):
+        self._apply_link(tx, exchange_id, an, key, at)
+        if event.is_encounter:
+            self._apply_encounter(tx, exchange_id, an, key, at)
+        # Every PAM-FR event carries the current identity in PID (a transfer as much as an
+        # admission): a qualified one releases what waited for it. A47 never does.
+        if qualified and trigger != "A47":
             released = self._release(tx, exchange_id, an, key, at)
         return released
+
+    @staticmethod
+    def _apply_link(tx: Tx, exchange_id: str, an: Analysis, key: str, at: str) -> None:
+        """A24 links the two patients of the message; A37, its cancellation, removes the link."""
+        event = an.adt
+        assert event is not None
+        if event.trigger not in ("A24", "A37") or event.other_patient is None:
+            return
+        other = event.other_patient
+        other_key = ipp_key(other.ipp) or (f"ins:{other.ins.value}" if other.ins else None)
+        if other_key is None or other_key == key:
+            return
+        if event.trigger == "A24":
+            tx.link_identities(key, other_key, at, exchange_id)
+            tx.add_event(exchange_id, at, "identity", {"registry": "linked", "to": other_key})
+        else:
+            removed = tx.unlink_identities(key, other_key)
+            tx.add_event(exchange_id, at, "identity", {"registry": "unlinked", "from": other_key, "found": bool(removed)})
+
+    @staticmethod
+    def _apply_encounter(tx: Tx, exchange_id: str, an: Analysis, key: str, at: str) -> None:
+        """Keep the encounter as the ITI-31 events leave it: PV1-2 feeds the DMP contentTypeCode."""
+        event = an.adt
+        assert event is not None
+        visit_key = event.visit_number or f"patient:{key}"
+        cancelled = event.trigger in ("A11", "A38", "A27")  # admission / pre-admission / pending admission undone
+        tx.upsert_encounter(
+            dict(
+                visit_key=visit_key, ipp_key=key, patient_class=event.patient_class, trigger=event.trigger,
+                cancelled=int(cancelled), updated_at=at, exchange_id=exchange_id,
+            )
+        )
+        detail: dict[str, Any] = {"visit": visit_key, "class": event.patient_class, "trigger": event.trigger}
+        if event.cancels:
+            detail["cancels"] = event.cancels
+        tx.add_event(exchange_id, at, "encounter", detail)
 
     def _release(self, tx: Tx, by_exchange: str, an: Analysis, key: str, at: str) -> list[str]:
         ident = an.identity
@@ -511,9 +593,101 @@ class Intake:
             )
             tx.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": reason, "by": by_exchange})
 
-    # -- ACK -------------------------------------------------------------------------------------
+    # -- acknowledgements ----------------------------------------------------------------------
+    def _record_ack(self, tx: Tx, exchange_id: str, base: dict[str, Any], an: Analysis, at: str) -> IntakeResult:
+        """An inbound ACK: journaled, matched to the ZAM / application ACK it answers, never answered.
+
+        HL7 v2.5 ch. 2 §2.9.2: acknowledgements are not acknowledged (an ACK of an ACK
+        would loop between two systems that both follow the rule).
+        """
+        tx.insert_exchange({**base, "status": "recorded", "ack_code": None, "findings": an.findings_json()})
+        tx.add_event(exchange_id, at, "received", {"listener": base["listener"], "size": base["size"]})
+        matched = tx.outbound_by_control_id(an.acknowledges) if an.acknowledges else None
+        if matched is not None:
+            tx.add_event(exchange_id, at, "ack:matched", {"delivery": matched["id"], "exchange": matched["exchange_id"]})
+            tx.add_event(
+                matched["exchange_id"], at, f"{matched['kind']}:acknowledged",
+                {"by": exchange_id, "code": an.acknowledgement},
+            )
+        else:
+            tx.add_event(exchange_id, at, "ack:unmatched", {"acknowledges_known": False})
+        return IntakeResult(exchange_id, "recorded", "", an)
+
+    def _queue_application_ack(self, tx: Tx, result: IntakeResult, now: datetime) -> None:
+        """Enhanced mode: the application ACK goes to the sender's return address, durably.
+
+        It is a delivery like a ZAM (kind ``ack``), to the ``[[creator]]`` matched on
+        MSH-3 / MSH-4, so it survives a crash and is retried until the sender takes it.
+        Our application ACK asks for an accept acknowledgement (MSH-15 ``AL``) and no
+        application acknowledgement (MSH-16 ``NE``): the sender's CA is our receipt.
+        """
+        an = result.analysis
+        if an.message is None or not an.ack_plan.application:
+            return
+        at = iso(now)
+        s = an.summary
+        from gateway.dispatcher import find_creator
+
+        creator = find_creator(self.settings, s.get("sender_app") or "", s.get("sender_facility") or "")
+        if creator is None:
+            # kept in the journal for the operator: the sender asked for an answer we cannot send
+            tx.add_event(result.exchange_id, at, "ack:no-return-address",
+                         {"sender_app": s.get("sender_app"), "sender_facility": s.get("sender_facility")})
+            log.warning("intake.application_ack_without_return_address", exchange_id=result.exchange_id)
+            return
+        control_id = "ACA" + self.clock.new_id().replace("-", "")[:17]
+        g = self.settings.gateway
+        text = build_ack(
+            an.message, result.ack_code, errors=an.errors, now=now, control_id=control_id, app=g.application,
+            facility=g.facility, text=self._ack_text(result), enhanced=False, charset=self._ack_charset(an),
+            ack_types=("AL", "NE"),
+        )
+        tx.insert_delivery(
+            dict(
+                id=self.clock.new_id(), exchange_id=result.exchange_id,
+                destination=f"zam:{creator.application}|{creator.facility}", kind="ack", status="queued",
+                next_attempt_at=at, patient_key=f"ack:{result.exchange_id}", unique_id=control_id,
+                payload=self._encode_ack(an, text), created_at=at,
+            )
+        )
+        tx.add_event(result.exchange_id, at, "ack:queued", {"code": result.ack_code, "control_id": control_id})
+        result.application_ack_queued = True
+
+    @staticmethod
+    def _ack_text(result: IntakeResult) -> str | None:
+        if result.status == "held":
+            return "stored; held by the identity gate"
+        if result.status == "duplicate":
+            return "duplicate of an already stored message"
+        return None
+
+    def _ack_charset(self, an: Analysis) -> str | None:
+        """MSH-18 of our ACK when copying the sender's would be wrong.
+
+        A message whose bytes do not fit its MSH-18 is read as ISO 8859-1 (every byte is
+        one character), so the ACK is written in ISO 8859-1 and says ``8859/1``: MSA-2
+        then holds the very bytes of MSH-10. A message without MSH-18 is answered in
+        the default charset, declared as soon as the ACK is not plain ASCII.
+        """
+        if an.charset is None:
+            return "8859/1"
+        if not an.charset:
+            default = self.options.default_charset.lower().replace("_", "-")
+            for name, codec in HL7_CHARSETS.items():
+                if codec == default and name != "ASCII":
+                    return name if an.message is not None and not an.message.msh.field(10).raw.isascii() else None
+        return None
+
+    def _encode_ack(self, an: Analysis, text: str) -> bytes:
+        if an.charset is None:
+            return text.encode("latin-1", errors="replace")
+        return encode_for(an.charset or "", text, self.options.default_charset)
+
     def _ack(self, result: IntakeResult, raw: bytes, now: datetime) -> bytes:
-        """The ACK for a stored result; never raises, and its MSA-1 is the ``ack_code`` journaled."""
+        """The bytes to write back on the connection; ``b""`` means send nothing.
+
+        Never raises, and its MSA-1 is the ``ack_code`` journaled.
+        """
         control_id = "ACK" + result.exchange_id.replace("-", "")[:17]
         try:
             return self._build_ack(result, raw, now, control_id)
@@ -522,27 +696,32 @@ class Intake:
             # closing without a word (the sender would resend forever).
             log.exception("ack.build_failed", exchange_id=result.exchange_id, error=type(exc).__name__)
             internal = Finding("INTERNAL_ERROR", "the gateway could not build a detailed acknowledgement", None)
-            ack = build_ack(None, result.ack_code, errors=[internal], now=now, control_id=control_id)
+            ack = build_ack(None, result.ack_code or "AE", errors=[internal], now=now, control_id=control_id)
             return ack.encode("ascii", errors="replace")
 
     def _build_ack(self, result: IntakeResult, raw: bytes, now: datetime, control_id: str) -> bytes:
         an = result.analysis
         g = self.settings.gateway
+        if an.kind == "ack":
+            return b""
         if an.message is None:
             reason = an.errors[0] if an.errors else Finding("MSH_UNREADABLE", "MSH could not be read", "MSH")
             if result.ack_code != "AR":  # keep MSA-1 equal to what the journal says was sent
                 return build_ack(None, result.ack_code, errors=[reason], now=now, control_id=control_id).encode()
-            return build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason).encode("utf-8")
-        text = None
-        if result.status == "held":
-            text = "stored; held by the identity gate"
-        elif result.status == "duplicate":
-            text = "duplicate of an already stored message"
+            return _unparsed_ack(raw, now, control_id, reason)
+        plan = an.ack_plan
+        if plan.immediate is None:
+            return b""
+        errors: Any = an.errors
+        code = result.ack_code
+        if plan.enhanced:
+            # the accept ACK says "stored" (CA) or "not for us" (CR); findings travel in the application ACK
+            code, errors = ("AR", an.errors) if plan.immediate == "CR" else ("AA", ())
         ack = build_ack(
-            an.message, result.ack_code, errors=an.errors, now=now, control_id=control_id,
-            app=g.application, facility=g.facility, text=text,
+            an.message, code, errors=errors, now=now, control_id=control_id, app=g.application,
+            facility=g.facility, text=self._ack_text(result), enhanced=plan.enhanced, charset=self._ack_charset(an),
         )
-        return encode_for(an.charset or "", ack, self.options.default_charset)
+        return self._encode_ack(an, ack)
 
     def _log(self, result: IntakeResult, started: float) -> None:
         an = result.analysis
@@ -579,6 +758,30 @@ def _crashed(raw: bytes) -> Analysis:
         return an
     an.message, an.ack_code, an.kind, an.summary = msg, "AE", "unsupported", summary
     return an
+
+
+def _unparsed_ack(raw: bytes, now: datetime, control_id: str, reason: Finding) -> bytes:
+    """AR for an MSH the reader refused; MSA-2 carries MSH-10 when it can still be read.
+
+    HL7 v2.5 ch. 2 §2.9.2 wants MSA-2 = the original MSH-10: with a malformed MSH-2 the
+    fields still split on MSH-1, so the bytes of MSH-10 are echoed (in an ACK written
+    in ISO 8859-1 and declared so, which keeps every byte as it came).
+    """
+    ack = build_ack_unreadable(raw, now=now, control_id=control_id, reason=reason)
+    received = salvage_control_id(raw)
+    if received is None:
+        return ack.encode("utf-8")
+    segments = ack.split("\r")
+    fields = segments[0].split("|")
+    fields += [""] * (18 - len(fields))
+    fields[17] = "8859/1"  # MSH-18 (fields[0] is "MSH", fields[1] is MSH-2)
+    segments[0] = "|".join(fields)
+    value = received.decode("latin-1")
+    # Copied as received; only our own field separator could break the ACK (possible when
+    # the sender's MSH-1 is another character), and it is written as the escape \F\.
+    value = value.replace("|", "\\F\\")
+    segments = [("MSA|AR|" + value + seg[len("MSA|AR|"):]) if seg.startswith("MSA|") else seg for seg in segments]
+    return "\r".join(segments).encode("latin-1", errors="replace")
 
 
 def pipeline_options(settings: Settings) -> PipelineOptions:

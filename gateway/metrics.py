@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
+from gateway.model import EXCHANGE_STATUSES
+
 __all__ = ["Metrics", "JournalHealth"]
 
 #: attempt outcomes that mean the document is at the destination
@@ -152,7 +154,7 @@ class Metrics:
     def refresh(
         self, health: JournalHealth, destinations: list[str], *, ready: bool = True, data_dir: Path | None = None
     ) -> None:
-        for status in ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate"):
+        for status in EXCHANGE_STATUSES:
             self.exchanges.labels(status=status).set(health.by_status.get(status, 0))
         for name in set(destinations) | set(health.depth) | set(health.oldest_queued):
             self.queue_depth.labels(destination=name).set(health.depth.get(name, 0))

@@ -89,6 +89,21 @@ class MllpClient:
                     f"no MLLP reply from {self.host}:{self.port}: {type(exc).__name__}", code="MLLP_NO_REPLY"
                 ) from exc
 
+    async def post(self, payload: bytes) -> None:
+        """Frame and send ``payload`` expecting no reply (an ACK, or MSH-15 ``NE`` in enhanced mode)."""
+        async with self._lock:
+            await self.connect()
+            assert self._writer is not None
+            try:
+                async with asyncio.timeout(self._timeout):
+                    self._writer.write(frame(payload))
+                    await self._writer.drain()
+            except (OSError, TimeoutError) as exc:
+                await self._drop()
+                raise DestinationUnavailable(
+                    f"cannot send to {self.host}:{self.port}: {type(exc).__name__}", code="MLLP_SEND"
+                ) from exc
+
     async def _read_reply(self, reader: asyncio.StreamReader) -> bytes:
         while not self._pending:
             data = await reader.read(_READ_SIZE)

@@ -44,7 +44,10 @@ Severity = Literal["error", "warning"]
 Outcome = Literal["accepted", "rejected", "held"]
 
 #: every status an exchange can have in the journal (API, dashboard and CLI validate against it)
-EXCHANGE_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate")
+EXCHANGE_STATUSES = (
+    "received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate",
+    "recorded",  # an inbound ACK: journaled and matched, never acknowledged
+)
 DocumentAction = Literal["submit", "replace", "delete", "archive"]
 
 

@@ -104,6 +104,17 @@ _A11_NONXML_MEDIA = {
     "tiff": "image/tiff",
 }
 
+#: CDA models whose formatCode JDV_J60 lists but the ASS_A11 release in the corpus does not map
+#: yet (A11 5.0.0 predates them). Each templateId is the one the ANS example of that model
+#: declares (ansforge/TestContenuCDA-3-0, ExemplesCDA); each code must be in J60 and absent
+#: from A11, which the extraction checks, so the supplement disappears by itself once A11
+#: catches up. J60 codes with no known templateId (dlu:2024, fr-su:2024, ft-su:2024) are
+#: not guessed: such documents keep XDS_FORMAT_UNKNOWN.
+_A11_SUPPLEMENT = {
+    # BIO-TROD_2024.01_COVID-19.xml: Test rapide d'orientation diagnostique
+    "1.2.250.1.213.1.1.1.59": ("1.2.250.1.213.1.1.4.2.282", "urn:ans:ci-sis:trod:2024"),
+}
+
 #: Keep the J65 extract only if it stays small (brief: "< 100 KB").
 _J65_MAX_BYTES = 100_000
 
@@ -205,6 +216,31 @@ def _a11_map(
     return {**_header(resource, source), "map": by_template, "nonxml": nonxml}
 
 
+def _a11_supplement(j60: dict[str, Any], out_dir: Path, a11_name: str) -> dict[str, Any]:
+    """The A11 lines J60 calls for and A11 lacks, checked against both tables."""
+    a11 = json.loads((out_dir / f"{a11_name}.json").read_text(encoding="utf-8"))
+    mapped = {(v["system"], v["code"]) for v in [*a11["map"].values(), *a11["nonxml"].values()]}
+    j60_display = {(c["system"], c["code"]): c["display"] for c in j60["codes"]}
+    lines: dict[str, dict[str, str]] = {}
+    for template_id, (system, code) in _A11_SUPPLEMENT.items():
+        if (system, code) not in j60_display:
+            raise SystemExit(f"A11 supplement: {code} is not in JDV_J60")
+        if (system, code) in mapped or template_id in a11["map"]:
+            continue  # A11 has it now: the supplement line is no longer needed
+        lines[template_id] = {"code": code, "system": system, "display": j60_display[(system, code)]}
+    return {
+        "id": "ASS-A11-supplement-from-JDV-J60",
+        "version": j60["version"],
+        "oid": None,
+        "source": j60["source"],
+        "map": lines,
+        "j60_not_in_a11": sorted(
+            code for (system, code) in j60_display if (system, code) not in mapped
+            and not any(v["code"] == code for v in lines.values())
+        ),
+    }
+
+
 def _write(out_dir: Path, name: str, data: dict[str, Any]) -> int:
     text = json.dumps(data, ensure_ascii=False, indent=1, sort_keys=False) + "\n"
     path = out_dir / f"{name}.json"
@@ -258,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     a11_name, a11_file = _A11
     written[a11_name] = _write(
         out_dir, a11_name, _a11_map(_load(corpus, a11_file), source(a11_file), format_display)
+    )
+    written["ass_a11_supplement_j60"] = _write(
+        out_dir, "ass_a11_supplement_j60", _a11_supplement(value_sets["jdv_j60_formatcode_dmp"], out_dir, a11_name)
     )
     for name, size in sorted(written.items()):
         print(f"{name}.json\t{size} bytes")

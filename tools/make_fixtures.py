@@ -298,6 +298,15 @@ def adt(trigger: str, structure: str, control_id: str, *segments: str) -> str:
     return "\r".join([msh, "EVN||20250101080000||||20250101075500", *segments]) + "\r"
 
 
+def zbe(movement: str, action: str, ward: str = "CARDIO") -> str:
+    """PAM-FR movement segment: ZBE-1 movement id, ZBE-2 start, ZBE-4 action, ZBE-5 historic, ZBE-7 ward."""
+    return segment(
+        "ZBE",
+        {1: f"{movement}^RELAIS-TEST^1.2.250.1.999.1.5^ISO", 2: "20250101075500", 4: action, 5: "N",
+         7: f"{ward}^^^^^RELAIS-TEST&1.2.250.1.999.1.6&ISO^UF^^^{ward}"},
+    )
+
+
 def build() -> dict[str, str]:
     """File name → message text."""
     cda_initial = make_cda(ID_INITIAL)
@@ -328,7 +337,7 @@ def build() -> dict[str, str]:
         ),
         "oru_doc_r01_initial.hl7": oru_initial(),
         "oru_doc_r01_delete.hl7": oru_delete(),
-        "adt_a01_vali.hl7": adt("A01", "ADT_A01", "ADT0001", PID, PV1),
+        "adt_a01_vali.hl7": adt("A01", "ADT_A01", "ADT0001", PID, PV1, zbe("MVT0001", "INSERT")),
         "adt_a28_prov.hl7": adt("A28", "ADT_A05", "ADT0002", prov_pid, "PV1|1|N"),
         "adt_a40_merge.hl7": adt(
             "A40", "ADT_A39", "ADT0003", PID, "MRG|P000456^^^RELAIS-TEST&1.2.250.1.999.1.2&ISO^PI"
@@ -337,13 +346,83 @@ def build() -> dict[str, str]:
     }
 
 
+def acknowledgement_rules() -> dict[str, bytes]:
+    """Messages for the HL7 v2 ch. 2 acknowledgement, structure and profile rules (bytes: some are not UTF-8)."""
+    cda = make_cda(ID_ORU)
+    oru_body = [
+        PID,
+        PV1,
+        "ORC|NW",
+        f"OBR|1|||{TYPE}",
+        f"OBX|1|ED|{TYPE}||^TEXT^XML^Base64^{b64(cda)}||||||F",
+        SB,
+        *metadata(2, "CE", DMP_ONLY),
+    ]
+
+    def oru(control_id: str, *, msh9: str = "ORU^R01^ORU_R01", msh15: str = "", msh16: str = "",
+            profile: str = "2.1^CISIS_CDA_HL7_V2", body: list[str] | None = None) -> str:
+        msh = segment("MSH", {1: "^~\\&", 2: "DPI-RELAIS", 3: "CLINIQUE-RELAIS", 4: "RELAIS", 5: "RELAIS-PFI",
+                              6: "20250101093000", 8: msh9, 9: control_id, 10: "T", 11: "2.5", 14: msh15,
+                              15: msh16, 16: "FRA", 17: "UNICODE UTF-8", 20: profile})
+        return "\r".join([msh, *(oru_body if body is None else body)]) + "\r"
+
+    v20_cda = make_cda(f"{DOC_ROOT}.20")
+    mdm_v20 = "\r".join([
+        "MSH|^~\\&|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101093000||MDM^T02^MDM_T02|MDM0020"
+        "|T|2.6|||||FRA|UNICODE UTF-8|||2.0^CISIS_CDA_HL7_V2",
+        "EVN||20250101093000",
+        PID,
+        PV1,
+        f"TXA|1|11488-4|TEXT|20250101093000||||||||{DOC_ROOT}.20|||||AU",
+        f"OBX|1|ED|{TYPE}||^text^XML^Base64^{b64(v20_cda)}||||||F",
+        SB,
+        *metadata(2, "CWE", DMP_ONLY),
+    ]) + "\r"
+    oru_v20 = oru("ORU0107", profile="2.0^CISIS_CDA_HL7_V2",
+                  body=[line for line in oru_body if not line.startswith("ORC")])
+    a24_pid2 = pid("P000999^^^RELAIS-TEST&1.2.250.1.999.1.2&ISO^PI", PID5, "19790328", "F", "51215", "PROV")
+    invalid_charset = (
+        "MSH|^~\\&|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101093000||ADT^A01^ADT_A01|ADTÉ0042"
+        "|T|2.5^FRA^2.11|||||FRA|UNICODE UTF-8|FR||2.11^IHE_FRANCE-2.11-PAM\r"
+    ).encode("latin-1") + (PID + "\r" + PV1 + "\r").encode("utf-8")
+    texts = {
+        # PAM-FR ITI-31 and ITI-30 events beyond admission
+        "adt_a02_transfer.hl7": adt("A02", "ADT_A02", "ADT0010", PID,
+                                    segment("PV1", {1: "1", 2: "I", 3: "CARDIO^^^RELAIS-TEST",
+                                                    19: "V000789^^^RELAIS-TEST&1.2.250.1.999.1.4&ISO^VN"}),
+                                    zbe("MVT0010", "INSERT", "CARDIO")),
+        "adt_z99_update.hl7": adt("Z99", "ADT_A01", "ADT0011", PID, PV1, zbe("MVT0001", "UPDATE")),
+        "adt_a24_link.hl7": adt("A24", "ADT_A24", "ADT0012", PID, a24_pid2),
+        "adt_a11_cancel_admit.hl7": adt("A11", "ADT_A09", "ADT0013", PID, PV1, zbe("MVT0001", "CANCEL")),
+        "adt_a01_no_pv1.hl7": adt("A01", "ADT_A01", "ADT0014", PID, zbe("MVT0014", "INSERT")),
+        # HL7 v2 ch. 2 acknowledgement modes
+        "oru_enhanced_ne_al.hl7": oru("ORU0101", msh15="NE", msh16="AL"),
+        "oru_enhanced_al_al.hl7": oru("ORU0102", msh15="AL", msh16="AL"),
+        "oru_trailing_blank_type.hl7": oru("ORU0103", msh9="ORU^R01 ^ORU_R01"),
+        "ack_inbound.hl7": "MSH|^~\\&|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101093500||ACK^Z01^ACK"
+                           "|ACK0001|T|2.6|||||FRA|UNICODE UTF-8\rMSA|AA|ZAM0000000000000001\r",
+        # structure
+        "oru_pidx_segment.hl7": oru("ORU0104", body=[PID.replace("PID|", "PIDX|", 1), *oru_body[1:]]),
+        "msh2_malformed.hl7": "MSH|^~|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101093000||ADT^A01^ADT_A01"
+                              "|ADT0015|T|2.5\r" + PID + "\r",
+        # volet profile (MSH-21)
+        "mdm_t02_volet_v20.hl7": mdm_v20,
+        "oru_r01_volet_v20.hl7": oru_v20,  # no ORC: OBX-11 F says initial submission
+        "oru_profile_lps.hl7": oru("ORU0105", profile="1.1^CISIS_CDA_HL7_LPS"),
+        "oru_profile_unknown.hl7": oru("ORU0106", profile="3.0^CISIS_CDA_HL7_V3"),
+    }
+    out = {name: text.encode("utf-8") for name, text in texts.items()}
+    out["adt_charset_invalid.hl7"] = invalid_charset  # MSH-10 holds a Latin-1 byte, MSH-18 says UTF-8
+    return out
+
+
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     OUT.mkdir(parents=True, exist_ok=True)
     stale = []
-    for name, text in build().items():
+    files = {name: text.encode("utf-8") for name, text in build().items()} | acknowledgement_rules()
+    for name, data in files.items():
         path = OUT / name
-        data = text.encode("utf-8")
         if check:
             if not path.exists() or path.read_bytes() != data:
                 stale.append(name)

@@ -7,10 +7,19 @@ decided by the pure functions of ``adapters.mhd.protocol``.
 ITI-65 is not idempotent — the same masterIdentifier twice is a ``duplicate`` error — so
 ``lookup_before_retry`` is on: after an ambiguous failure the base class searches
 ``DocumentReference?identifier=<system>|<value>`` before sending again.
+
+A replacement (``relatesTo.code = replaces``) also updates the replaced DocumentReference
+to ``superseded`` in the same transaction (PDSM4DMP TD2.1, slice UpdateDocumentRefs).
+Its logical id is known only to the recipient, so it is looked up by identifier just
+before sending and the update added as a PATCH entry; ``relatesTo.target`` then also
+carries the literal reference. A replaced document the recipient does not have is a
+permanent refusal (``MHD_PARENT_UNKNOWN``): per-patient order already delivered the
+original first if it went through this destination.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import ssl
@@ -171,7 +180,7 @@ class MhdDestination(BaseDestination):
         action = self._update_action(payload)
         if action is not None:
             return await self._patch(payload, action)
-        bundle = self._bundle(payload)
+        bundle = await self._with_supersede(self._bundle(payload))
         body = json.dumps(bundle, ensure_ascii=False, separators=(",", ":"))
         session = await self._client()
         async with session.post(self._base, data=body.encode("utf-8"), headers=self._headers(True)) as resp:
@@ -197,6 +206,65 @@ class MhdDestination(BaseDestination):
             status=status,
             detail=dict(parsed.detail),
         )
+
+    async def _find(self, token: str) -> list[dict[str, Any]]:
+        """DocumentReference resources matching ``identifier=<token>`` (searchset entries)."""
+        session = await self._client()
+        async with session.get(
+            f"{self._base}/DocumentReference", params={"identifier": token}, headers=self._headers(False)
+        ) as resp:
+            text = await resp.text(encoding="utf-8", errors="replace")
+            status = resp.status
+            retry_after = resp.headers.get("Retry-After")
+        if status != 200:
+            raise classify_failure(status, text, retry_after, self._clock.now())
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise DestinationUnavailable("search answer is not a Bundle", code="MHD_BAD_RESPONSE") from exc
+        return [
+            e["resource"] for e in (doc.get("entry") or [])
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            and (e.get("search") or {}).get("mode", "match") == "match"
+        ]
+
+    async def _with_supersede(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """Add the PATCH that makes the replaced DocumentReference ``superseded`` (PDSM4DMP TD2.1)."""
+        bundle = copy.deepcopy(bundle)  # the journal's Bundle stays as it was built
+        entries = bundle.setdefault("entry", [])
+        for entry in entries:
+            resource = entry.get("resource") or {}
+            if resource.get("resourceType") != "DocumentReference":
+                continue
+            for relation in resource.get("relatesTo") or []:
+                target = relation.get("target") or {}
+                ident = target.get("identifier") or {}
+                if relation.get("code") != "replaces" or not ident.get("value") or target.get("reference"):
+                    continue
+                token = f"{ident['system']}|{ident['value']}" if ident.get("system") else str(ident["value"])
+                found = [r for r in await self._find(token) if r.get("id") and r.get("status") != "entered-in-error"]
+                if not found:
+                    raise DestinationRejected(
+                        "the document to replace is not stored at this MHD recipient",
+                        code="MHD_PARENT_UNKNOWN", location="DocumentReference.relatesTo.target",
+                    )
+                old = f"DocumentReference/{found[0]['id']}"
+                relation["target"] = {**target, "reference": old}
+                entries.append(
+                    {
+                        "fullUrl": old,
+                        "resource": {
+                            "resourceType": "Parameters",
+                            "parameter": [{"name": "operation", "part": [
+                                {"name": "type", "valueCode": "replace"},
+                                {"name": "path", "valueString": "DocumentReference.status"},
+                                {"name": "value", "valueCode": "superseded"},
+                            ]}],
+                        },
+                        "request": {"method": "PATCH", "url": old},
+                    }
+                )
+        return bundle
 
     async def _lookup(self, payload: Payload) -> bool:
         action = self._update_action(payload)

@@ -1,4 +1,12 @@
-"""``relais check FILE``: the whole pipeline offline on an HL7 v2 or CDA file (no network, no journal)."""
+"""``relais check FILE``: the whole pipeline offline on an HL7 v2 or CDA file (no network, no journal).
+
+It predicts what ``serve`` does with the same bytes: the input is dispatched the same
+way (MLLP framing bytes stripped; ``MSH`` → HL7 v2, ``<`` → XML, anything else refused
+in one line), the analysis is the same pure function, and the acknowledgement shown is
+the one serve would send (HL7 enhanced mode included, nothing for an inbound ACK).
+With ``--config`` it also shows where each document would go, whether it would be held
+and why, and what a destination would refuse.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,12 @@ from typing import Any
 
 from gateway.commands._common import dump_json, settings_from
 
-__all__ = ["register", "check_bytes"]
+__all__ = ["register", "check_bytes", "input_kind"]
 
-EXIT = {"accepted": 0, "rejected": 1, "held": 2}
+EXIT = {"accepted": 0, "recorded": 0, "rejected": 1, "held": 2, "undeliverable": 3}
+
+_MLLP_START, _MLLP_END = b"\x0b", b"\x1c"
+_BLANKS = b" \t\r\n"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,12 +37,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run, data_dir=None)
 
 
-def _is_hl7(data: bytes) -> bool:
-    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"MSH")
+def input_kind(data: bytes) -> tuple[str, bytes]:
+    """``("hl7v2" | "xml" | "neither", payload)``: the dispatch serve's listeners make.
+
+    MLLP framing (VT … FS CR) is what the MLLP listener strips before the pipeline
+    sees the message, so a captured frame checks the same as the bare message.
+    """
+    body = data.lstrip(_BLANKS)
+    if body.startswith(_MLLP_START):
+        body = body[1:]
+        end = body.rfind(_MLLP_END)
+        if end != -1:
+            body = body[:end]
+    payload = body.removeprefix(b"\xef\xbb\xbf")
+    head = payload.lstrip(_BLANKS)
+    if head.startswith(b"MSH"):
+        return "hl7v2", head
+    if head.startswith(b"<") or head.startswith((b"\xff\xfe<", b"\xfe\xff\x00<")):
+        return "xml", payload
+    return "neither", payload
 
 
 def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_xsd: str | None = None,
                 config: str | None = None, ids: Any = None) -> dict[str, Any]:
+    from gateway.core.fhir.patient import build_patient
+    from gateway.core.identity.status import reliability_extension
     from gateway.core.pipeline import Ids, analyse_cda, analyse_hl7v2
     from gateway.intake import pipeline_options
     from gateway.settings import load_settings
@@ -43,9 +73,19 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     opts = pipeline_options(settings)
     # relais check is an offline tool: the real clock and random ids are fine at this edge.
     ids = ids or Ids(now=datetime.now(UTC), new_uuid=lambda: str(uuid.uuid4()))
-    if _is_hl7(data):
-        an = analyse_hl7v2(data, opts, ids)
-        if strict and an.message is not None:
+    kind, payload = input_kind(data)
+    if kind == "neither":
+        # serve's MLLP listener would answer AR (no MSH: MSA-2 empty); over HTTP a 4xx
+        return {
+            "outcome": "rejected", "message_type": None, "control_id": None, "ack_code": "AR",
+            "errors": [{"code": "INPUT_UNKNOWN", "message": "neither an HL7 v2 message (MSH…) nor an XML document (<…)",
+                        "location": "byte 0"}],
+            "warnings": [], "identity": {"qualified": False, "hold_reason": None}, "fhir": None, "xds": None,
+        }
+    if kind == "hl7v2":
+        an = analyse_hl7v2(payload, opts, ids)
+        # a message with a malformed segment id is already refused naming it: hl7apy would only add noise
+        if strict and an.message is not None and an.kind in ("document", "adt") and not an.message.bad_segment_names():
             from gateway.core.hl7v2.strict import strict_validate
 
             for f in strict_validate("\r".join(s.raw for s in an.message.segments)):
@@ -53,16 +93,24 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
             if an.errors and an.ack_code == "AA":
                 an.ack_code = "AE"
     else:
-        an = analyse_cda(data, {"DESTDMP": True}, opts, ids)
+        an = analyse_cda(payload, {"DESTDMP": True}, opts, ids)
     doc = an.documents[0] if an.documents else None
     xds = None
     if doc is not None:
         xds = {"documentEntry": doc.xds["documentEntry"], "submissionSet": doc.xds["submissionSet"]}
+    plan = an.ack_plan
+    control_id = an.summary.get("control_id")
+    if control_id is None and kind == "hl7v2":
+        from gateway.core.hl7v2.salvage import salvage_control_id
+
+        # an MSH the reader refuses may still give MSH-10, which serve echoes in MSA-2
+        salvaged = salvage_control_id(payload)
+        control_id = salvaged.decode("latin-1") if salvaged is not None else None
     out: dict[str, Any] = {
         "outcome": an.outcome,
         "message_type": an.summary.get("message_type"),
-        "control_id": an.summary.get("control_id"),
-        "ack_code": an.ack_code,
+        "control_id": control_id,
+        "ack_code": an.ack_code or None,
         "errors": [f.as_dict() for f in an.errors],
         "warnings": [f.as_dict() for f in an.warnings],
         "identity": {
@@ -72,6 +120,24 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
         "fhir": doc.fhir if doc else None,
         "xds": xds,
     }
+    if kind == "hl7v2" and an.message is not None and an.kind != "ack" and plan.enhanced:
+        out["acknowledgement"] = {
+            "mode": "enhanced",
+            "accept": plan.immediate,
+            "application": an.ack_code if plan.application else None,
+        }
+    if an.kind == "ack":
+        out["acknowledges"] = an.acknowledges
+    if an.kind == "adt" and an.patient is not None and an.adt is not None:
+        status = an.identity.status
+        reliability = reliability_extension(status, opts.convention) if status is not None and status.status else None
+        out["adt"] = {
+            "trigger": an.adt.trigger,
+            "cancels": an.adt.cancels,
+            "patient_class": an.adt.patient_class,
+            "qualified": an.identity.qualified,
+            "patient": build_patient(an.patient, reliability=reliability, id=ids.new_uuid()),
+        }
     if an.outcome == "held" and an.identity.reason is not None:
         out["hold"] = an.identity.reason.as_dict()
     if len(an.documents) > 1:
@@ -80,7 +146,50 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
              "xds": {"documentEntry": d.xds["documentEntry"], "submissionSet": d.xds["submissionSet"]}}
             for d in an.documents
         ]
+    if config is not None and an.kind in ("document", "cda") and an.ack_code == "AA":
+        out["routes"] = _routes(settings, an)
+        refused = [r for r in out["routes"] if r["status"] == "refused"]
+        if refused and out["outcome"] == "accepted":
+            out["outcome"] = "undeliverable"
     return out
+
+
+def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:
+    """Where each document would go, as serve's router and destinations would decide."""
+    from gateway.service import DOCUMENT_KINDS
+    from gateway.settings import DestinationSettings
+
+    # with no document destination serve writes to a file outbox (gateway.service.build_destinations)
+    dests = [d for d in settings.destinations if d.kind in DOCUMENT_KINDS] or [
+        DestinationSettings(name="outbox", kind="file")
+    ]
+    if not an.dmp_bound:
+        return [{"document": d.unique_id, "destination": None, "status": "not sent",
+                 "reason": "DESTDMP is not Y: no document destination"} for d in an.documents]
+    hold = an.identity.reason
+    routes: list[dict[str, Any]] = []
+    for doc in an.documents:
+        for dest in dests:
+            refusal = _refusal(dest.kind, doc)
+            if refusal is not None:
+                status, reason = "refused", refusal
+            elif hold is not None:
+                status, reason = "held", f"{hold.code}: {hold.message}"
+            else:
+                status, reason = "queued", None
+            routes.append({"document": doc.unique_id, "destination": dest.name, "kind": dest.kind,
+                           "action": doc.action, "status": status, "reason": reason})
+    return routes
+
+
+def _refusal(kind: str, doc: Any) -> str | None:
+    """What the destination adapter would refuse for good (its DestinationRejected codes)."""
+    entry = doc.xds.get("documentEntry", {})
+    # a deletion is delivered (DMP: ITI-57 TD3.3c; MHD: the PDSM4DMP PATCH), so only a
+    # replacement that names no replaced document is refused for good
+    if kind in ("dmp-xds", "mhd") and doc.action == "replace" and not entry.get("replaces"):
+        return "XDS_PARENT_UNKNOWN: replace without documentEntry.replaces"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,16 +199,31 @@ def run(args: argparse.Namespace) -> int:
     out = check_bytes(data, allow_test_ins=allow, strict=args.strict, cda_xsd=args.cda_xsd, config=args.config)
     if args.format == "json":
         dump_json(out)
-    else:
-        print(f"{out['outcome'].upper()}  {out['message_type'] or '-'}  control id {out['control_id'] or '-'}")
-        for f in out["errors"]:
-            print(f"  error   {f['code']:<26} {f.get('location') or '-':<28} {f['message']}")
-        for f in out["warnings"]:
-            print(f"  warning {f['code']:<26} {f.get('location') or '-':<28} {f['message']}")
-        if out.get("hold"):
-            print(f"  held    {out['hold']['code']:<26} {out['hold'].get('location') or '-':<28} {out['hold']['message']}")
-        if out["xds"]:
-            de = out["xds"]["documentEntry"]
-            print(f"  XDS uniqueId={de.get('uniqueId')} typeCode={de.get('typeCode', {}).get('code')} "
-                  f"classCode={de.get('classCode', {}).get('code')} formatCode={de.get('formatCode', {}).get('code')}")
+        return EXIT[out["outcome"]]
+    if out["errors"] and out["errors"][0]["code"] == "INPUT_UNKNOWN":
+        print(f"relais check: {args.file}: {out['errors'][0]['message']}")
+        return EXIT["rejected"]
+    ack = out["ack_code"] or "no acknowledgement (an ACK is never acknowledged)"
+    print(f"{out['outcome'].upper()}  {out['message_type'] or '-'}  control id {out['control_id'] or '-'}  ACK {ack}")
+    if out.get("acknowledgement"):
+        a = out["acknowledgement"]
+        print(f"  enhanced mode: accept ACK {a['accept'] or 'none'}, application ACK {a['application'] or 'none'}")
+    for f in out["errors"]:
+        print(f"  error   {f['code']:<26} {f.get('location') or '-':<28} {f['message']}")
+    for f in out["warnings"]:
+        print(f"  warning {f['code']:<26} {f.get('location') or '-':<28} {f['message']}")
+    if out.get("hold"):
+        print(f"  held    {out['hold']['code']:<26} {out['hold'].get('location') or '-':<28} {out['hold']['message']}")
+    if out.get("adt"):
+        p = out["adt"]["patient"]
+        ids = ", ".join(f"{i.get('system', '-')}|{i.get('value', '-')}" for i in p.get("identifier", []))
+        print(f"  identity {'qualified' if out['adt']['qualified'] else 'not qualified'}: Patient {ids or '-'}")
+    if out["xds"]:
+        de = out["xds"]["documentEntry"]
+        print(f"  XDS uniqueId={de.get('uniqueId') or '-'} typeCode={(de.get('typeCode') or {}).get('code') or '-'} "
+              f"classCode={(de.get('classCode') or {}).get('code') or '-'} "
+              f"formatCode={(de.get('formatCode') or {}).get('code') or '-'}")
+    for r in out.get("routes", []):
+        print(f"  route   {r['destination'] or '-'} ({r.get('kind') or '-'}) {r['status']}"
+              + (f": {r['reason']}" if r.get("reason") else ""))
     return EXIT[out["outcome"]]

@@ -50,18 +50,31 @@ def _read_ack(ack: bytes) -> dict[str, str]:
     }
 
 
+def _expects_no_reply(msh: bytes, sep: bytes) -> bool:
+    """HL7 v2.5 ch. 2: an ACK is never acknowledged; enhanced mode with MSH-15 NE gets no accept ACK."""
+    if not msh.startswith(b"MSH"):
+        return False
+    msh9 = _field(msh, sep, 8)
+    component = msh[4:5].decode("latin-1") or "^"
+    return msh9.split(component)[0].strip() == "ACK" or _field(msh, sep, 14).strip().upper() == "NE"
+
+
 def _line(r: dict[str, Any]) -> str:
     return f"{r['control_id'] or '-':<16} {r['msa1'] or '--':<3} {r['text']}  ({r['file']})"
 
 
 def summary(results: list[dict[str, Any]]) -> str:
-    """``3 sent: 2 AA, 1 AE, 0 AR, 0 without answer`` (enhanced-mode codes counted with their original)."""
+    """``3 sent: 2 AA, 1 AE, 0 AR, 0 without answer`` (enhanced-mode codes counted with their original;
+    a message that asks for no answer, an ACK or MSH-15 NE, is counted apart)."""
     counts = {"AA": 0, "AE": 0, "AR": 0, "": 0}
+    none_due = sum(1 for r in results if r.get("no_reply"))
     for r in results:
-        code = {"CA": "AA", "CE": "AE", "CR": "AR"}.get(r["msa1"], r["msa1"])
-        counts[code if code in counts else ""] += 1
-    return (f"{len(results)} sent: {counts['AA']} AA, {counts['AE']} AE, {counts['AR']} AR, "
+        if not r.get("no_reply"):
+            code = {"CA": "AA", "CE": "AE", "CR": "AR"}.get(r["msa1"], r["msa1"])
+            counts[code if code in counts else ""] += 1
+    line = (f"{len(results)} sent: {counts['AA']} AA, {counts['AE']} AE, {counts['AR']} AR, "
             f"{counts['']} without answer")
+    return line + (f", {none_due} with no answer due" if none_due else "")
 
 
 async def _send_all(
@@ -73,10 +86,15 @@ async def _send_all(
     async with MllpClient(host, port, timeout=wait) as client:
         for name, data in messages:
             first = data.split(b"\r", 1)[0]
-            control_id = _field(first, first[3:4] or b"|", 9) if first.startswith(b"MSH") else ""
+            sep = first[3:4] or b"|"
+            control_id = _field(first, sep, 9) if first.startswith(b"MSH") else ""
             try:
-                ack = await client.send(data)
-                info = _read_ack(ack)
+                if _expects_no_reply(first, sep):
+                    await client.post(data)
+                    info = {"msa1": "", "msa2": "", "text": "sent; no acknowledgement is due", "no_reply": "1"}
+                else:
+                    ack = await client.send(data)
+                    info = _read_ack(ack)
             except Exception as exc:  # report and go on with the next file
                 info = {"msa1": "", "msa2": "", "text": f"no acknowledgement: {type(exc).__name__}"}
             result = {"file": name, "control_id": control_id, **info}
@@ -102,4 +120,4 @@ def run(args: argparse.Namespace) -> int:
         dump_json(results)
     else:
         print(summary(results))
-    return 0 if all(r["msa1"] in ("AA", "CA") for r in results) else 1
+    return 0 if all(r["msa1"] in ("AA", "CA") or r.get("no_reply") for r in results) else 1

@@ -72,18 +72,32 @@ def hl7_error_code(finding: Finding) -> tuple[str, str]:
     * ``CHARSET_UNSUPPORTED`` → 103 (MSH-18 is not a value of table 0211);
       other ``CHARSET_*``, ``*_DATATYPE``, ``*_FORMAT``, ``PARSE_*``,
       ``MSH_ENCODING`` → 102 (the bytes or the syntax do not fit the type);
+    * a refused volet profile (``PROFILE_*``, MSH-21) → 203;
+    * a ``MISSING`` / ``REQUIRED`` finding located on a whole segment (``PV1``,
+      ``MRG``) → 100, since 0357 files absent segments under "segment sequence";
     * a ``VERSION`` word → 203; ``EVENT`` / ``TRIGGER`` → 201;
       ``MESSAGE_TYPE`` / ``MSG_TYPE`` → 200; ``PROCESSING`` → 202;
     * ``DUPLICATE`` → 205; ``UNKNOWN_KEY`` / ``NOT_FOUND`` (a referenced document
       or patient we do not know) → 204;
     * ``MSH_MISSING``, a ``SEGMENT`` or ``ORDER`` / ``SEQUENCE`` word → 100;
     * a ``MISSING`` / ``REQUIRED`` / ``EMPTY`` word → 101;
-    * a ``TABLE`` / ``VALUESET`` / ``CODE`` + ``UNKNOWN`` word → 103;
-    * anything else (INS rules, CDA content, journal failures …) → 207.
+    * a ``TABLE`` / ``VALUESET`` / ``CODE`` + ``UNKNOWN`` word, a value outside the set the
+      volet allows (``*_NOT_DMP``, ``*_INCONSISTENT``: ORC-1 / OBX-11 / trigger) → 103;
+    * our own faults (``INTERNAL_*``, ``JOURNAL_*``, ``FHIR_CONTEXT_*``) → 207, and only
+      they: 0357 calls 207 "application internal error";
+    * any other content rule (INS rules, CDA content, a field that contradicts another:
+      ``*_MISMATCH``) → 102, the value in the field is not what the field must hold.
     """
     code = finding.code.upper()
     words = set(code.split("_"))
-    if code == "CHARSET_UNSUPPORTED":
+    bare_segment = bool(finding.location) and re.fullmatch(r"[A-Z][A-Z0-9]{2}(\[\d+\])?", finding.location or "")
+    if words & {"INTERNAL", "JOURNAL"} or code.startswith("FHIR_CONTEXT"):
+        hl7 = "207"  # our fault, never the sender's
+    elif code.startswith("PROFILE_") and code != "PROFILE_MISSING":
+        hl7 = "203"  # MSH-21 versions the volet the way MSH-12 versions HL7
+    elif words & {"MISSING", "REQUIRED"} and bare_segment:
+        hl7 = "100"  # a required segment is absent (0357: "required segments are missing")
+    elif code == "CHARSET_UNSUPPORTED":
         hl7 = "103"
     elif code.startswith(("CHARSET_", "PARSE_")) or code == "MSH_ENCODING" or words & {"DATATYPE", "FORMAT"}:
         hl7 = "102"
@@ -103,10 +117,10 @@ def hl7_error_code(finding: Finding) -> tuple[str, str]:
         hl7 = "100"
     elif words & {"MISSING", "REQUIRED", "EMPTY"}:
         hl7 = "101"
-    elif words & {"TABLE", "VALUESET"} or {"CODE", "UNKNOWN"} <= words:
+    elif words & {"TABLE", "VALUESET", "INCONSISTENT"} or {"CODE", "UNKNOWN"} <= words or "NOT_DMP" in code:
         hl7 = "103"
     else:
-        hl7 = "207"
+        hl7 = "102"
     return hl7, HL7_0357[hl7]
 
 
@@ -193,7 +207,11 @@ def _err(finding: Finding, enc: Encoding, version: tuple[int, ...]) -> str:
             where[1] if len(where) > 1 else "",
             where[2] if len(where) > 2 else "",
         ]
-        eld.append(s.join([code, escape(text, enc), "HL70357"]))
+        # ELD.4 is a CE: the 0357 code as identifier, our stable code and text as the
+        # alternate identifier (coding system L, local) so a v2.3 sender still sees why.
+        eld.append(
+            s.join([code, escape(text, enc), "HL70357", escape(finding.code, enc), escape(finding.message, enc), "L"])
+        )
         return _segment(enc, "ERR", [c.join(eld)])
     return _segment(
         enc,
@@ -221,10 +239,18 @@ def build_ack(
     app: str = "RELAIS",
     facility: str = "RELAIS",
     text: str | None = None,
+    enhanced: bool | None = None,
+    charset: str | None = None,
+    ack_types: tuple[str, str] | None = None,
 ) -> str:
     """Build the technical ACK for ``msg`` with MSA-1 ``code`` (``AA``, ``AE`` or ``AR``).
 
-    Enhanced mode (MSH-15 valued in the original) turns AA/AE/AR into CA/CE/CR.
+    ``enhanced=True`` writes the enhanced-mode accept acknowledgement (AA/AE/AR become
+    CA/CE/CR); ``False`` writes AA/AE/AR as given (original mode, or the separate
+    application acknowledgement of enhanced mode); ``None`` decides from MSH-15.
+    ``charset`` replaces the copied MSH-18 (when the original's is unusable, the ACK
+    must say which charset it is really written in); ``ack_types`` writes MSH-15/16
+    of the ACK itself (an application acknowledgement asks for an accept ACK).
     One ERR is written per finding given; findings should come with AE/AR, or as
     warnings with AA. ``text`` goes to MSA-3: keep it short and free of patient
     data. With ``msg=None`` the result is the same as :func:`build_ack_unreadable`
@@ -239,7 +265,7 @@ def build_ack(
     enc = msg.encoding
     msh = msg.msh
     c = enc.component
-    if msh.field(15):
+    if enhanced if enhanced is not None else bool(msh.field(15).raw.strip()):
         code = _ENHANCED[code]
     trigger = _copied(msh.field(9).comp(2).raw)
     version_raw = _copied(msh.field(12).raw, "2.5") or "2.5"
@@ -253,8 +279,10 @@ def build_ack(
         10: escape(control_id, enc),
         11: _copied(msh.field(11).raw),
         12: version_raw,
+        15: ack_types[0] if ack_types else "",
+        16: ack_types[1] if ack_types else "",
         17: _copied(msh.field(17).raw),
-        18: _copied(msh.field(18).raw),
+        18: _copied(msh.field(18).raw) if charset is None else escape(charset, enc),
         21: _copied(msh.field(21).raw),
     }
     segments = [_msh(enc, fields), _msa(enc, code, msh.field(10).raw, text)]

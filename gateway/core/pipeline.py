@@ -5,10 +5,13 @@ function serves the MLLP listener, the HTTP ingest, ``relais check`` (offline) a
 replay, so they can never disagree. What needs the journal (duplicates, identity
 registry conflicts, holding and releasing) is decided afterwards in ``gateway.intake``.
 
-ACK policy (HL7 v2 original mode; the listener maps to CA/CE/CR in enhanced mode):
-* AR — unreadable MSH, unsupported message type or version, too large;
-* AE — stored but rejected: charset, syntax, profile or consistency errors (ERR names the field);
-* AA — accepted (it may still be *held* by the identity gate: we keep it and answer AA).
+ACK policy (the application verdict; ``gateway.core.ackmode`` decides what is sent
+in HL7 enhanced mode):
+* AR — unreadable MSH, unsupported message type, event, version or volet profile (MSH-21), too large;
+* AE — stored but rejected: charset, syntax, segment, profile or consistency errors (ERR names the field);
+* AA — accepted (it may still be *held* by the identity gate: we keep it and answer AA);
+* nothing — an inbound acknowledgement (MSH-9.1 ``ACK``): HL7 v2.5 ch. 2 §2.9.2 never
+  acknowledges an acknowledgement; it is journaled and matched to what it answers.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gateway.core import cda as cda_mod
+from gateway.core.ackmode import AckPlan, plan_acks
 from gateway.core.charset import decode_message
 from gateway.core.fhir.patient import build_patient
 from gateway.core.fhir.pdsm import build_iti65_bundle
-from gateway.core.hl7v2.adt import AdtEvent, parse_adt
+from gateway.core.hl7v2.adt import SUPPORTED_TRIGGERS, AdtEvent, parse_adt
 from gateway.core.hl7v2.documents import DocumentMessage, check_against_cda, parse_document_message
 from gateway.core.hl7v2.limits import Limits, check_limits, check_segments
+from gateway.core.hl7v2.profile import read_profile
 from gateway.core.hl7v2.reader import Message
 from gateway.core.identity.ins import validate_ins
 from gateway.core.identity.status import (
@@ -41,10 +46,14 @@ from gateway.model import CdaHeader, Finding, Identifier, PatientIdentity, Submi
 
 __all__ = ["Ids", "PipelineOptions", "DocumentResult", "IdentityVerdict", "Analysis", "analyse_hl7v2", "analyse_cda"]
 
-Kind = Literal["document", "adt", "cda", "unsupported", "unreadable"]
+Kind = Literal["document", "adt", "cda", "ack", "unsupported", "unreadable"]
 
 _DOC_TYPES = {("ORU", "R01"), ("MDM", "T02"), ("MDM", "T10"), ("MDM", "T04")}
-_ADT_TRIGGERS = {"A01", "A03", "A04", "A05", "A08", "A28", "A31", "A40", "A47"}
+_DOC_CODES = frozenset(code for code, _ in _DOC_TYPES)
+#: Findings that make an enhanced-mode accept acknowledgement a commit reject (CR).
+_COMMIT_REJECT = frozenset(
+    {"MSG_TYPE_UNSUPPORTED", "EVENT_UNSUPPORTED", "VERSION_UNSUPPORTED", "PROCESSING_ID_UNSUPPORTED"}
+)
 _DMP_REQUIRED = frozenset(
     {"XDS_TYPECODE_NOT_DMP", "XDS_FORMAT_UNKNOWN", "XDS_DOCUMENT_ID_EXTENSION", "XDS_STRUCT_IDNAT"}
 )
@@ -123,10 +132,26 @@ class Analysis:
     ack_reception: bool = False
     adt: AdtEvent | None = None
     doc_message: DocumentMessage | None = None
+    acknowledges: str | None = None  # inbound ACK: MSA-2, the control id it answers
+    acknowledgement: str | None = None  # inbound ACK: MSA-1
+
+    @property
+    def ack_plan(self) -> AckPlan:
+        """What goes back: original-mode ACK, or enhanced-mode accept + application ACKs."""
+        if self.kind == "ack":
+            return AckPlan(enhanced=False, immediate=None, application=False)
+        if self.message is None:
+            return AckPlan(enhanced=False, immediate=self.ack_code, application=False)
+        commit_reject = any(f.code in _COMMIT_REJECT for f in self.errors)
+        return plan_acks(
+            self.message.msh.value(15), self.message.msh.value(16), self.ack_code, commit_reject=commit_reject
+        )
 
     @property
     def outcome(self) -> str:
-        """accepted / rejected / held, as ``relais check`` reports it (no registry)."""
+        """accepted / rejected / held / recorded (an inbound ACK), as ``relais check`` reports it."""
+        if self.kind == "ack":
+            return "recorded"
         if self.ack_code != "AA":
             return "rejected"
         if self.kind in ("document", "cda") and self.dmp_bound and self.identity.reason is not None:
@@ -160,11 +185,14 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
             an.summary = _summary(an.message, None)
         except GatewayError:
             an.ack_code = "AR"  # no MSH to answer to: the unreadable-MSH AR, as the journal records
+        else:
+            if an.message.msh.value(9, 1).strip() == "ACK":
+                _analyse_ack(an, an.message)
         return an
     too_many = check_segments(decoded.text, opts.limits)
     text = decoded.text if too_many is None else _first_segment(decoded.text)
     try:
-        msg = Message.parse(text)
+        msg = Message.parse(text, codec=decoded.charset)
     except GatewayError as exc:
         return Analysis(kind="unreadable", ack_code="AR", errors=[Finding(exc.code, exc.message, exc.location)])
     # an MSH field beyond the limits makes the MSH itself unusable: refused like an unreadable one
@@ -185,9 +213,13 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
         an.errors.append(too_many)
         an.ack_code = "AE"
         return an
-    code, trigger = msg.msh.value(9, 1), msg.msh.value(9, 2)
-    version = msg.msh.value(12)
-    if not msg.control_id:
+    # Blanks around components are not part of the value: "ORU^R01 " is ORU^R01.
+    code, trigger = msg.msh.value(9, 1).strip(), msg.msh.value(9, 2).strip()
+    version = msg.msh.value(12).strip()
+    if code == "ACK":
+        _analyse_ack(an, msg)
+        return an
+    if not msg.control_id.strip():
         an.errors.append(Finding("MSH10_MISSING", "MSH-10 (message control id) is empty", "MSH-10"))
         an.ack_code = "AE"
     if not version.startswith(_SUPPORTED_VERSIONS):
@@ -201,11 +233,29 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
         an.ack_code = "AE"
         return an
     if (code, trigger) in _DOC_TYPES:
+        profile, refusal = read_profile(msg)
+        if refusal is not None and refusal.severity == "error":
+            an.errors.append(refusal)
+            an.ack_code = "AR"
+            return an
         an.kind = "document"
-        _analyse_document_message(an, msg, opts, ids)
-    elif code == "ADT" and trigger in _ADT_TRIGGERS:
+        if refusal is not None:
+            an.warnings.append(refusal)
+        _check_segment_ids(an, msg)
+        _analyse_document_message(an, msg, opts, ids, orc_required=profile.requires_orc)
+    elif code == "ADT" and trigger in SUPPORTED_TRIGGERS:
         an.kind = "adt"
+        _check_segment_ids(an, msg)
         _analyse_adt(an, msg, opts)
+    elif code == "ADT" or code in _DOC_CODES:
+        an.errors.append(
+            Finding(
+                "EVENT_UNSUPPORTED",
+                f"MSH-9 '{code}^{trigger}': event {trigger or '(empty)'} is not one this gateway processes",
+                "MSH-9",
+            )
+        )
+        an.ack_code = "AR"
     else:
         an.errors.append(
             Finding("MSG_TYPE_UNSUPPORTED", f"message type {_shown(f'{code}^{trigger}')} is not supported", "MSH-9")
@@ -224,6 +274,33 @@ def _first_segment(text: str) -> str:
 def _shown(value: str, limit: int = 40) -> str:
     """A sender's value quoted in a finding, cut so that an absurd one cannot bloat the ACK or the journal."""
     return value if len(value) <= limit else value[:limit] + "\u2026"
+
+
+def _analyse_ack(an: Analysis, msg: Message) -> None:
+    """An inbound acknowledgement: recorded, never answered (HL7 v2.5 ch. 2 §2.9.2)."""
+    an.kind = "ack"
+    an.ack_code = ""
+    an.errors = []
+    an.acknowledgement = msg["MSA"].value(1).strip() or None
+    an.acknowledges = msg["MSA"].field(2).raw or None
+    an.summary["acknowledges"] = an.acknowledges
+
+
+def _check_segment_ids(an: Analysis, msg: Message) -> None:
+    """Segment ids are exactly three characters ``[A-Z][A-Z0-9]{2}`` (HL7 v2.5 ch. 2 §2.5.2).
+
+    ``PIDX`` or ``PV`` is not a PID or a PV1 with a typo we could guess: it is refused,
+    naming the segment and its position, and never read as another segment.
+    """
+    for seg in msg.bad_segment_names():
+        shown = seg.name if len(seg.name) <= 20 else seg.name[:20] + "…"
+        an.errors.append(
+            Finding(
+                "SEGMENT_ID_INVALID",
+                f"segment {seg.index} '{shown}' is not a segment id (three characters [A-Z][A-Z0-9]{{2}})",
+                f"segment {seg.index} ({shown})",
+            )
+        )
 
 
 def _summary(msg: Message, charset: str | None) -> dict[str, Any]:
@@ -279,8 +356,10 @@ def _assess_identity(patient: PatientIdentity, opts: PipelineOptions, *, from_v2
     )
 
 
-def _analyse_document_message(an: Analysis, msg: Message, opts: PipelineOptions, ids: Ids) -> None:
-    dm, findings = parse_document_message(msg)
+def _analyse_document_message(
+    an: Analysis, msg: Message, opts: PipelineOptions, ids: Ids, *, orc_required: bool = True
+) -> None:
+    dm, findings = parse_document_message(msg, orc_required=orc_required)
     an.doc_message = dm
     _split(findings, an)
     an.patient = dm.patient
@@ -354,7 +433,8 @@ def _map_document(
         _split([f], an)
     patient = ctx.patient or header.patient
     status = assess_status(patient.status, patient.ins is not None, opts.convention) if patient.status else None
-    reliability = reliability_extension(status, opts.convention) if status is not None else None
+    # identityReliability only when PID-32 said something (a CDA has no status): no guessed PROV
+    reliability = reliability_extension(status, opts.convention) if status is not None and status.status else None
     bundle: dict[str, Any] | None = None
     if ctx.action != "delete":  # a deletion has no ITI-65 form: only the XDS adapter handles it
         try:

@@ -166,9 +166,13 @@ def format_for_templates(
     ``urn:ihe:iti:xds-sd:pdf:2008``, ``text/plain`` → ``urn:ihe:iti:xds-sd:text:2008`` ...);
     no media type means PDF. Level 3: the first templateId found in A11, ANS templates
     (``1.2.250.1.213.…``) before IHE ones, because a document declares both a generic IHE
-    profile and the specific ANS model and the ANS model is the precise one.
+    profile and the specific ANS model and the ANS model is the precise one. Models that
+    JDV_J60 lists but the A11 release lacks (BIO-TROD 2024, templateId
+    1.2.250.1.213.1.1.1.59 → ``urn:ans:ci-sis:trod:2024``) come from
+    ``ass_a11_supplement_j60``, which tools/extract_terminology.py builds and checks.
     """
     a11 = load("ass_a11_cda_model_format")
+    supplement = load("ass_a11_supplement_j60")["map"]
     if level == 1:
         media = (media_type or _NONXML_DEFAULT_MEDIA).split(";")[0].strip().lower()
         return _as_coded(a11["nonxml"].get(media))
@@ -177,7 +181,7 @@ def format_for_templates(
         t for t in ids if not t.startswith("1.2.250.1.213.")
     ]
     for template_id in ordered:
-        found = a11["map"].get(template_id)
+        found = a11["map"].get(template_id) or supplement.get(template_id)
         if found is not None:
             return _as_coded(found)
     return None

@@ -361,6 +361,14 @@ class Tx:
         marks = ", ".join("?" for _ in rec)
         self.conn.execute(f"INSERT INTO deliveries ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
 
+    def outbound_by_control_id(self, control_id: str) -> dict[str, Any] | None:
+        """The ZAM or application ACK we sent with this MSH-10 (kept in ``unique_id``)."""
+        return self._one(
+            "SELECT id, exchange_id, kind, status FROM deliveries WHERE kind IN ('zam', 'ack') AND unique_id = ? "
+            "ORDER BY seq DESC LIMIT 1",
+            (control_id,),
+        )
+
     def claim_due(self, *, now: str, worker: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
         """Claim due deliveries, oldest first, at most one in flight per (destination, patient).
 
@@ -527,6 +535,45 @@ class Tx:
         )
 
     # -- identities --------------------------------------------------------------------------
+    def link_identities(self, a: str, b: str, at: str, exchange_id: str) -> None:
+        """ADT^A24: both records stay, known as the same person (stored both ways)."""
+        for x, y in ((a, b), (b, a)):
+            self.conn.execute(
+                "INSERT OR IGNORE INTO identity_links (ipp_key, linked_key, created_at, exchange_id) VALUES (?, ?, ?, ?)",
+                (x, y, at, exchange_id),
+            )
+
+    def unlink_identities(self, a: str, b: str) -> int:
+        """ADT^A37: undo an A24; returns how many link rows went."""
+        cur = self.conn.execute(
+            "DELETE FROM identity_links WHERE (ipp_key = ? AND linked_key = ?) OR (ipp_key = ? AND linked_key = ?)",
+            (a, b, b, a),
+        )
+        return cur.rowcount
+
+    def linked_identities(self, ipp_key: str) -> list[str]:
+        return [r["linked_key"] for r in self._all(
+            "SELECT linked_key FROM identity_links WHERE ipp_key = ? ORDER BY linked_key", (ipp_key,))]
+
+    def upsert_encounter(self, rec: dict[str, Any]) -> None:
+        cols = ", ".join(rec)
+        marks = ", ".join("?" for _ in rec)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in rec if k != "visit_key")
+        self.conn.execute(
+            f"INSERT INTO encounters ({cols}) VALUES ({marks}) ON CONFLICT(visit_key) DO UPDATE SET {updates}",  # noqa: S608
+            list(rec.values()),
+        )
+
+    def current_encounter(self, ipp_key: str) -> dict[str, Any] | None:
+        """The patient's latest encounter that was not cancelled (A11 / A38 / A27)."""
+        return self._one(
+            "SELECT * FROM encounters WHERE ipp_key = ? AND cancelled = 0 ORDER BY updated_at DESC LIMIT 1",
+            (ipp_key,),
+        )
+
+    def get_encounter(self, visit_key: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM encounters WHERE visit_key = ?", (visit_key,))
+
     def get_identity(self, ipp_key: str) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM identities WHERE ipp_key = ?", (ipp_key,))
         if row and row.get("traits"):

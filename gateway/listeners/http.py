@@ -195,6 +195,8 @@ async def post_hl7v2(request: web.Request) -> web.Response:
         return body
     raw = body.replace(b"\r\n", b"\r").replace(b"\n", b"\r") if b"\r" not in body else body
     ack = await service.handle_hl7(raw, peer=request.remote, listener="http-hl7v2", tls_subject=tls_subject(request))
+    if not ack:  # an inbound ACK (or enhanced mode with MSH-15 NE): stored, nothing to answer
+        return web.Response(status=204)
     return web.Response(body=ack, content_type="x-application/hl7-v2+er7")
 
 

@@ -71,7 +71,8 @@ class _Connection:
 class MllpListener:
     """An MLLP/TCP (optionally TLS) server feeding frames to ``handler``.
 
-    ``handler(payload, peer)`` returns the ACK bytes, unframed. On an oversized
+    ``handler(payload, peer)`` returns the ACK bytes, unframed, or ``b""`` to send
+    nothing back (HL7 never acknowledges an acknowledgement). On an oversized
     frame ``handler_oversize(size, peer)`` is awaited for the AR to send before the
     connection is closed — after reading and discarding the rest of that frame (at most
     ``drain_bytes`` bytes and ``drain_timeout`` seconds), so that a sender still writing
@@ -288,7 +289,8 @@ class MllpListener:
                     except Exception as exc:  # any failure means: no ACK
                         log.error("mllp.handler_failed", error=type(exc).__name__, size=len(event.payload))
                         return False
-                    await self._write(writer, ack)
+                    if ack:  # b"": nothing to answer (an inbound ACK, or enhanced mode with MSH-15 NE)
+                        await self._write(writer, ack)
                 finally:
                     conn.busy = False
         return True

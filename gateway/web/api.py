@@ -84,7 +84,10 @@ def redact_fhir(value: Any) -> Any:
     out: dict[str, Any] = {}
     for key, v in value.items():
         if key in ("subject", "patient", "sourcePatientInfo") and isinstance(v, dict):
-            out[key] = {k: v[k] for k in ("reference", "type") if k in v} or {"_redacted": True}
+            kept = {k: v[k] for k in ("reference", "type") if k in v}
+            if "identifier=" in str(kept.get("reference", "")):  # PDSM4DMP's Patient?identifier=<INS>
+                kept["reference"] = str(kept["reference"]).split("?", 1)[0] + "?[redacted]"
+            out[key] = kept or {"_redacted": True}
         elif key == "data" and isinstance(v, str):  # Binary.data / Attachment.data: the document itself
             out[key] = REDACTED
         elif key == "ifNoneExist" or (key == "url" and isinstance(v, str) and "identifier=" in v):

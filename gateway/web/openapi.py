@@ -194,7 +194,7 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate")
+_STATUSES = ("received", "accepted", "rejected", "held", "queued", "delivered", "dead", "duplicate", "recorded")
 
 
 async def handle_openapi(request: web.Request) -> web.Response:

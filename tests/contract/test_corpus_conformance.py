@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,53 @@ def test_done_when_statements(corpus: Path) -> None:
     held = check_bytes((corpus / segur / "mdm/initial/message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes(),
                        allow_test_ins=False)
     assert held["outcome"] == "held" and held["hold"]["code"] == "INS_OID_TEST"
+
+
+def test_volet_v20_mdm_is_taken_without_orc(corpus: Path) -> None:
+    """Volet v2.0 has no ORC: MDM^T02 and OBX-11 decide. The ANS sample itself cannot go to the
+    DMP as written (its document id has an extension, which the DMP refuses, and its INS says
+    1974 / female while PID-7/8 say 2005 / male); each defect is named, and with both fixed the
+    same v2.0 message is accepted for the DMP."""
+    sample = (corpus / "hl7v2/ansforge/hl7V2-exemples/trans-doc-cda/v2.0/mdm/initial/"
+              "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes()
+    result = check_bytes(sample, allow_test_ins=True)
+    assert result["ack_code"] == "AE"
+    assert [e["code"] for e in result["errors"]] == ["XDS_DOCUMENT_ID_EXTENSION"]
+    assert "ORC_MISSING" not in repr(result)  # the v2.0 profile needs no ORC
+
+    # not DMP-bound: the v2.0 message is taken as it is (AA), only the identity holds it
+    no_dmp = sample.replace(b"DESTDMP^Destinataire DMP^MetaDMPMSS||Y", b"DESTDMP^Destinataire DMP^MetaDMPMSS||N")
+    out = check_bytes(no_dmp, allow_test_ins=True)
+    assert (out["ack_code"], out["errors"]) == ("AA", [])
+
+    # both defects fixed: consistent traits and a root-only document id (CDA id and TXA-12)
+    match = re.search(rb"\^Base64\^([A-Za-z0-9+/=]+)", sample)
+    assert match
+    cda = base64.b64decode(match.group(1)).replace(
+        b'<id root="1.2.250.1.71.4.2.2.120456789" extension="A71024000081">',
+        b'<id root="1.2.250.1.71.4.2.2.120456789.1024000081">')
+    fixed = (sample.replace(match.group(1), base64.b64encode(cda))
+             .replace(b"1.2.250.1.71.4.2.2.120456789.A71024000081^Organisation-Y", b"1.2.250.1.71.4.2.2.120456789.1024000081")
+             .replace(b"||20050101|M|", b"||19740701|F|"))  # as INS 2 74 07 … says
+    out = check_bytes(fixed, allow_test_ins=True)
+    assert (out["outcome"], out["ack_code"], out["errors"]) == ("accepted", "AA", []), out["errors"]
+
+
+def test_every_corpus_acknowledgement_is_recorded_not_answered(corpus: Path) -> None:
+    acks = [k for k in EXPECTED if k.rsplit("/", 1)[-1].startswith("ack")]
+    assert acks
+    for name in acks:
+        result = check_bytes((corpus / name).read_bytes(), allow_test_ins=True)
+        assert (result["outcome"], result["ack_code"]) == ("recorded", None), name
+
+
+def test_strict_has_no_false_positives_on_the_ans_samples(corpus: Path) -> None:
+    """--strict knows the French extensions (PID-32 VALI, OBX-2 CWE, PRT-2 UC, INS, MetaDMPMSS …)."""
+    for name, want in EXPECTED.items():
+        if not name.startswith("hl7v2/") or want["outcome"] not in ("accepted", "held"):
+            continue
+        result = check_bytes((corpus / name).read_bytes(), allow_test_ins=True, strict=True)
+        assert result["outcome"] == want["outcome"], (name, result["errors"])
+        strict = [f for f in result["warnings"] + result["errors"] if f["code"] == "HL7_STRICT"]
+        assert strict == [], (name, strict)
+        assert "None" not in repr(result["errors"] + result["warnings"])

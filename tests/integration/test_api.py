@@ -103,6 +103,14 @@ async def test_sender_may_only_submit(gw: Gateway) -> None:
     assert "relais_session" not in r.headers.get("Set-Cookie", "")
 
 
+async def test_an_inbound_ack_over_http_gets_no_acknowledgement(gw: Gateway) -> None:
+    msg = (FIXTURES / "ack_inbound.hl7").read_bytes()
+    async with gw.http.post("/v1/hl7v2", data=msg, headers=gw.auth(SEND)) as r:
+        assert r.status == 204 and await r.read() == b""  # HL7 v2.5 ch. 2: an ACK is not acknowledged
+    ex = await gw.latest()
+    assert ex["status"] == "recorded" and ex["message_type"] == "ACK^Z01"
+
+
 async def test_viewer_cannot_mutate(gw: Gateway) -> None:
     await gw.send("mdm_t02_initial.hl7", "V1")
     ex = await gw.latest()

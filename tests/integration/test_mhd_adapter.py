@@ -236,3 +236,30 @@ async def test_sim_refuses_other_media_types_and_non_json(sim: MhdSimulator) -> 
             body = await resp.json(content_type=None)
     assert body["issue"][0]["code"] == "structure"
     assert [s["status"] for s in sim.submissions] == ["rejected", "rejected"]
+
+
+async def test_a_replacement_supersedes_the_replaced_document_reference(sim: MhdSimulator) -> None:
+    """PDSM4DMP TD2.1: the replaced DocumentReference becomes superseded in the same transaction."""
+    dest = make_dest(sim.url)
+    try:
+        await dest.send(payload("1.2.250.1.999999.1.2.3"))
+        replacement = make_iti65_bundle("1.2.250.1.999999.1.2.4", uuid_prefix="00000000-0000-4000-8000-00000000001")
+        doc_ref = next(e["resource"] for e in replacement["entry"] if e["resource"]["resourceType"] == "DocumentReference")
+        old_ident = {"system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.250.1.999999.1.2.3"}
+        doc_ref["relatesTo"] = [{"code": "replaces", "target": {"identifier": old_ident}}]
+        result = await dest.send(Payload(exchange_id="x2", delivery_id="d2", fhir=replacement))
+        sent = json.loads(result.request or "")
+        patch = [e for e in sent["entry"] if e["request"]["method"] == "PATCH"]
+        assert len(patch) == 1 and patch[0]["request"]["url"].startswith("DocumentReference/")
+        stored = sim.resources[patch[0]["request"]["url"]]
+        assert stored["status"] == "superseded"
+        # the Bundle kept in the journal is not modified by the send
+        assert all(e["request"]["method"] == "POST" for e in replacement["entry"])
+        orphan = make_iti65_bundle("1.2.250.1.999999.1.2.5", uuid_prefix="00000000-0000-4000-8000-00000000002")
+        doc_ref = next(e["resource"] for e in orphan["entry"] if e["resource"]["resourceType"] == "DocumentReference")
+        doc_ref["relatesTo"] = [{"code": "replaces", "target": {"identifier": {**old_ident, "value": "urn:oid:9.9"}}}]
+        with pytest.raises(DestinationRejected) as refused:
+            await dest.send(Payload(exchange_id="x3", delivery_id="d3", fhir=orphan))
+        assert refused.value.code == "MHD_PARENT_UNKNOWN"
+    finally:
+        await dest.close()

@@ -109,7 +109,7 @@ def test_err_segments() -> None:
     assert e1[5].raw == "PID_NAME_MISSING^PID-5 manquant^L"
     assert e1[8].text == "PID-5 manquant"
     assert e2[2].raw == "PID^1^3^2^1"
-    assert e2[3].raw == "207^Application internal error^HL70357"
+    assert e2[3].raw == "102^Data type error^HL70357"  # the sender's value, not our fault: never 207
     assert e3[2].raw == "OBX^3^5^1^5"
     assert e3[4].raw == "W"
     assert e3[5].raw == "OBX_FORMAT^warn\\S\\x^L"
@@ -121,7 +121,7 @@ def test_err_v24_uses_err1() -> None:
     text = ORU.replace("|2.5|", "|2.4|")
     ack = ack_of(text, "AE", errors=[Finding("PID_NAME_MISSING", "x", "PID-5.1")])
     err = ack["ERR"]
-    assert err[1].raw == "PID^1^5^101&Required field missing&HL70357"
+    assert err[1].raw == "PID^1^5^101&Required field missing&HL70357&PID_NAME_MISSING&x&L"
     assert len(err) == 1
 
 
@@ -155,6 +155,11 @@ def test_erl(location: str | None, expected: str) -> None:
     assert erl(location) == expected
 
 
+def test_missing_segment_is_a_segment_error() -> None:
+    assert hl7_error_code(Finding("PV1_MISSING", "m", "PV1"))[0] == "100"
+    assert hl7_error_code(Finding("MRG_MISSING", "m", "MRG-1"))[0] == "101"
+
+
 @pytest.mark.parametrize(
     ("code", "hl7"),
     [
@@ -173,7 +178,15 @@ def test_erl(location: str | None, expected: str) -> None:
         ("PID_REQUIRED", "101"),
         ("OBX_VALUE_MISSING", "101"),
         ("TABLE_VALUE", "103"),
-        ("INS_KEY", "207"),
+        ("INS_KEY", "102"),
+        ("INS_PID_CDA_MISMATCH", "102"),
+        ("DOC_ACTION_INCONSISTENT", "103"),
+        ("XDS_TYPECODE_NOT_DMP", "103"),
+        ("PV1_MISSING", "101"),  # without a location; located on the segment it is 100
+        ("PROFILE_VERSION_UNSUPPORTED", "203"),
+        ("SEGMENT_ID_INVALID", "100"),
+        ("EVENT_UNSUPPORTED", "201"),
+        ("INTERNAL_ERROR", "207"),
         ("JOURNAL_ERROR", "207"),
     ],
 )

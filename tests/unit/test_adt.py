@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.core.hl7v2.adt import parse_adt
+from gateway.core.hl7v2.adt import CANCELLATIONS, SUPPORTED_TRIGGERS, parse_adt
 from gateway.core.hl7v2.reader import Message
 from gateway.model import Identifier
 
@@ -87,21 +87,42 @@ def test_mrg_required(name: str) -> None:
     text = "\r".join(s for s in load(name).split("\r") if not s.startswith("MRG")) + "\r"
     event, findings = parse(text)
     assert [f.code for f in findings] == ["MRG_MISSING"]
-    assert findings[0].location == "MRG-1"
+    assert findings[0].location == "MRG"  # the segment itself is missing
     assert event.merged_identifiers == () and event.removed_ins is None
+    _, findings = parse(text + "MRG|\r")
+    assert [(f.code, f.location) for f in findings] == [("MRG_MISSING", "MRG-1")]
 
 
-@pytest.mark.parametrize("trigger", ["A01", "A03", "A04", "A05", "A08", "A28", "A31", "A40", "A47"])
+@pytest.mark.parametrize("trigger", sorted(SUPPORTED_TRIGGERS))
 def test_supported_triggers(trigger: str) -> None:
     text = load("adt_a01_vali.hl7").replace("ADT^A01^ADT_A01", f"ADT^{trigger}^ADT_A01")
-    if trigger in ("A40", "A47"):
+    if trigger in ("A40", "A44", "A47"):
         text += "MRG|P9^^^RELAIS-TEST&1.2.250.1.999.1.2&ISO^PI\r"
+    if trigger in ("A24", "A37"):
+        text += "PID|2||P9^^^RELAIS-TEST&1.2.250.1.999.1.2&ISO^PI||AUTRE^PAT^^^^^L||19800101|M\r"
     event, findings = parse(text)
     assert event.trigger == trigger
     assert [f for f in findings if f.severity == "error"] == []
+    assert event.cancels == CANCELLATIONS.get(trigger)
+    if trigger in ("A24", "A37"):
+        assert event.other_patient is not None and event.other_patient.ipp is not None
 
 
-@pytest.mark.parametrize("msh9", ["ADT^A02^ADT_A02", "ADT^Z99", "ORU^R01^ORU_R01"])
+@pytest.mark.parametrize("trigger", ["A02", "Z99", "A21", "Z80", "A11"])
+def test_encounter_events_require_pv1(trigger: str) -> None:
+    text = load("adt_a01_vali.hl7").replace("ADT^A01^ADT_A01", f"ADT^{trigger}^ADT_A01")
+    no_pv1 = "\r".join(s for s in text.split("\r") if not s.startswith("PV1"))
+    _, findings = parse(no_pv1)
+    assert [(f.code, f.location) for f in findings if f.severity == "error"] == [("PV1_MISSING", "PV1")]
+
+
+def test_link_requires_the_second_pid() -> None:
+    text = load("adt_a01_vali.hl7").replace("ADT^A01^ADT_A01", "ADT^A24^ADT_A24")
+    _, findings = parse(text)
+    assert [(f.code, f.location) for f in findings if f.severity == "error"] == [("PID_LINK_MISSING", "PID[2]-3")]
+
+
+@pytest.mark.parametrize("msh9", ["ADT^A99^ADT_A01", "ADT^Z98", "ORU^R01^ORU_R01"])
 def test_unsupported(msh9: str) -> None:
     event, findings = parse(load("adt_a01_vali.hl7").replace("ADT^A01^ADT_A01", msh9))
     assert [f.code for f in findings] == ["MSG_TYPE_UNSUPPORTED"]

@@ -198,7 +198,8 @@ def test_submission_set() -> None:
         {"use": "usual", "system": "urn:ietf:rfc:3986", "value": "urn:oid:1.2.250.1.999999.1.2.1"},
         {"use": "official", "system": "urn:ietf:rfc:3986", "value": UUIDS["submission_set_uuid"]},
     ]
-    assert ss["subject"] == {"reference": UUIDS["patient_uuid"]}
+    # PDSM4DMP: the patient is referenced conditionally on its INS
+    assert ss["subject"] == {"reference": "Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|279035121518989"}
     assert ss["entry"] == [{"item": {"reference": UUIDS["entry_uuid"]}}]
     role = _contained(ss, ss["source"]["reference"])
     assert role["resourceType"] == "PractitionerRole"
@@ -210,7 +211,7 @@ def test_submission_set() -> None:
 def test_document_reference_metadata() -> None:
     dr = _resource(_bundle(), "DocumentReference")
     assert dr["meta"]["profile"] == [DOCUMENTREFERENCE_PROFILE]
-    assert dr["masterIdentifier"] == {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:{DOC_ROOT}"}
+    assert dr["masterIdentifier"] == {"use": "usual", "system": "urn:ietf:rfc:3986", "value": f"urn:oid:{DOC_ROOT}"}
     assert dr["identifier"] == [
         {"use": "official", "system": "urn:ietf:rfc:3986", "value": UUIDS["entry_uuid"]}
     ]
@@ -225,7 +226,7 @@ def test_document_reference_metadata() -> None:
         dr["securityLabel"][0]["coding"][0]["system"]
         == NOS + "TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality"
     )
-    assert dr["subject"] == {"reference": UUIDS["patient_uuid"]}
+    assert dr["subject"] == {"reference": "Patient?identifier=urn:oid:1.2.250.1.213.1.4.10|279035121518989"}
     assert dr["date"] == "2024-05-02T09:31:00+02:00"
     author_role = _contained(dr, dr["author"][0]["reference"])
     assert author_role["resourceType"] == "PractitionerRole"
@@ -269,7 +270,11 @@ def test_attachment_binary_and_context() -> None:
         context["practiceSetting"]["coding"][0]["system"]
         == NOS + "TRE_A01-CadreExercice/FHIR/TRE-A01-CadreExercice"
     )
-    assert context["sourcePatientInfo"] == {"reference": UUIDS["patient_uuid"]}
+    # MHD: sourcePatientInfo is a contained Patient, the patient as the source knows it
+    assert context["sourcePatientInfo"] == {"reference": "#source-patient"}
+    source = _contained(dr, "#source-patient")
+    assert source["resourceType"] == "Patient" and source["identifier"]
+    assert "meta" not in source
 
 
 def test_root_and_extension_document_id() -> None:
@@ -277,7 +282,7 @@ def test_root_and_extension_document_id() -> None:
     xds = copy.deepcopy(XDS)
     del xds["documentEntry"]["uniqueId"]
     dr = _resource(_bundle(header=header, xds=xds), "DocumentReference")
-    assert dr["masterIdentifier"] == {"system": f"urn:oid:{DOC_ROOT}", "value": "DOC-42"}
+    assert dr["masterIdentifier"] == {"use": "usual", "system": f"urn:oid:{DOC_ROOT}", "value": "DOC-42"}
     assert document_identifier("DOC-42^^1.2.3^ISO") == {"system": "urn:oid:1.2.3", "value": "DOC-42"}
 
 

@@ -75,3 +75,37 @@ def test_secret_connection_fixture_carries_the_vihf_inputs() -> None:
         (FIXTURES / "hl7v2" / "oru_doc_r01_delete.hl7").read_bytes(), PipelineOptions(allow_test_ins=True), fixed_ids()
     )
     assert [d.action for d in delete.documents] == ["delete"] and delete.documents[0].fhir is None
+
+
+def _golden(name: str) -> dict:  # type: ignore[type-arg]
+    return json.loads((FIXTURES / "expected" / f"{name}.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize("name", ["adt_a02_transfer", "adt_z99_update", "adt_a24_link", "adt_a11_cancel_admit"])
+def test_pam_fr_events_beyond_admission_are_accepted(name: str) -> None:
+    out = _golden(name)
+    assert (out["outcome"], out["ack_code"], out["errors"]) == ("accepted", "AA", [])
+    assert out["adt"]["patient"]["resourceType"] == "Patient"
+
+
+def test_structure_rules_name_the_segment() -> None:
+    pidx = _golden("oru_pidx_segment")
+    assert pidx["ack_code"] == "AE"
+    assert pidx["errors"][0]["code"] == "SEGMENT_ID_INVALID" and "PIDX" in pidx["errors"][0]["message"]
+    no_pv1 = _golden("adt_a01_no_pv1")
+    assert [(e["code"], e["location"]) for e in no_pv1["errors"]] == [("PV1_MISSING", "PV1")]
+
+
+def test_acknowledgement_modes_and_profiles() -> None:
+    assert _golden("oru_enhanced_ne_al")["acknowledgement"] == {"mode": "enhanced", "accept": None, "application": "AA"}
+    assert _golden("oru_enhanced_al_al")["acknowledgement"] == {"mode": "enhanced", "accept": "CA", "application": "AA"}
+    ack = _golden("ack_inbound")
+    assert (ack["outcome"], ack["ack_code"], ack["acknowledges"]) == ("recorded", None, "ZAM0000000000000001")
+    assert _golden("oru_trailing_blank_type")["outcome"] == "accepted"  # "ORU^R01 " is ORU^R01
+    assert _golden("mdm_t02_volet_v20")["outcome"] == "accepted"  # no ORC: T02 + OBX-11 F decide
+    assert _golden("oru_r01_volet_v20")["outcome"] == "accepted"  # no ORC: OBX-11 F decides
+    for name, code in (("oru_profile_lps", "PROFILE_LPS_OUTBOUND"), ("oru_profile_unknown", "PROFILE_VERSION_UNSUPPORTED")):
+        out = _golden(name)
+        assert (out["ack_code"], out["errors"][0]["code"], out["errors"][0]["location"]) == ("AR", code, "MSH-21")
+    assert _golden("msh2_malformed")["ack_code"] == "AR"
+    assert _golden("adt_charset_invalid")["errors"][0]["code"] == "CHARSET_INVALID"

@@ -171,8 +171,10 @@ def test_bad_path() -> None:
 
 
 def test_bad_segment_names() -> None:
-    m = parse(MSH, "PID|1", "pid|2", "X1|3")
-    assert [s.name for s in m.bad_segment_names()] == ["pid", "X1|"]
+    m = parse(MSH, "PID|1", "pid|2", "X1|3", "PIDX|4", "INVALID SEGMENT")
+    # the id is what stands before the first field separator, never its first three characters
+    assert [s.name for s in m.bad_segment_names()] == ["pid", "X1", "PIDX", "INVALID SEGMENT"]
+    assert [s.name for s in m.all("PID")] == ["PID"]
 
 
 def test_oru_fixture_is_byte_exact_cr() -> None:
@@ -182,3 +184,21 @@ def test_oru_fixture_is_byte_exact_cr() -> None:
     assert m.message_type == "ORU^R01"
     assert m.segment_names == ["MSH", "PID", "ORC", "OBR", "OBX"]
     assert m.get("MSH-18") == "UNICODE UTF-8"
+
+
+def test_formatting_commands_in_text_fields() -> None:
+    """HL7 v2.5 ch. 2 §2.7.6: .br new line, .sp n skips n lines, .in n / .ti n indent, .sk n skips right."""
+    m = parse(MSH, r"NTE|1||line one\.br\line two\.sp 2\\.in 4\indented\.ti 2\temp\.sk 3\x\.fi\\.nf\end")
+    # .sp 2 ends "line two" and leaves two blank lines
+    assert m.get("NTE-3") == "line one\nline two\n\n\n    indented  temp   xend"
+    assert parse(MSH, r"NTE|1||a\.sp\b").get("NTE-3") == "a\n\nb"
+    # not a formatting command, or a malformed one: kept verbatim, nothing lost
+    m = parse(MSH, r"NTE|1||a\.zz 3\b\.sp x\c")
+    assert m.get("NTE-3") == r"a\.zz 3\b\.sp x\c"
+
+
+def test_hex_escapes_are_bytes_of_the_message_charset() -> None:
+    text = "\r".join([MSH, "NTE|1||caf\\XC3A9\\ \\XE9\\"])
+    # a lone E9 is not UTF-8: that escape is kept as written rather than guessed
+    assert Message.parse(text, codec="utf-8").get("NTE-3") == "café \\XE9\\"
+    assert Message.parse(text, codec="iso8859-15").get("NTE-3") == "cafÃ© é"

@@ -39,10 +39,29 @@ def test_our_fixtures_have_no_structural_error(name: str) -> None:
 
 
 def test_prt_is_validated_on_its_own() -> None:
-    findings = strict_validate(load("oru_doc_r01_initial.hl7"))
+    # PRT-2 'UC' (v2.9, pre-adopted by the volet) is not a false positive any more
+    assert [f for f in strict_validate(load("oru_doc_r01_initial.hl7")) if (f.location or "").startswith("PRT[")] == []
+    findings = strict_validate(load("oru_doc_r01_initial.hl7").replace("PRT||UC||SB", "PRT||QQ||SB"))
     prt = [f for f in findings if (f.location or "").startswith("PRT[")]
-    assert prt  # PRT-2 'UC' is not in the v2.8.2 table 0206: a warning, not an error
-    assert all(f.severity == "warning" for f in prt)
+    assert prt and all(f.severity == "warning" for f in prt)
+    assert "0206" in prt[0].message and "'QQ'" not in prt[0].message  # PRT holds persons: never quoted
+
+
+def test_ans_national_values_are_not_false_positives() -> None:
+    """PID-32 VALI, CX-5 INS, OBX-2 CWE, PRT-2 UC, MetaDMPMSS … are what the French profiles define."""
+    for name in OURS:
+        text = load(name)
+        if "PIDX|" in text or "PV1" not in text:
+            continue
+        assert [f for f in strict_validate(text) if "table" in f.message] == [], name
+
+
+def test_an_offending_code_is_shown_and_none_never_printed() -> None:
+    text = load("mdm_t02_initial.hl7").replace("|ED|11488-4", "|XX|11488-4", 1)
+    findings = strict_validate(text)
+    (obx2,) = [f for f in findings if "OBX_2" in f.message]
+    assert "'XX'" in obx2.message and "0125" in obx2.message
+    assert all("None" not in f.message and f.location for f in findings)
 
 
 def test_missing_required_field_is_named() -> None:

@@ -147,3 +147,29 @@ def test_content_type_for_patient_class(pv1_2: str | None, code: str, label: str
         "displayName": label,
     }
     assert t.in_value_set("JDV_J59", code, "1.2.250.1.213.2.2")
+
+
+def test_bio_trod_2024_gets_its_formatcode_from_j60() -> None:
+    from gateway.core.terminology import format_for_templates
+
+    found = format_for_templates(["1.2.250.1.213.1.1.1.1", "1.2.250.1.213.1.1.1.59"], level=3)
+    assert found is not None and found["code"] == "urn:ans:ci-sis:trod:2024"
+    assert found["codeSystem"] == "1.2.250.1.213.1.1.4.2.282"
+
+
+def test_a11_supplement_only_fills_what_a11_lacks_and_j60_lists() -> None:
+    from gateway.core.terminology import load
+
+    a11 = load("ass_a11_cda_model_format")
+    j60 = {(c["system"], c["code"]) for c in load("jdv_j60_formatcode_dmp")["codes"]}
+    a11_targets = {(v["system"], v["code"]) for v in [*a11["map"].values(), *a11["nonxml"].values()]}
+    supplement = load("ass_a11_supplement_j60")
+    for template_id, line in supplement["map"].items():
+        assert template_id not in a11["map"]
+        assert (line["system"], line["code"]) in j60 and (line["system"], line["code"]) not in a11_targets
+    # what J60 has and no CDA model maps to, as found when A11 5.0.0 was checked against J60
+    assert set(supplement["j60_not_in_a11"]) == {
+        "1.2.840.10008.5.1.4.1.1.88.59", "http://www.w3.org/2000/09/xmldsig#", "urn:asip:ci-sis:dlu:2024",
+        "urn:asip:ci-sis:fr-su:2024", "urn:asip:ci-sis:ft-su:2024", "urn:asipSante:modelesHorsProfils:2011",
+        "urn:ihe:iti:dsg:detached:2014",
+    }

@@ -10,6 +10,13 @@ Entries, in this order, each a ``POST`` whose ``fullUrl`` is an id injected in t
    conditional create on its INS (else its first identifier) so a second document
    for the same patient does not create a duplicate.
 
+Patient references follow PDSM4DMP (annexe identifiants XDS/FHIR, TD2.1 example): with
+an INS, ``subject`` of the List and the DocumentReference is the conditional reference
+``Patient?identifier=urn:oid:<INS OID>|<INS>`` (XDS patientId), whatever logical id the
+recipient gave the patient; without one, the Patient entry's ``fullUrl``.
+``context.sourcePatientInfo`` (XDS sourcePatientId/Info) is a *contained* Patient, as
+MHD requires: the patient as the source knows it.
+
 Choices worth knowing:
 
 * **Document ids.** A root-only CDA id (what the DMP requires) becomes
@@ -25,8 +32,12 @@ Choices worth knowing:
   requires an offset whenever a time is present. XDS submission times are UTC.
 * **Coded values** go through ``actors.fhir_system`` (TRE canonical URLs for the OIDs
   we know, ``urn:oid:`` otherwise).
-* Replacement adds ``relatesTo`` only; the PDSM4DMP draft's extra PATCH of the old
-  DocumentReference needs its logical id (a lookup), which belongs to the adapter.
+* Replacement adds ``relatesTo`` only; the PDSM4DMP update of the replaced
+  DocumentReference to ``superseded`` needs its logical id (a lookup), so the MHD
+  adapter adds it at send time (``adapters.mhd.client``).
+* ``DocumentReference.date`` is the XDS creationTime (CDA effectiveTime), not the
+  submission time, which is ``List.date`` (PDSM4DMP annexe dates XDS/FHIR).
+* ``masterIdentifier.use`` is ``usual`` (PDSm DocumentReference profile).
 """
 
 from __future__ import annotations
@@ -55,6 +66,7 @@ from gateway.errors import MappingError
 from gateway.model import Author, CdaHeader, SubmissionContext, XdsMetadata
 
 __all__ = [
+    "SOURCE_PATIENT_ID",
     "BUNDLE_PROFILE",
     "SUBMISSIONSET_PROFILE",
     "DOCUMENTREFERENCE_PROFILE",
@@ -91,6 +103,10 @@ _TS_RE = re.compile(
     r"^(?P<y>\d{4})(?P<mo>\d{2})?(?P<d>\d{2})?(?P<h>\d{2})?(?P<mi>\d{2})?(?P<s>\d{2})?"
     r"(?P<frac>\.\d{1,9})?(?P<tz>[+-]\d{4}|Z)?$"
 )
+
+
+#: id of the contained Patient that DocumentReference.context.sourcePatientInfo points at.
+SOURCE_PATIENT_ID = "source-patient"
 
 
 def fhir_datetime(ts: str, *, default_tz: str = LOCAL_TZ) -> str:
@@ -200,6 +216,25 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v), None)
 
 
+_INS_SYSTEMS = frozenset(f"urn:oid:1.2.250.1.213.1.4.{n}" for n in (8, 9, 10, 11))
+
+
+def _subject(patient: Mapping[str, Any], patient_url: str) -> dict[str, str]:
+    """PDSM4DMP's conditional reference on the INS, else the Patient entry's fullUrl."""
+    ins = next((i for i in patient.get("identifier") or [] if i.get("system") in _INS_SYSTEMS and i.get("value")), None)
+    if ins is None:
+        return {"reference": patient_url}
+    return {"reference": f"Patient?identifier={ins['system']}|{ins['value']}"}
+
+
+def _source_patient(patient: Mapping[str, Any]) -> dict[str, Any]:
+    """The contained sourcePatientInfo: the patient's identifiers and traits, no logical id."""
+    keep = ("identifier", "name", "gender", "birthDate", "address", "extension")
+    out: dict[str, Any] = {"resourceType": "Patient", "id": SOURCE_PATIENT_ID}
+    out.update({k: patient[k] for k in keep if patient.get(k)})
+    return out
+
+
 def _patient_condition(patient: Mapping[str, Any]) -> str | None:
     identifiers = patient.get("identifier") or []
     chosen = next((i for i in identifiers if i.get("use") in ("official", "temp")), None)
@@ -217,6 +252,7 @@ def _submission_set(
     patient_url: str,
     entry_url: str,
     ss_url: str,
+    subject: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     ss = xds.get("submissionSet", {})
     unique_id = _first(ctx.submission_set_unique_id, ss.get("uniqueId"))
@@ -259,7 +295,7 @@ def _submission_set(
     resource["mode"] = "working"
     _put(resource, "title", ss.get("title"))
     resource["code"] = {"coding": [{"system": MHD_LIST_TYPES, "code": "submissionset"}]}
-    resource["subject"] = {"reference": patient_url}
+    resource["subject"] = dict(subject) if subject else {"reference": patient_url}
     resource["date"] = fhir_datetime(ctx.submission_time, default_tz="UTC")
     _put(resource, "source", source)
     resource["entry"] = [{"item": {"reference": entry_url}}]
@@ -275,6 +311,7 @@ def _document_reference(
     patient_url: str,
     entry_url: str,
     binary_url: str,
+    patient: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     de = xds.get("documentEntry", {})
     resource: dict[str, Any] = {
@@ -294,15 +331,17 @@ def _document_reference(
         contained.extend(resources)
     if header.custodian is not None:
         contained.append(build_organization(header.custodian, "custodian"))
+    if patient is not None:
+        contained.append(_source_patient(patient))
     _put(resource, "contained", contained)
 
-    resource["masterIdentifier"] = document_identifier(_first(de.get("uniqueId"), header.document_id))
+    resource["masterIdentifier"] = {"use": "usual", **document_identifier(_first(de.get("uniqueId"), header.document_id))}
     resource["identifier"] = [{"use": "official", "system": RFC3986, "value": entry_url}]
     resource["status"] = "current"
     _put(resource, "type", codeable(_first(de.get("typeCode"), ctx.type_code, header.code)))
     klass = codeable(de.get("classCode"))
     _put(resource, "category", [klass] if klass else None)
-    resource["subject"] = {"reference": patient_url}
+    resource["subject"] = _subject(patient, patient_url) if patient is not None else {"reference": patient_url}
     creation = fhir_datetime(header.effective_time) if header.effective_time else None
     _put(resource, "date", creation)
     _put(resource, "author", author_refs)
@@ -352,7 +391,9 @@ def _document_reference(
         context, "facilityType", codeable(_first(de.get("healthcareFacilityTypeCode"), header.facility_type))
     )
     _put(context, "practiceSetting", codeable(_first(de.get("practiceSettingCode"), header.practice_setting)))
-    context["sourcePatientInfo"] = {"reference": patient_url}
+    context["sourcePatientInfo"] = (
+        {"reference": f"#{SOURCE_PATIENT_ID}"} if patient is not None else {"reference": patient_url}
+    )
     resource["context"] = context
     return resource
 
@@ -393,10 +434,12 @@ def build_iti65_bundle(
     patient_url = _urn_uuid(ctx.patient_uuid, "patient_uuid")
 
     submission_set = _submission_set(
-        ctx, xds, header, patient_url=patient_url, entry_url=entry_url, ss_url=ss_url
+        ctx, xds, header, patient_url=patient_url, entry_url=entry_url, ss_url=ss_url,
+        subject=_subject(patient_resource, patient_url),
     )
     document = _document_reference(
-        header, cda_bytes, ctx, xds, patient_url=patient_url, entry_url=entry_url, binary_url=binary_url
+        header, cda_bytes, ctx, xds, patient_url=patient_url, entry_url=entry_url, binary_url=binary_url,
+        patient=patient_resource,
     )
     binary = {
         "resourceType": "Binary",

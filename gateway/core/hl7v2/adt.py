@@ -1,17 +1,37 @@
-"""PAM-FR (IHE PAM national extension France 2.11) ADT events that touch the patient identity.
+"""PAM-FR (IHE PAM national extension France 2.11) ADT events.
 
-Supported triggers: A01 A03 A04 A05 A08 (admission/visit events carrying a PID),
-A28 A31 (create/update a person), A40 (merge: MRG-1 holds the ids merged away),
-A47 (change of identifier list; PAM-FR §4.4.3–4.4.4 uses it to *remove* an INS:
-the old INS goes in MRG-1 and PID-3 carries ``""`` for the INS authority, with the
-new status, typically PROV, in PID-32).
+Every event of the two PAM-FR transactions is accepted (AA) and journaled:
+
+* ITI-30 *Patient Identity Feed*: A28 create, A31 update (PID applied to the identity
+  registry), A24 link / A37 unlink two patients (a second PID names the other one),
+  A40 merge (MRG-1 holds the ids merged away), A47 change of identifier list
+  (PAM-FR §4.4.3–4.4.4 uses it to *remove* an INS: the old INS goes in MRG-1 and
+  PID-3 carries ``""`` for the INS authority, with the new status, typically PROV,
+  in PID-32);
+* ITI-31 *Patient Encounter Management*: admissions and registrations (A01 A04 A05
+  A14), their cancellations (A11 A38 A27), transfers (A02, A12 cancel; A15 pending,
+  A26 cancel), discharges (A03, A13 cancel; A16 pending, A25 cancel), class changes
+  (A06 A07), leaves of absence (A21/A52 out, A22/A53 back), attending doctor (A54,
+  A55 cancel), account move (A44, MRG required), patient update (A08), and the French
+  movements Z80–Z89 (changes of medical / nursing responsibility and their
+  cancellations) and Z99 (update of a movement). These carry a PID (applied to the
+  registry) and a PV1 (kept as the patient's encounter: PV1-2 drives the DMP
+  contentTypeCode, volet mapping page).
+
+Required segments (HL7 v2.5 ch. 3 message structures as PAM-FR constrains them):
+PID for every event; PV1 for every ITI-31 event (ADT_A01 / ADT_A02 / ADT_A03 /
+ADT_A06 / ADT_A09 / ADT_A21 / ADT_A38 / ADT_A52 / ADT_A54 … structures); MRG for
+A40 / A44 / A47; two PID for A24 / A37 (ADT_A24 structure). A missing one is an
+error naming the segment (ACK AE). ZBE, which PAM-FR requires in movement messages,
+only warns: it carries the movement id, which the gateway does not need.
 
 MSH-12 may be written ``2.5^FRA^2.11`` (version ^ country ^ national extension
 version); only component 1 is the HL7 version.
 
 Findings use the same codes as the document messages (``MSG_TYPE_UNSUPPORTED``,
-``PID3_MISSING``) plus ``MRG_MISSING`` and ``ADT_STATUS_INCONSISTENT``. Whether an
-INS may be *used* (PID-32 = VALI …) is the identity gate's business, not this module's.
+``PID3_MISSING``) plus ``MRG_MISSING``, ``PV1_MISSING``, ``PID_LINK_MISSING`` and
+``ADT_STATUS_INCONSISTENT``. Whether an INS may be *used* (PID-32 = VALI …) is the
+identity gate's business, not this module's.
 """
 
 from __future__ import annotations
@@ -23,10 +43,34 @@ from gateway.core.hl7v2.pid import identifiers_from_cx, null_identifiers, patien
 from gateway.core.hl7v2.reader import Message
 from gateway.model import INS_OIDS, Finding, Identifier, PatientIdentity
 
-__all__ = ["SUPPORTED_TRIGGERS", "AdtEvent", "parse_adt"]
+__all__ = [
+    "CANCELLATIONS",
+    "ENCOUNTER_TRIGGERS",
+    "IDENTITY_TRIGGERS",
+    "SUPPORTED_TRIGGERS",
+    "AdtEvent",
+    "parse_adt",
+]
 
-SUPPORTED_TRIGGERS = frozenset({"A01", "A03", "A04", "A05", "A08", "A28", "A31", "A40", "A47"})
-_MRG_TRIGGERS = frozenset({"A40", "A47"})
+#: ITI-30 Patient Identity Feed (PAM-FR 2.11 §3.30).
+IDENTITY_TRIGGERS = frozenset({"A24", "A28", "A31", "A37", "A40", "A47"})
+#: ITI-31 Patient Encounter Management (PAM-FR 2.11 §3.31), French Z-events included.
+ENCOUNTER_TRIGGERS = frozenset(
+    {
+        "A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A14",
+        "A15", "A16", "A21", "A22", "A25", "A26", "A27", "A38", "A44", "A52", "A53", "A54",
+        "A55", "Z80", "Z81", "Z82", "Z83", "Z84", "Z85", "Z86", "Z87", "Z88", "Z89", "Z99",
+    }
+)
+SUPPORTED_TRIGGERS = IDENTITY_TRIGGERS | ENCOUNTER_TRIGGERS
+#: Cancellation → the event it cancels (HL7 v2.5 ch. 3 §3.3; PAM-FR Z-event pairs).
+CANCELLATIONS: dict[str, str] = {
+    "A11": "A01", "A12": "A02", "A13": "A03", "A25": "A16", "A26": "A15", "A27": "A14",
+    "A38": "A05", "A52": "A21", "A53": "A22", "A55": "A54", "A37": "A24",
+    "Z81": "Z80", "Z83": "Z82", "Z85": "Z84", "Z87": "Z86", "Z89": "Z88",
+}
+_MRG_TRIGGERS = frozenset({"A40", "A44", "A47"})
+_LINK_TRIGGERS = frozenset({"A24", "A37"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +88,13 @@ class AdtEvent:
     visit_number: str | None = None  # PV1-19.1
     merged_identifiers: tuple[Identifier, ...] = ()  # MRG-1 (A40: ids merged away; A47: previous ids)
     removed_ins: Identifier | None = None  # A47: the INS the sender withdraws
+    other_patient: PatientIdentity | None = None  # A24 / A37: the second PID
+    cancels: str | None = None  # A11, A12 …: the trigger this event cancels
+
+    @property
+    def is_encounter(self) -> bool:
+        """An ITI-31 event: its PV1 is the patient's current encounter."""
+        return self.trigger in ENCOUNTER_TRIGGERS
 
     @property
     def is_merge(self) -> bool:
@@ -57,7 +108,8 @@ def parse_adt(msg: Message) -> tuple[AdtEvent, list[Finding]]:
     code, trigger, structure = msh[9].value(1).strip(), msh[9].value(2).strip(), msh[9].value(3).strip()
     version = msh[12].value(1).strip()
     extension = msh[12].value(3).strip() if msh[12].value(2).strip() == "FRA" else ""
-    pid = msg.segment("PID")
+    pids = msg.all("PID")
+    pid = pids[0] if pids else None
     patient = patient_from_pid(pid) if pid is not None else PatientIdentity()
     base: dict[str, Any] = {
         "trigger": trigger,
@@ -86,12 +138,34 @@ def parse_adt(msg: Message) -> tuple[AdtEvent, list[Finding]]:
     elif not patient.identifiers:
         findings.append(Finding("PID3_MISSING", "PID-3 carries no patient identifier", "PID-3"))
 
+    pv1_seg = msg.segment("PV1")
+    if trigger in ENCOUNTER_TRIGGERS and pv1_seg is None:
+        findings.append(Finding("PV1_MISSING", f"ADT^{trigger} requires a PV1 segment (PAM-FR)", "PV1"))
+    if trigger in ENCOUNTER_TRIGGERS and trigger != "A08" and msg.segment("ZBE") is None:
+        findings.append(
+            Finding("ZBE_MISSING", f"ADT^{trigger} without the PAM-FR movement segment ZBE", "ZBE", "warning")
+        )
+    other: PatientIdentity | None = None
+    if trigger in _LINK_TRIGGERS:
+        if len(pids) < 2 or not patient_from_pid(pids[1]).identifiers:
+            findings.append(
+                Finding(
+                    "PID_LINK_MISSING",
+                    f"ADT^{trigger} requires a second PID naming the other patient (ADT_A24 structure)",
+                    "PID[2]-3",
+                )
+            )
+        else:
+            other = patient_from_pid(pids[1])
+
     merged: tuple[Identifier, ...] = ()
     removed_ins: Identifier | None = None
     if trigger in _MRG_TRIGGERS:
         mrg = msg.segment("MRG")
         merged = identifiers_from_cx(mrg[1]) if mrg is not None else ()
-        if not merged:
+        if mrg is None:
+            findings.append(Finding("MRG_MISSING", f"ADT^{trigger} requires an MRG segment", "MRG"))
+        elif not merged and trigger != "A44":
             findings.append(
                 Finding("MRG_MISSING", f"ADT^{trigger} requires MRG-1 (previous identifiers)", "MRG-1")
             )
@@ -113,6 +187,8 @@ def parse_adt(msg: Message) -> tuple[AdtEvent, list[Finding]]:
         visit_number=pv1.value(19).strip() or None,
         merged_identifiers=merged,
         removed_ins=removed_ins,
+        other_patient=other,
+        cancels=CANCELLATIONS.get(trigger),
     )
     return event, findings
 

@@ -173,6 +173,7 @@ class DocumentMessage:
     recipients: tuple[str, ...] = ()  # PRT RCT, PRT-15.4
     reply_to: str | None = None  # PRT REPLY, PRT-15.4
     action: DocumentAction | None = None  # None when the message does not say it consistently
+    volet_v20: bool = False  # MSH-21 2.0^CISIS_CDA_HL7_V2: no ORC, TXA-12 may be root.extension
 
     @property
     def dmp_bound(self) -> bool:
@@ -283,11 +284,13 @@ def _tail(value: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_document_message(msg: Message) -> tuple[DocumentMessage, list[Finding]]:
+def parse_document_message(msg: Message, *, orc_required: bool = True) -> tuple[DocumentMessage, list[Finding]]:
     """Read an ORU^R01 / MDM^T02/T10/T04 and check the volet rules.
 
     Returns the message view and the findings (errors first in message order,
-    warnings mixed in). Never raises for content problems.
+    warnings mixed in). Never raises for content problems. ``orc_required=False``
+    reads a volet v2.0 message (``gateway.core.hl7v2.profile``): without an ORC the
+    trigger event and OBX-11 decide the action.
     """
     findings: list[Finding] = []
     msh = msg.msh
@@ -445,7 +448,7 @@ def parse_document_message(msg: Message) -> tuple[DocumentMessage, list[Finding]
         )
 
     # ---- action: ORC-1 / OBX-11 / trigger must agree
-    action = _check_action(code, trigger, orcs, documents, findings)
+    action = _check_action(code, trigger, orcs, documents, findings, orc_required=orc_required)
 
     # ---- metadata
     flags, mails = _read_metadata(meta_obx, findings)
@@ -493,6 +496,7 @@ def parse_document_message(msg: Message) -> tuple[DocumentMessage, list[Finding]
         recipients=tuple(recipients),
         reply_to=reply_to,
         action=action,
+        volet_v20=not orc_required,
     )
     return dm, findings
 
@@ -595,7 +599,11 @@ def _check_action(
     orcs: list[Segment],
     documents: list[EmbeddedDocument],
     findings: list[Finding],
+    *,
+    orc_required: bool = True,
 ) -> DocumentAction | None:
+    if not orcs and not orc_required:
+        return _action_without_orc(code, trigger, documents, findings)
     if not orcs:
         findings.append(Finding("ORC_MISSING", "ORC segment is missing (ORC-1 carries NW / RO / CA)", "ORC"))
         if code == "ORU":
@@ -863,7 +871,24 @@ def check_against_cda(dm: DocumentMessage, doc: EmbeddedDocument, header: CdaHea
                     "warning",
                 )
             )
-    if dm.txa12 is not None and not dm.txa12.matches(header.id_root, header.id_extension):
+    if (
+        dm.volet_v20
+        and dm.txa12 is not None
+        and header.id_extension
+        and dm.txa12.root is None
+        and dm.txa12.value == f"{header.id_root}.{header.id_extension}"
+    ):
+        # The ANS v2.0 MDM samples (ansforge/hl7V2-exemples Volets/TRANS_DOC_CDA_HL7V2/V2.0)
+        # write TXA-12.1 as root "." extension; v2.1 moved to extension^^root^ISO.
+        findings.append(
+            Finding(
+                "TXA12_V20_FORM",
+                f"TXA-12 '{dm.txa12.value}' joins root and extension with '.' (volet v2.0 form)",
+                "TXA-12",
+                "warning",
+            )
+        )
+    elif dm.txa12 is not None and not dm.txa12.matches(header.id_root, header.id_extension):
         findings.append(
             Finding(
                 "TXA12_CDA_MISMATCH",
@@ -930,3 +955,37 @@ def _describe(ins: Identifier | None) -> str:
     if ins is None:
         return "absent"
     return f"OID {ins.oid}, ending {_tail(ins.value)}"
+
+
+_BY_STATUS: dict[str, DocumentAction] = {"F": "submit", "C": "replace", "D": "delete"}
+
+
+def _action_without_orc(
+    code: str, trigger: str, documents: list[EmbeddedDocument], findings: list[Finding]
+) -> DocumentAction | None:
+    """Volet v2.0 (no ORC): the MDM trigger and OBX-11 must agree; for ORU, OBX-11 alone decides."""
+    statuses = {doc.result_status for doc in documents}
+    if code == "MDM":
+        _, exp_status, action = _MDM_TRIGGERS[trigger]
+        for doc in documents:
+            if doc.result_status != exp_status:
+                findings.append(
+                    Finding(
+                        "DOC_ACTION_INCONSISTENT",
+                        f"OBX-11 '{doc.result_status}' and MSH-9.2 '{trigger}' disagree (expected OBX-11 {exp_status})",
+                        f"OBX[{doc.obx_index}]-11",
+                    )
+                )
+                return None
+        return action
+    if len(statuses) != 1 or next(iter(statuses)) not in _BY_STATUS:
+        findings.append(
+            Finding(
+                "DOC_ACTION_INCONSISTENT",
+                f"OBX-11 {'/'.join(sorted(statuses)) or '(empty)'}: without ORC (volet v2.0) OBX-11 must be "
+                "F, C or D for every document",
+                f"OBX[{documents[0].obx_index}]-11" if documents else "OBX-11",
+            )
+        )
+        return None
+    return _BY_STATUS[next(iter(statuses))]

@@ -41,6 +41,7 @@ class Encoding:
     escape: str = "\\"
     subcomponent: str = "&"
     truncation: str | None = None  # v2.7+ fifth encoding character, kept for completeness
+    codec: str = "latin-1"  # charset of \\Xhh\\ escapes: the one MSH-18 names (ch. 2 §2.7.5)
 
     @property
     def msh2(self) -> str:
@@ -50,11 +51,45 @@ class Encoding:
 DEFAULT_ENCODING = Encoding()
 
 
-def unescape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
-    """Decode HL7 escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\ \\.br\\``).
+def _formatting(seq: str) -> str | None:
+    """The text a formatting command of HL7 v2.5 ch. 2 §2.7.6 (FT data type) stands for.
 
-    Unknown sequences (formatting commands such as ``\\H\\``) are dropped only when
-    they are pure formatting; anything else is kept verbatim so no data is lost.
+    ``\\.br\\`` begins a new line; ``\\.sp n\\`` ends the line and skips n vertical
+    spaces, i.e. n blank lines (n = 1 when absent); ``\\.in n\\`` / ``\\.ti n\\`` indent the line by n spaces
+    (a negative n only moves the margin back, which plain text cannot show);
+    ``\\.sk n\\`` skips n spaces to the right; ``\\.ce\\`` ends the line;
+    ``\\.fi\\`` / ``\\.nf\\`` switch word wrap, which plain text has no use for.
+    ``None`` when ``seq`` is not a formatting command.
+    """
+    if not seq.startswith("."):
+        return None
+    name, _, arg = seq[1:].partition(" ")
+    arg = arg.strip()
+    try:
+        n = int(arg) if arg else None
+    except ValueError:
+        return None
+    if name == "br" and n is None:
+        return "\n"
+    if name == "sp":
+        return "\n" * (1 + (n if n is not None and n > 0 else 1))
+    if name in ("in", "ti", "sk"):
+        return " " * n if n is not None and n > 0 else ""
+    if name == "ce" and n is None:
+        return "\n"
+    if name in ("fi", "nf") and n is None:
+        return ""
+    return None
+
+
+def unescape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
+    """Decode HL7 escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\``, formatting commands).
+
+    ``\\Xhh…\\`` are bytes in the message's character set (HL7 v2.5 ch. 2 §2.7.5):
+    ``enc.codec`` is the Python codec MSH-18 named (``Message.parse(…, codec=…)``).
+    Formatting commands (``\\.br\\``, ``\\.sp n\\``, ``\\.in n\\``, ``\\.ti n\\`` …)
+    become the line breaks and spaces they stand for, highlighting (``\\H\\`` /
+    ``\\N\\``) is dropped; anything else is kept verbatim so no data is lost.
 
     One regular-expression pass (not a Python loop per character), and mid-sized
     results are cached: the same field is read again and again (PID-3 by the PID,
@@ -85,7 +120,7 @@ def _escape_pattern(esc: str) -> re.Pattern[str]:
 
 def _unescape(text: str, enc: Encoding) -> str:
     simple = {"F": enc.field, "S": enc.component, "T": enc.subcomponent, "R": enc.repetition,
-              "E": enc.escape, ".br": "\n", ".sp": "\n", "H": "", "N": ""}
+              "E": enc.escape, "H": "", "N": ""}  # H/N: highlight on/off, formatting only
 
     def one(m: re.Match[str]) -> str:
         seq = m.group(1)
@@ -94,10 +129,11 @@ def _unescape(text: str, enc: Encoding) -> str:
             return found
         if seq.startswith("X") and len(seq) > 1 and len(seq) % 2 == 1:
             try:
-                return bytes.fromhex(seq[1:]).decode("latin-1")
-            except ValueError:
+                return bytes.fromhex(seq[1:]).decode(enc.codec)
+            except (ValueError, LookupError):  # UnicodeDecodeError is a ValueError
                 return m.group(0)
-        return m.group(0)
+        formatted = _formatting(seq)
+        return m.group(0) if formatted is None else formatted
 
     # a lone escape character at the end never matches, so it is kept verbatim
     return _escape_pattern(enc.escape).sub(one, text)
@@ -220,7 +256,11 @@ class Segment:
         self.raw = raw
         self._enc = enc
         self.index = index  # position in the message, 1-based, for error locations
-        self.name = raw[:3]
+        # The id is everything before the first field separator, not the first three
+        # characters: "PIDX|…" must never be read as a PID (HL7 v2.5 ch. 2 §2.5.2: a
+        # segment id is exactly three characters).
+        cut = raw.find(enc.field) if enc.field else -1
+        self.name = raw if cut == -1 else raw[:cut]
         self._fields: list[str] | None = None
 
     def _split(self) -> list[str]:
@@ -267,12 +307,14 @@ class Message:
         self.encoding = encoding
 
     @classmethod
-    def parse(cls, text: str) -> Message:
+    def parse(cls, text: str, codec: str = "latin-1") -> Message:
         """Split ``text`` (already decoded) into segments.
 
         Accepts CR, LF and CRLF segment terminators and ignores blank lines and
         trailing whitespace-only lines. Raises :class:`ParseError` when there is
-        no MSH segment first or the encoding characters are unusable.
+        no MSH segment first or the encoding characters are unusable. ``codec`` is
+        the Python codec of the charset the text was decoded from: ``\\Xhh\\``
+        escapes are bytes in that charset.
         """
         text = text.lstrip("\ufeff")
         lines = [line for line in _SEGMENT_SPLIT.split(text) if line.strip()]
@@ -300,6 +342,7 @@ class Message:
             escape=enc_chars[2],
             subcomponent=enc_chars[3],
             truncation=enc_chars[4] if len(enc_chars) > 4 else None,
+            codec=codec,
         )
         segments = [Segment(line, enc, i) for i, line in enumerate(lines, start=1)]
         return cls(segments, enc)

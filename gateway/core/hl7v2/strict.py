@@ -21,6 +21,17 @@ How it works, and why:
   (segment not allowed here / out of order). Z segments (ZBE, ZFA … of PAM-FR) are
   national extensions and are not reported.
 
+* hl7apy knows the international tables only. The French profiles extend several of
+  them, so a value they define is not a defect (``relais check --strict`` must not
+  report false positives on the ANS samples): :data:`NATIONAL_VALUES` lists, per HL7
+  table, what PAM-FR 2.11 and the volet add (PID-32 reliability codes of PAM-FR
+  §6.6.15, INS / RPPS / FINESS identifier types, PRT-2 ``UC`` pre-adopted from v2.9,
+  OBX-2 ``CWE``, the volet's coding-system names, the HD-3 ``M`` / ``N`` of the ANS
+  PAM-FR samples, PAM-FR's Z trigger events). TXA-2 takes JDV_J07 codes instead of
+  table 0270 (volet, TXA page). Any other value outside a table is reported *with the
+  value* (a code, never free text: only table-bound elements are quoted), and a
+  finding never says ``None``.
+
 Codes: every finding is ``HL7_STRICT``; structural problems are errors, hl7apy's
 value warnings (table membership, maximum length) are warnings, de-duplicated per
 element. Expect a few tens of milliseconds per message.
@@ -39,7 +50,31 @@ from gateway.core.hl7v2.reader import Message
 from gateway.errors import ParseError
 from gateway.model import Finding
 
-__all__ = ["strict_validate", "PRT_VERSION"]
+__all__ = ["strict_validate", "PRT_VERSION", "NATIONAL_VALUES"]
+
+#: Values the French profiles add to HL7 tables (see the module docstring); "*" = any value.
+NATIONAL_VALUES: dict[str, frozenset[str]] = {
+    # PAM-FR 2.11 §6.6.15, table 0445 as specialised for France
+    "0445": frozenset({"VIDE", "PROV", "VALI", "DOUB", "DESA", "DPOT", "DOUA", "COLP", "COLV", "FILI", "CACH",
+                       "ANOM", "IDVER", "RECD", "IDRA", "USUR", "HOMD", "HOMA", "INVA", "FICT", "DOUT"}),
+    # identifier types of the INS annex, PAM-FR and the volet's PRT (InteropSanté table 0203)
+    "0203": frozenset({"INS", "INS-NIR", "INS-NIA", "INS-C", "RPPS", "ADELI", "IDNPS", "FINEG", "FINEJ",
+                       "IDNST", "SIRET", "SIREN", "UF", "SVR", "EJ", "EG"}),
+    "0206": frozenset({"UC"}),  # PRT-2 "unchanged", pre-adopted from v2.9 with PRT
+    "0125": frozenset({"CWE"}),  # OBX-2 of the metadata OBX in MDM (v2.6 datatype)
+    "0301": frozenset({"M", "N"}),  # HD-3 of the ANS PAM-FR samples (AUT-AFFECTATION&…&M, CHU-X&…&N)
+    "0270": frozenset({"*"}),  # TXA-2 carries the JDV_J07 document type, not table 0270
+    "0003": frozenset({"Z80", "Z81", "Z82", "Z83", "Z84", "Z85", "Z86", "Z87", "Z88", "Z89", "Z99"}),
+    # PAM-FR national values of PV1-36 (mode de sortie), PV2-7, PV2-18
+    "0112": frozenset({"*"}),
+    "0130": frozenset({"*"}),
+    "0214": frozenset({"*"}),
+}
+#: Coding systems the volet and the ANS terminologies name in CE/CWE-3 (table 0396 lacks them).
+_NATIONAL_SYSTEMS = re.compile(
+    r"(MetaDMPMSS|AckMetierZAM|expandedYes-NoIndicator|participation|DMP_ERROR_CODE|SMTPERRORCODE"
+    r"|(TRE|JDV|ASS)_[A-Z0-9]+(-[\w-]+)?|HL7\d{4}|L|LN|99\w{1,3})"
+)
 
 PRT_VERSION = "2.8.2"
 _CODE = "HL7_STRICT"
@@ -52,7 +87,7 @@ _INVALID_CHILDREN = re.compile(
 _DATATYPE = re.compile(
     r"Datatype (?P<got>\w+) is not correct for (?P<parent>\w+)\.(?P<child>\w+) \(it must be (?P<want>\w+)\)"
 )
-_TABLE = re.compile(r"Value .* not in table (?P<table>\w+) in element (?P<parent>\w+)\.(?P<child>\w+)$")
+_TABLE = re.compile(r"Value (?P<value>.*) not in table (?P<table>\w+) in element (?P<parent>\w+)\.(?P<child>\w+)$")
 _LENGTH = re.compile(r"Exceeded max length \((?P<max>-?\d+)\) of (?P<parent>\w+)\.(?P<child>\w+)")
 _ELEMENT = re.compile(r"^(?P<seg>[A-Z][A-Z0-9]{2})_(?P<num>\d+)$")
 _SEGMENT = re.compile(r"[A-Z][A-Z0-9]{2}")
@@ -84,7 +119,12 @@ def strict_validate(text: str) -> list[Finding]:
                 "MSH",
             )
         ]
-    findings.extend(_validate(tree, version))
+    found = _validate(tree, version)
+    if msg.msh.value(9, 2).strip() in ("A24", "A37") and len(msg.all("PID")) == 2:
+        # ADT_A24 is PID [PD1] [PV1] [DB1] PID [PD1] [PV1] [DB1] (HL7 v2.5 ch. 3 §3.3.24):
+        # hl7apy's structure counts the second PID as a repetition of the first
+        found = [f for f in found if not f.message.startswith("too many repetitions of PID ")]
+    findings.extend(found)
     findings.extend(_dropped_segments(tree, kept))
     for k, raw in enumerate(prts, start=1):
         try:
@@ -122,6 +162,8 @@ def _validate(element: Any, version: str) -> list[Finding]:
             findings.append(_error(detail, version))
         elif kind == "Warning":
             key = _warning(detail, version)
+            if key is None:
+                continue  # a value the French profiles define
             if key not in seen_warnings:
                 warning_order.append(key)
             seen_warnings[key] += 1
@@ -151,29 +193,50 @@ def _error(detail: str, version: str) -> Finding:
         children = m["children"].replace("'", "")
         return Finding(_CODE, f"elements not allowed in {m['parent']}: {children}", m["parent"])
     if m := _DATATYPE.search(detail):
+        got = m["got"] if m["got"] != "None" else "(none)"
+        want = m["want"] if m["want"] != "None" else "(none)"
         return Finding(
             _CODE,
-            f"{_describe(m['child'], version)} has datatype {m['got']}, expected {m['want']}",
+            f"{_describe(m['child'], version)} has datatype {got}, expected {want}",
             _location(m["parent"], m["child"]),
         )
     # Unknown / invalid element messages print the element (name only, no value).
-    safe = re.sub(r"[^\w<>.,:()\[\] -]", "", detail)[:200]
-    return Finding(_CODE, f"{safe}", None)
+    safe = re.sub(r"[^\w<>.,:()\[\] -]", "", detail)[:200].replace("None", "(none)")
+    return Finding(_CODE, f"{safe}", "MSH")
 
 
-def _warning(detail: str, version: str) -> tuple[str, str | None]:
+def _warning(detail: str, version: str) -> tuple[str, str | None] | None:
     if m := _TABLE.search(detail):
         table = m["table"].removeprefix("HL7")
-        return (
-            f"value of {_describe(m['child'], version)} is not in HL7 table {table}",
-            _location(m["parent"], m["child"]),
-        )
+        value = m["value"]
+        allowed = NATIONAL_VALUES.get(table, frozenset())
+        if "*" in allowed or value in allowed or (table == "0396" and _NATIONAL_SYSTEMS.fullmatch(value)):
+            return None
+        what = f"{_describe(m['child'], version)} is not in HL7 table {table}"
+        if not _may_quote(m["parent"]):
+            return (f"value of {what}", _location(m["parent"], m["child"]))
+        shown = value if len(value) <= 40 else value[:40] + "…"  # blanks kept: 'R01 ' is the defect
+        return (f"value '{shown}' of {what}", _location(m["parent"], m["child"]))
     if m := _LENGTH.search(detail):
         return (
             f"{_describe(m['child'], version)} exceeds its maximum length {m['max']}",
             _location(m["parent"], m["child"]),
         )
-    return ("hl7apy warning", None)
+    return ("hl7apy warning", "MSH")
+
+
+#: Segments whose fields may hold patient traits: their values are never quoted, even a
+#: "code" (a sender may put a name where a code belongs), nor are components whose
+#: segment hl7apy does not tell (CX_4.HD_3 …).
+_PATIENT_SEGMENTS = frozenset({"PID", "PD1", "NK1", "MRG", "PV1", "PV2", "GT1", "IN1", "ROL", "PRT"})
+
+
+def _may_quote(parent: str) -> bool:
+    """Quote the offending value only for coded elements of message-level segments (MSH, OBX, TXA …)."""
+    seg = parent.split("_", 1)[0]
+    if not _SEGMENT.fullmatch(seg) or seg in _PATIENT_SEGMENTS:
+        return False
+    return parent == seg or bool(_ELEMENT.match(parent))
 
 
 def _describe(name: str, version: str) -> str:

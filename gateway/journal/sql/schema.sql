@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     seq             INTEGER NOT NULL,
     exchange_id     TEXT NOT NULL,
     destination     TEXT NOT NULL,
-    kind            TEXT NOT NULL,               -- document | zam
+    kind            TEXT NOT NULL,               -- document | zam | ack (enhanced-mode application ACK)
     status          TEXT NOT NULL,               -- waiting|queued|in_flight|delivered|failed|dead
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TEXT NOT NULL,
@@ -121,6 +121,26 @@ CREATE TABLE IF NOT EXISTS identities (
     updated_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS identities_ins ON identities(ins);
+
+-- ADT^A24 links two patient records (same person, both kept); ADT^A37 removes the link.
+CREATE TABLE IF NOT EXISTS identity_links (
+    ipp_key     TEXT NOT NULL,
+    linked_key  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    exchange_id TEXT NOT NULL,                   -- the A24 that made the link
+    PRIMARY KEY (ipp_key, linked_key)
+);
+
+-- The patient's encounter as the last PAM-FR ITI-31 event left it (PV1), for DMP metadata.
+CREATE TABLE IF NOT EXISTS encounters (
+    visit_key     TEXT PRIMARY KEY,              -- PV1-19 (or the IPP when PV1-19 is empty)
+    ipp_key       TEXT,
+    patient_class TEXT,                          -- PV1-2: drives the DMP contentTypeCode
+    trigger       TEXT NOT NULL,                 -- last event applied (A01, A02, Z99 ...)
+    cancelled     INTEGER NOT NULL DEFAULT 0,    -- A11 / A38 / A27 cancelled the admission
+    updated_at    TEXT NOT NULL,
+    exchange_id   TEXT NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS audit (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
