@@ -164,14 +164,15 @@ async def test_an_inbound_ack_gets_no_answer_and_is_matched_to_our_message(tmp_p
 
 
 async def test_relais_send_does_not_wait_for_an_answer_that_is_not_due(tmp_path: Path) -> None:
-    from gateway.commands.send import _send_all
+    from gateway.commands.send import _send_all, normalise_segments
 
     ack = tmp_path / "ack.hl7"
     ack.write_bytes(fixture_bytes("ack_inbound.hl7"))
     adt = tmp_path / "adt.hl7"
     adt.write_bytes(fixture_bytes("adt_a02_transfer.hl7"))
     async with running(make_settings(tmp_path)) as service:
-        results = await _send_all([str(ack), str(adt)], "127.0.0.1", mllp_port(service), 5.0, False)
+        messages = [(str(p), normalise_segments(p.read_bytes())) for p in (ack, adt)]
+        results = await _send_all(messages, "127.0.0.1", mllp_port(service), 5.0, lambda _result: None)
         assert results[0]["no_reply"] and results[0]["msa1"] == ""
         assert results[1]["msa1"] == "AA" and results[1]["msa2"] == "ADT0010"  # the connection stayed in step
         for _ in range(50):

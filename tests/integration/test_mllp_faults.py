@@ -17,7 +17,8 @@ from gateway.mllp_client import MllpClient
 from tests.integration.test_mllp_listener import _self_signed
 from tests.support import field, make_settings, mllp_port, running
 
-MSG = b"MSH|^~\\&|SND|FAC|RELAIS|RELAIS|20240315||ADT^A01^ADT_A01|C1|P|2.5\rPID|1||1^^^H&1.2.3&ISO^PI\r"
+# an A28 (patient information): PAM-FR needs no PV1 for it, so these two segments are a valid message
+MSG = b"MSH|^~\\&|SND|FAC|RELAIS|RELAIS|20240315||ADT^A28^ADT_A05|C1|P|2.5\rPID|1||1^^^H&1.2.3&ISO^PI\r"
 
 
 async def _read_frame(reader: asyncio.StreamReader, timeout: float = 10) -> bytes | None:
