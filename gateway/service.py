@@ -21,7 +21,7 @@ from gateway.intake import Intake, Router
 from gateway.journal.sqlite import open_journal
 from gateway.listeners.http import build_app
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
-from gateway.metrics import Metrics
+from gateway.metrics import LoopLagMonitor, Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
 from gateway.settings import DestinationSettings, Settings
@@ -113,10 +113,13 @@ class Service:
         self._runner: web.AppRunner | None = None
         self.mllp: MllpListener | None = None
         self.addresses: dict[str, str] = {}
+        self._loop_lag: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
         s = self.settings
+        # first, so the stalls of everything that starts after it are seen too
+        self._loop_lag = asyncio.create_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), name="loop-lag")
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.http.enabled:  # refuse a token-less API off loopback before anything starts
             from gateway.web.auth import prepare_tokens
@@ -170,6 +173,10 @@ class Service:
                 await dest.close()
         if self.journal is not None:
             await self.journal.close()
+        if self._loop_lag is not None:
+            self._loop_lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_lag
         log.info("service.stopped")
 
     # -- inbound -------------------------------------------------------------------------------
