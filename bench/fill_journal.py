@@ -184,6 +184,8 @@ def fill_relais(path: Path, n: int, progress: Callable[[str], None] = lambda _s:
         ))
         ev.add((xid, t, "received", json.dumps({"listener": "mllp", "size": len(raw), "sha256": sha})))
         ev.add((xid, t, "parsed", '{"kind": "document", "warnings": 0}' if mdm else '{"kind": "adt", "warnings": 0}'))
+        if (i + 1) % 100_000 == 0:
+            progress(f"  {i + 1:,} exchanges")
         if not mdm:
             ev.add((xid, t, "identity", '{"registry": "updated", "qualified": true, "trigger": "A01"}'))
             continue
@@ -198,8 +200,6 @@ def fill_relais(path: Path, n: int, progress: Callable[[str], None] = lambda _s:
         dl.add((did, deliveries, xid, "outbox", "document", "delivered", 1, later, ipp, doc_id, 1, "submit", t, later))
         doc.add((xid, 1, doc_id, "submit"))
         att.add((did, 1, t, later, "delivered", 0.03))
-        if (i + 1) % 100_000 == 0:
-            progress(f"  {i + 1:,} exchanges")
     for ins_ in (ex, ev, dl, doc, att):
         ins_.flush()
     ident = _Inserter(conn, "identities", ["ipp_key", "ins", "ins_oid", "traits", "status", "qualified", "updated_at"])
