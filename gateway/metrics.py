@@ -44,7 +44,7 @@ class Metrics:
         )
         self.loop_lag_max = Gauge(
             "relais_event_loop_lag_max_seconds",
-            "Longest event-loop oversleep seen since start (a stall of S reads between S - interval and S)",
+            "Longest event-loop oversleep since the service was ready (a stall of S reads between S - 10 ms and S)",
             registry=r,
         )
 

@@ -118,8 +118,6 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
         s = self.settings
-        # first, so the stalls of everything that starts after it are seen too
-        self._loop_lag = asyncio.create_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), name="loop-lag")
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.http.enabled:  # refuse a token-less API off loopback before anything starts
             from gateway.web.auth import prepare_tokens
@@ -157,6 +155,8 @@ class Service:
             host, port = await self.mllp.start()
             self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
         self.ready = True
+        # from here on, not earlier: a stall while starting delays no sender (the MLLP listener opens last)
+        self._loop_lag = asyncio.create_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), name="loop-lag")
         log.info("service.ready", **self.addresses, journal=s.journal_url.split(":")[0])
         return self.addresses
 
