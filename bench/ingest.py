@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -125,39 +126,6 @@ def load_messages() -> tuple[list[Message], list[str]]:
 # --------------------------------------------------------------------------- load client
 
 
-class _ClientConnection(asyncio.Protocol):
-    """One MLLP client connection: one request in flight, the reply cut at ``FS CR``."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._waiter: asyncio.Future[bytes] | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        end = self._buf.find(END)
-        if end >= 0 and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(bytes(self._buf[:end]))
-            del self._buf[: end + 2]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionError("server closed the connection"))
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def request(self, frame: bytes) -> asyncio.Future[bytes]:
-        assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(frame)
-        return self._waiter
-
-
 @dataclass(frozen=True)
 class Load:
     """K connections sending one message back to back."""
@@ -216,6 +184,77 @@ def _msa(ack: bytes) -> tuple[str, bytes]:
     return fields[1].decode("ascii", "replace"), fields[2] if len(fields) > 2 else b""
 
 
+class _Sender(asyncio.Protocol):
+    """One connection of the load client, driven from its callbacks.
+
+    No coroutine, future or timer per message: when an ACK arrives, ``data_received``
+    records it and writes the next message at once, so the client spends as little as
+    it can per message and the servers, not the client, set the pace.
+    """
+
+    def __init__(self, make: Callable[[bytes], bytes], prefix: bytes, st: LoadStats, window: Window,
+                 clock: Callable[[], int]) -> None:
+        self._make, self._prefix, self._st, self._window, self._clock = make, prefix, st, window, clock
+        self._buf = bytearray()
+        self._n = 0
+        self._control = b""
+        self._t0 = 0
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last_activity = clock()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send_next(self) -> None:
+        assert self.transport is not None
+        if self._clock() >= self._window.end_ns:
+            self._finish()
+            return
+        self._control = self._prefix + b"%07d" % self._n
+        self._n += 1
+        frame = self._make(self._control)  # built before the clock starts
+        self._st.sent += 1
+        self._t0 = self._clock()
+        self.transport.write(frame)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        end = self._buf.find(END)
+        if end < 0:
+            return
+        t1 = self._clock()
+        self.last_activity = t1
+        ack = bytes(self._buf[:end])
+        del self._buf[: end + 2]
+        st = self._st
+        st.acked += 1
+        code, echoed = _msa(ack)
+        st.codes[code] += 1
+        if echoed != self._control:
+            st.mismatched += 1
+        if self._window.start_ns <= t1 <= self._window.end_ns:
+            st.window_ns.append(t1 - self._t0)
+        self.send_next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self._st.errors.append(f"connection lost: {exc}"[:80])
+            self.done.set_result(None)
+
+    def fail(self, reason: str) -> None:
+        if not self.done.done():
+            self._st.errors.append(reason)
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 async def drive(
     host: str,
     port: int,
@@ -233,45 +272,26 @@ async def drive(
 
     ``read()`` is called at both ends of the window (server CPU, machine CPU); ``after_warmup``
     (e.g. a scrape of the server's metrics) runs between warm-up and the window, which opens
-    ``settle_s`` later so the hook's own cost stays outside it.
+    ``settle_s`` later so the hook's own cost stays outside it. A connection silent for
+    ``timeout_s`` is given up and counted as an error.
     """
     loop = asyncio.get_running_loop()
     clock = time.perf_counter_ns
     stats = {load.name: LoadStats() for load in loads}
     window = Window()
+    senders: list[_Sender] = []
+    index = 0
+    for load in loads:
+        make = load.message.framer()
+        for _c in range(load.connections):
+            prefix = f"{tag}{index:02d}".encode()
+            index += 1
+            factory = functools.partial(_Sender, make, prefix, stats[load.name], window, clock)
+            _t, sender = await loop.create_connection(factory, host, port)
+            senders.append(sender)
     begun = clock()
     window.start_ns = begun + int((warmup_s + settle_s) * 1e9)
     window.end_ns = window.start_ns + int(window_s * 1e9)
-    conns: list[tuple[Load, int, _ClientConnection]] = []
-    for load in loads:
-        for c in range(load.connections):
-            _t, proto = await loop.create_connection(_ClientConnection, host, port)
-            conns.append((load, c, proto))
-
-    async def worker(index: int, load: Load, conn: _ClientConnection) -> None:
-        st = stats[load.name]
-        make = load.message.framer()
-        prefix = f"{tag}{index:02d}".encode()
-        n = 0
-        while clock() < window.end_ns:
-            control = prefix + b"%07d" % n
-            n += 1
-            frame = make(control)
-            t0 = clock()
-            st.sent += 1
-            try:
-                ack = await asyncio.wait_for(conn.request(frame), timeout_s)
-            except (TimeoutError, ConnectionError) as exc:
-                st.errors.append(f"{type(exc).__name__}: {exc}"[:80])
-                return
-            t1 = clock()
-            st.acked += 1
-            code, echoed = _msa(ack)
-            st.codes[code] += 1
-            if echoed != control:
-                st.mismatched += 1
-            if window.start_ns <= t1 <= window.end_ns:
-                st.window_ns.append(t1 - t0)
 
     async def mark(at_ns: int, into: dict[str, float]) -> None:
         await asyncio.sleep(max(at_ns - clock(), 0) / 1e9)
@@ -285,11 +305,17 @@ async def drive(
         if asyncio.iscoroutine(result):
             await result
 
-    workers = [asyncio.create_task(worker(i, load, conn)) for i, (load, _c, conn) in enumerate(conns)]
-    await asyncio.gather(hook(), mark(window.start_ns, window.at_start), mark(window.end_ns, window.at_end), *workers)
-    for _load, _c, conn in conns:
-        if conn.transport is not None:
-            conn.transport.close()
+    async def watchdog() -> None:
+        while not all(s.done.done() for s in senders):
+            await asyncio.sleep(0.5)
+            for s in senders:
+                if not s.done.done() and clock() - s.last_activity > timeout_s * 1e9:
+                    s.fail(f"no ACK within {timeout_s:g} s")
+
+    for sender in senders:
+        sender.send_next()
+    await asyncio.gather(hook(), mark(window.start_ns, window.at_start), mark(window.end_ns, window.at_end),
+                         watchdog(), *(s.done for s in senders))
     return stats, window
 
 
@@ -431,6 +457,8 @@ class Settings:
     client_cpu: int = 1
     big_journal: int = 1_000_000  # exchanges in the pre-filled journal rows; 0: no such rows
     servers: tuple[str, ...] = (ECHO, STORE, RELAIS)
+    kinds: tuple[str, ...] = ("ADT", "MDM", "Ségur", "mixed")  # which loads (a subset reruns disturbed rows)
+    journals: tuple[str, ...] = ("empty", "big")
 
     @classmethod
     def quick(cls) -> Settings:
@@ -578,10 +606,12 @@ async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[l
         plans.append((MIXED, [Load("ADT", adt, cfg.connections), Load("Ségur", segur, 2)]))
     else:
         notes.append("mixed row (ADT while two connections push Ségur MDMs) skipped: no Ségur MDM")
+    kinds = [m.kind for m in messages] + (["mixed"] if segur is not None else [])
     rows: list[Row] = []
     run_tag = format(int(time.time()) % 36**5, "x")[-5:]  # MSH-10 unique across runs on a cached journal
     with tempfile.TemporaryDirectory(prefix="relais-ingest-") as tmp:
         journals = [("empty", 0)] + ([(f"{cfg.big_journal:,}", cfg.big_journal)] if cfg.big_journal else [])
+        journals = [(j, n) for j, n in journals if ("big" if n else "empty") in cfg.journals]
         for journal, size in journals:
             for kind in cfg.servers:
                 if size and kind == ECHO:
@@ -590,6 +620,8 @@ async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[l
                 if size:
                     _prepare(kind, size, shared, say)
                 for p_index, (label, loads) in enumerate(plans):
+                    if kinds[p_index] not in cfg.kinds:
+                        continue
                     data = shared if size else Path(tmp) / f"{kind[1]}-{p_index}"
                     data.mkdir(parents=True, exist_ok=True)
                     say(f"{kind} · {journal} journal · {label} …")
@@ -713,6 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, help="untimed seconds before each window (default 2)")
     parser.add_argument("--journal-size", type=int, help="exchanges in the pre-filled journal (default 1000000; 0: none)")
     parser.add_argument("--servers", help="comma-separated subset of echo,store,relais")
+    parser.add_argument("--loads", help="comma-separated subset of ADT,MDM,Ségur,mixed")
+    parser.add_argument("--journals", help="comma-separated subset of empty,big")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md", help="Markdown output file")
     args = parser.parse_args(argv)
 
@@ -725,6 +759,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.servers:
         names = {"echo": ECHO, "store": STORE, "relais": RELAIS}
         changes["servers"] = tuple(names[s.strip()] for s in args.servers.split(","))
+    if args.loads:
+        changes["kinds"] = tuple(k.strip() for k in args.loads.split(","))
+    if args.journals:
+        changes["journals"] = tuple(j.strip() for j in args.journals.split(","))
     from dataclasses import replace
 
     cfg = replace(cfg, **changes)  # type: ignore[arg-type]
