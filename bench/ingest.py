@@ -717,20 +717,22 @@ def render(rows: Sequence[Row], notes: Sequence[str], cfg: Settings, machine: di
             f"| {_num(m.percentile_ms(50), 2)} | {_num(m.percentile_ms(99), 2)} | {_num(r.server_cpu_pct, 0)} "
             f"| {_num(r.rss_mib)} | {lag} | {_num(r.other_cpu_pct, 0)} | {_codes(r)} | {_check(r)} |"
         )
-    lines += ["", "## Ratios (same run)", "", "| journal | message | (c)/(b) msg/s | (c)/(a) msg/s | (c) ACK p99 ms "
-              "| issue 16 target |", "|---|---|---:|---:|---:|---|"]
+    lines += ["", "## Ratios (same run)", "",
+              "| journal | message | (a) msg/s | (b) msg/s | (c) msg/s | (c)/(b) | (c)/(a) | (c) ACK p99 ms "
+              "| (c) loop lag max ms | issue 16 target |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     by_key = {(r.server, r.journal, r.message): r for r in rows}
     echo_of = {r.message: r for r in rows if r.server == ECHO}
+
+    def rate(row: Row | None) -> float:
+        return row.main.per_s(row.window_s) if row is not None and row.main.window_ns else math.nan
+
     for r in rows:
         if r.server != RELAIS:
             continue
-        store = by_key.get((STORE, r.journal, r.message))
-        echo = echo_of.get(r.message)
-        c = r.main.per_s(r.window_s)
-        cb = c / store.main.per_s(store.window_s) if store and store.main.window_ns else math.nan
-        ca = c / echo.main.per_s(echo.window_s) if echo and echo.main.window_ns else math.nan
-        lines.append(f"| {r.journal} | {r.message} | {_num(cb, 2)} | {_num(ca, 3)} "
-                     f"| {_num(r.main.percentile_ms(99), 1)} | {TARGETS.get(r.kind, '')} |")
+        a, b, c = rate(echo_of.get(r.message)), rate(by_key.get((STORE, r.journal, r.message))), rate(r)
+        lag = f"{r.lag_note} {_num(r.lag_ms)}".strip() if r.lag_ms is not None else "—"
+        lines.append(f"| {r.journal} | {r.message} | {_num(a)} | {_num(b)} | {_num(c)} | {_num(c / b, 2)} "
+                     f"| {_num(c / a, 3)} | {_num(r.main.percentile_ms(99), 1)} | {lag} | {TARGETS.get(r.kind, '')} |")
     lines.append("")
     return "\n".join(lines)
 
