@@ -46,7 +46,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,6 +75,7 @@ SEGUR_MDM = (CORPUS / "hl7v2" / "ansforge" / "hl7V2-exemples" / "trans-doc-cda" 
 START, END = b"\x0b", b"\x1c\x0d"
 TICK = os.sysconf("SC_CLK_TCK")
 ECHO, STORE, RELAIS = "(a) echo", "(b) store", "(c) relais"
+RELAIS_UNPINNED = "(c) relais, unpinned"
 MIXED = "ADT + 2 Ségur"
 
 
@@ -459,10 +460,11 @@ class Settings:
     servers: tuple[str, ...] = (ECHO, STORE, RELAIS)
     kinds: tuple[str, ...] = ("ADT", "MDM", "Ségur", "mixed")  # which loads (a subset reruns disturbed rows)
     journals: tuple[str, ...] = ("empty", "big")
+    unpinned_documents: bool = True  # also (c) on documents with nothing pinned: does it use both cores?
 
     @classmethod
     def quick(cls) -> Settings:
-        return cls(connections=4, warmup_s=0.3, window_s=1.0, big_journal=0)
+        return cls(connections=4, warmup_s=0.3, window_s=1.0, big_journal=0, unpinned_documents=False)
 
 
 @dataclass
@@ -631,6 +633,22 @@ async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[l
                     say(f"  {_brief(row)}")
                 if size:
                     shutil.rmtree(shared, ignore_errors=True)
+        if cfg.pin and cfg.unpinned_documents and RELAIS in cfg.servers and "empty" in cfg.journals:
+            pinned_client = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+            try:
+                for p_index, (label, loads) in enumerate(plans):
+                    if kinds[p_index] not in ("MDM", "Ségur") or kinds[p_index] not in cfg.kinds:
+                        continue
+                    say(f"{RELAIS_UNPINNED} · empty journal · {label} …")
+                    data = Path(tmp) / f"u-{p_index}"
+                    data.mkdir()
+                    row = await run_row(RELAIS, "empty", data, loads, replace(cfg, pin=False), f"{run_tag}u{p_index}E")
+                    row.server = RELAIS_UNPINNED
+                    rows.append(row)
+                    say(f"  {_brief(row)}")
+            finally:
+                os.sched_setaffinity(0, pinned_client)
     return rows, notes
 
 
@@ -733,6 +751,15 @@ def render(rows: Sequence[Row], notes: Sequence[str], cfg: Settings, machine: di
         lag = f"{r.lag_note} {_num(r.lag_ms)}".strip() if r.lag_ms is not None else "—"
         lines.append(f"| {r.journal} | {r.message} | {_num(a)} | {_num(b)} | {_num(c)} | {_num(c / b, 2)} "
                      f"| {_num(c / a, 3)} | {_num(r.main.percentile_ms(99), 1)} | {lag} | {TARGETS.get(r.kind, '')} |")
+    unpinned = [r for r in rows if r.server == RELAIS_UNPINNED]
+    if unpinned:
+        lines += ["", "## (c) unpinned: both cores shared by server and client", "",
+                  "| message | pinned msg/s | unpinned msg/s | unpinned / pinned | server CPU % unpinned "
+                  "| issue 16 target |", "|---|---:|---:|---:|---:|---|"]
+        for r in unpinned:
+            pinned = rate(by_key.get((RELAIS, "empty", r.message)))
+            lines.append(f"| {r.message} | {_num(pinned)} | {_num(rate(r))} | {_num(rate(r) / pinned, 2)} "
+                         f"| {_num(r.server_cpu_pct, 0)} | ≥ 1.6 |")
     lines.append("")
     return "\n".join(lines)
 
@@ -765,8 +792,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["kinds"] = tuple(k.strip() for k in args.loads.split(","))
     if args.journals:
         changes["journals"] = tuple(j.strip() for j in args.journals.split(","))
-    from dataclasses import replace
-
     cfg = replace(cfg, **changes)  # type: ignore[arg-type]
     if cfg.pin:
         os.sched_setaffinity(0, {cfg.client_cpu})  # the load client keeps to its own core
