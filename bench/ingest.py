@@ -405,6 +405,20 @@ class ServerProcess:
         self._stderr.seek(0)
         return self._stderr.read()[-1500:]
 
+    def lag_s(self, timeout_s: float = 10.0) -> float:
+        """Ask a ``bench/servers.py`` server for its longest loop stall so far (SIGUSR1)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                line = self._lines.get(timeout=0.5)
+                if line is None:
+                    break
+                if line.startswith("lag "):
+                    return float(line.split()[1])
+        return math.nan
+
     def stop(self, timeout_s: float = 30.0) -> list[str]:
         """SIGTERM, wait, return what it printed after the readiness line."""
         out: list[str] = []
@@ -537,9 +551,14 @@ async def run_row(
     port, http = _ports(ready)
     lag_before: list[float] = []
 
-    async def scrape_before() -> None:
+    async def lag_now() -> float:
+        """The server's longest loop stall so far: serve's gauge, or a bench server's SIGUSR1 answer."""
         if http is not None:
-            lag_before.append(_gauge(await _http_get(f"{http}/metrics"), "relais_event_loop_lag_max_seconds"))
+            return _gauge(await _http_get(f"{http}/metrics"), "relais_event_loop_lag_max_seconds")
+        return await asyncio.to_thread(server.lag_s)
+
+    async def scrape_before() -> None:
+        lag_before.append(await lag_now())
 
     def read() -> dict[str, float]:
         return {"server": _proc_cpu_s(server.pid), "machine": _machine_busy_s(), "client": _self_cpu_s()}
@@ -548,27 +567,20 @@ async def run_row(
     try:
         stats, window = await drive(
             "127.0.0.1", port, loads, warmup_s=cfg.warmup_s, window_s=cfg.window_s,
-            settle_s=0.5 if http else 0.0, read=read, after_warmup=scrape_before, tag=tag,
+            settle_s=0.5, read=read, after_warmup=scrape_before, tag=tag,
         )
         rss = _hwm_mib(server.pid)
-        lag_ms: float | None = None
-        note = ""
-        if http is not None:
-            after = _gauge(await _http_get(f"{http}/metrics"), "relais_event_loop_lag_max_seconds")
-            if lag_before and after > lag_before[0]:
-                lag_ms = after * 1000
-            else:
-                lag_ms = after * 1000
-                note = "≤"  # the maximum was reached during warm-up: the window's own is at most this
-            if drain:
-                drained = await _wait_queue_empty(http, 120.0)
-                extra["drain_s"] = drained if drained is not None else math.nan
+        after = await lag_now()
+        lag_ms = after * 1000
+        # a new maximum after the window is the window's own; otherwise the window stayed at or below it
+        note = "" if lag_before and after > lag_before[0] else "≤"
+        if drain and http is not None:
+            drained = await _wait_queue_empty(http, 120.0)
+            extra["drain_s"] = drained if drained is not None else math.nan
     finally:
         tail = await asyncio.to_thread(server.stop)
     if http is None:
         counted = json.loads(tail[-1]) if tail else {}
-        lag = counted.get("loop_lag_max_s")
-        lag_ms, note = (lag * 1000 if lag is not None else None), "≤"  # since start, warm-up included
         extra.update({k: v for k, v in counted.items() if k != "loop_lag_max_s"})
     span = window.at_end["at"] - window.at_start["at"]
     server_s = window.at_end["server"] - window.at_start["server"]

@@ -14,8 +14,9 @@ Run one per process (``bench/ingest.py`` starts them)::
   for company), and the ACKs of that batch leave only after its COMMIT returned.
   Primary keys only: no secondary index, no dedup, no identity, no document.
 
-Both print ``ready port=N`` on stdout once listening and, on SIGTERM, one JSON line with
-what they counted (messages, commits, the longest event-loop stall) before exiting.
+Both print ``ready port=N`` on stdout once listening, ``lag <seconds>`` (the longest
+event-loop stall so far) on SIGUSR1 and, on SIGTERM, one JSON line with what they
+counted (messages, commits, the longest stall) before exiting.
 The stall is measured as in ``relais serve`` (:class:`gateway.metrics.LoopLagMonitor`),
 so the three servers are read with the same instrument.
 """
@@ -216,6 +217,8 @@ async def serve(kind: str, host: str, port: int, db: str | None, announce: Calla
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGUSR1: print the longest stall so far, so the client can read it after its warm-up
+    loop.add_signal_handler(signal.SIGUSR1, lambda: announce(f"lag {monitor.max_lag!r}"))
     announce(f"ready port={server.sockets[0].getsockname()[1]}")
     await stop.wait()
     server.close()
