@@ -330,6 +330,18 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def _written_bytes(pid: int) -> float:
+    """Bytes ``pid`` (all threads) caused to be written to storage (``/proc/<pid>/io``)."""
+    try:
+        with open(f"/proc/{pid}/io", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("write_bytes:"):
+                    return float(line.split()[1])
+    except OSError:  # not readable (another user, hardened /proc): the column stays empty
+        pass
+    return math.nan
+
+
 def _hwm_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
@@ -561,7 +573,8 @@ async def run_row(
         lag_before.append(await lag_now())
 
     def read() -> dict[str, float]:
-        return {"server": _proc_cpu_s(server.pid), "machine": _machine_busy_s(), "client": _self_cpu_s()}
+        return {"server": _proc_cpu_s(server.pid), "machine": _machine_busy_s(), "client": _self_cpu_s(),
+                "written": _written_bytes(server.pid)}
 
     extra: dict[str, float] = {}
     try:
@@ -586,6 +599,9 @@ async def run_row(
     server_s = window.at_end["server"] - window.at_start["server"]
     client_s = window.at_end["client"] - window.at_start["client"]
     machine_s = window.at_end["machine"] - window.at_start["machine"]
+    acked = sum(len(st.window_ns) for st in stats.values())
+    written = window.at_end["written"] - window.at_start["written"]
+    extra["written_kib_per_msg"] = written / 1024 / acked if acked else math.nan
     return Row(
         server=kind, journal=journal,
         message=loads[0].message.label if len(loads) == 1 else f"{loads[0].name} + {loads[1].connections} {loads[1].name}",
@@ -732,8 +748,8 @@ def render(rows: Sequence[Row], notes: Sequence[str], cfg: Settings, machine: di
                  f"window {cfg.window_s:g} s, whole run {elapsed_s / 60:.1f} min")
     lines += [f"- **note**: {n}" for n in notes]
     lines += ["", "| server | journal | message | conns | msg/s | ACK p50 ms | ACK p99 ms | server CPU % | peak RSS MiB "
-              "| loop lag max ms | other load % | ACKs | check |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+              "| loop lag max ms | disk KiB/msg | other load % | ACKs | check |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         m = r.main
         msg = r.message
@@ -745,7 +761,8 @@ def render(rows: Sequence[Row], notes: Sequence[str], cfg: Settings, machine: di
         lines.append(
             f"| {r.server} | {r.journal} | {msg} | {r.connections} | {_num(m.per_s(r.window_s))} "
             f"| {_num(m.percentile_ms(50), 2)} | {_num(m.percentile_ms(99), 2)} | {_num(r.server_cpu_pct, 0)} "
-            f"| {_num(r.rss_mib)} | {lag} | {_num(r.other_cpu_pct, 0)} | {_codes(r)} | {_check(r)} |"
+            f"| {_num(r.rss_mib)} | {lag} | {_num(r.extra.get('written_kib_per_msg'))} "
+            f"| {_num(r.other_cpu_pct, 0)} | {_codes(r)} | {_check(r)} |"
         )
     lines += ["", "## Ratios (same run)", "",
               "| journal | message | (a) msg/s | (b) msg/s | (c) msg/s | (c)/(b) | (c)/(a) | (c) ACK p99 ms "
