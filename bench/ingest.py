@@ -10,7 +10,8 @@ Three servers, each a subprocess started fresh for every row:
 * (b) ``store`` — ``bench/servers.py store``: split the segments, two SQLite rows per message,
   WAL + ``synchronous=FULL``, one writer with group commit, ACK after COMMIT;
 * (c) ``relais`` — ``python -m gateway serve`` on its embedded defaults in a fresh data dir
-  (only ``--allow-test-ins``: the fixtures carry test INS; ports 0; logs to /dev/null).
+  (only ``--allow-test-ins``: the fixtures carry test INS; ports 0; its JSON logs go to a
+  temporary file, so their cost is counted).
 
 The server is pinned to one core and this process (the load client) to the other.
 The client keeps K connections busy back to back (send, wait for the ACK, send again),
@@ -22,7 +23,8 @@ window is shown too, so a disturbed row can be seen and rerun.
 
 The (b) and (c) rows run twice: on an empty journal and on one of a million exchanges
 (``bench/fill_journal.py``, built once and cached under ``bench/.cache/``, copied for the
-run). See ``bench/README.md`` for every column.
+run); a pinned run ends with (c) on the document loads unpinned. See ``bench/README.md``
+for every column.
 """
 
 from __future__ import annotations
@@ -55,14 +57,19 @@ if str(ROOT) not in sys.path:  # ``python bench/ingest.py`` puts bench/, not the
     sys.path.insert(0, str(ROOT))
 
 __all__ = [
+    "ECHO",
+    "STORE",
+    "RELAIS",
     "Message",
     "Load",
     "LoadStats",
+    "Window",
     "Row",
     "Settings",
     "load_messages",
     "drive",
     "ServerProcess",
+    "run_row",
     "run_rows",
     "render",
     "main",
