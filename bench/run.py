@@ -4,7 +4,7 @@ Run from the repository root::
 
     python bench/run.py                 # full run (about 1-2 minutes on 2 cores)
     python bench/run.py --quick         # 3 messages per row, a few seconds (smoke test)
-    python bench/run.py --messages 500 --connections 8 --out bench/results.md
+    python bench/run.py --messages 500 --connections 8 --out /tmp/pipeline.md
 
 Everything runs in one process, on this machine, over three messages built from our
 own fixtures (no corpus file, no patient data):
@@ -680,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, help="concurrent MLLP connections (default 8)")
     parser.add_argument("--budget", type=float, help="seconds cap per in-process row (default 3)")
     parser.add_argument("--e2e-budget", type=float, help="seconds cap per service row (default 6)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md", help="Markdown output file")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "pipeline-results.md", help="Markdown output file")
     args = parser.parse_args(argv)
 
     cfg = Config.quick() if args.quick else Config()

@@ -23,7 +23,7 @@ from gateway.journal.sqlite import open_journal
 from gateway.listeners.http import build_app
 from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
-from gateway.metrics import JournalHealth, Metrics
+from gateway.metrics import JournalHealth, LoopLagMonitor, Metrics
 from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
 from gateway.readiness import Readiness
@@ -186,6 +186,7 @@ class Service:
         self.readiness: Readiness | None = None
         self.addresses: dict[str, str] = {}
         self.mail_poller: Any = None
+        self._loop_lag: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
@@ -259,6 +260,8 @@ class Service:
             host, port = await self.mllp.start()
             self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
         self.ready = True
+        # from here on, not earlier: a stall while starting delays no sender (the MLLP listener opens last)
+        self._loop_lag = asyncio.create_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), name="loop-lag")
         log.info("service.ready", **self.addresses, journal=s.journal_url.split(":")[0])
         return self.addresses
 
@@ -286,6 +289,10 @@ class Service:
                 await dest.close()
         if self.journal is not None:
             await self.journal.close()
+        if self._loop_lag is not None:
+            self._loop_lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_lag
         log.info("service.stopped")
 
     def _start_mail_poller(self, name: str | None, acks: Any) -> None:

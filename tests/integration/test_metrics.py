@@ -52,6 +52,8 @@ async def test_metrics_count_received_messages_and_exchanges(tmp_path: Path) -> 
     exchanges = samples(text, "relais_exchanges")
     assert exchanges[(("status", "held"),)] == 3 and exchanges[(("status", "accepted"),)] == 2
     assert samples(text, "relais_acks_total")[(("code", "AA"),)] == 5
+    lag = samples(text, "relais_event_loop_lag_max_seconds")  # the running service's monitor feeds it
+    assert list(lag) == [()] and 0 <= lag[()] < 60
 
 
 # -- PHI in logs --------------------------------------------------------------------------------
