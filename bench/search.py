@@ -109,7 +109,7 @@ def run(n: int, rounds: int) -> int:
             started = time.monotonic() - t0
             base = next(p.split("=", 1)[1] for p in ready.split() if p.startswith("http="))
             print(f"journal of {n:,} exchanges; serve ready in {started:.1f} s (index build on first start)\n")
-            print(f"| search (first page of 50, with its capped total) | rows | total | median ms | worst ms |")
+            print("| search (first page of 50, with its capped total) | rows | total | median ms | worst ms |")
             print("|---|---:|---:|---:|---:|")
             worst_all = 0.0
             for name, params in _queries(samples):
