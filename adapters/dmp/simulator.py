@@ -189,7 +189,8 @@ class _Registry:
         return None if doc is None else KnownEntry(doc.entry_uuid, doc.unique_id, doc.patient_id, doc.status)
 
     def has_unique_id(self, unique_id: str) -> bool:
-        return unique_id in self._sim.documents or unique_id in self._sim.signatures
+        sim = self._sim
+        return unique_id in sim.documents or unique_id in sim.signatures or unique_id in sim.submission_sets
 
 
 class DmpSimulator:
@@ -233,6 +234,7 @@ class DmpSimulator:
         self.script: list[str] = list(script)
         self.documents: dict[str, StoredDocument] = {}
         self.signatures: dict[str, StoredDocument] = {}
+        self.submission_sets: set[str] = set()  # uniqueIds of registered SubmissionSets
         self.submissions: list[Submission] = []
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -274,6 +276,7 @@ class DmpSimulator:
     def reset(self) -> None:
         self.documents.clear()
         self.signatures.clear()
+        self.submission_sets.clear()
         self.submissions.clear()
         self.script.clear()
         self._rng = random.Random(self._seed)
@@ -380,6 +383,8 @@ class DmpSimulator:
         metadata = verdict.metadata
         assert metadata is not None and metadata.submission_set is not None
         ss_uid = metadata.submission_set.external_ids.get(SS.UNIQUE_ID)
+        if ss_uid:
+            self.submission_sets.add(ss_uid)
         signatures = signature_entries(metadata)
         new_uuids: dict[str, str] = {}
         for entry in metadata.entries:
@@ -430,6 +435,8 @@ class DmpSimulator:
         if verdict.fault is not None:
             return _fault_response(*_fault_of(verdict.fault), status=400 if _sender(verdict.fault) else 500)
         if verdict.accepted:
+            if verdict.metadata is not None and verdict.metadata.submission_set is not None:
+                self.submission_sets.add(verdict.metadata.submission_set.external_ids.get(SS.UNIQUE_ID, ""))
             for change in verdict.changes:
                 target = self._by_entry_uuid(change.entry_uuid)
                 if target is not None:

@@ -117,7 +117,7 @@ class ConformanceChecker:
         object_list = request.find(f".//{{{NS['rim']}}}RegistryObjectList")
         metadata = read_metadata(object_list)
         verdict.metadata = metadata
-        verdict.violations += check_submission_set(metadata)
+        verdict.violations += check_submission_set(metadata, registry)
         if transaction == "ITI-41":
             documents, problems = inline_xop(request, package)
             verdict.documents = documents

@@ -172,7 +172,7 @@ def _authors_checks(obj: RegistryObject, label: str) -> list[Violation]:
     return found
 
 
-def check_submission_set(metadata: Metadata) -> list[Violation]:
+def check_submission_set(metadata: Metadata, registry: RegistryView | None = None) -> list[Violation]:
     """Rules on the SubmissionSet itself (ITI-41 and ITI-57)."""
     if len(metadata.submission_sets) != 1:
         return [SS_ONE(f"{len(metadata.submission_sets)} SubmissionSets")]
@@ -195,6 +195,8 @@ def check_submission_set(metadata: Metadata) -> list[Violation]:
     unique_id = ss.external_ids.get(SS.UNIQUE_ID)
     if unique_id and not _OID.match(unique_id):
         found.append(SS_UNIQUE_ID(f"SubmissionSet.uniqueId {unique_id!r} is not an OID"))
+    if unique_id and registry is not None and registry.has_unique_id(unique_id):
+        found.append(DUPLICATE(f"SubmissionSet uniqueId {unique_id} is already registered"))
     source_id = ss.external_ids.get(SS.SOURCE_ID)
     if source_id and not _OID.match(source_id):
         found.append(SS_UNIQUE_ID(f"SubmissionSet.sourceId {source_id!r} is not an OID"))
