@@ -40,7 +40,7 @@ BODY = Rule(
     "ENV-BODY-01",
     "the SOAP body is the transaction's request element",
     "IHE ITI TF-2b §3.41.4.1.2 (xdsb:ProvideAndRegisterDocumentSetRequest), §3.18.4.1.2 "
-    "(query:AdhocQueryRequest), §3.57.4.1.2 (lcm:SubmitObjectsRequest)",
+    "(query:AdhocQueryRequest); Metadata Update suppl. §3.57.4.1.2 (lcm:SubmitObjectsRequest)",
     "XDSRegistryError",
 )
 _SECRET_CODE = "INVISIBLE_REPRESENTANTS_LEGAUX"

@@ -113,7 +113,8 @@ DUPLICATE = Rule(
 RPLC_TARGET = Rule(
     "XDS-RPLC-01",
     "an RPLC target is a registered, Approved entry of the same patient",
-    "IHE ITI TF-3 §4.2.2.2 (document relationships; UnresolvedReferenceException); volet mapping.md RPLC",
+    "IHE ITI TF-3 §4.2.2.2 (document relationships) and Table 4.2.4.1-2 (XDSRegistryDeprecatedDocumentError); "
+    "ebRS 3.0 UnresolvedReferenceException; volet mapping.md RPLC",
     "UnresolvedReferenceException",
 )
 MEMBERSHIP = Rule(
@@ -357,7 +358,7 @@ def check_provide_and_register(
                         RPLC_TARGET.code,
                         f"RPLC target {association.target} is {target.status}",
                         RPLC_TARGET.reference,
-                        "XDSRegistryMetadataError",
+                        "XDSRegistryDeprecatedDocumentError",
                     )
                 )
             elif ss_patient and target.patient_id != ss_patient:

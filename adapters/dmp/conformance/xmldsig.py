@@ -116,7 +116,8 @@ def _by_id(root: etree._Element, wanted: str) -> etree._Element | None:
     found = [
         element
         for element in root.iter()
-        if isinstance(element.tag, str) and wanted in (element.get("ID"), element.get("Id"), element.get("id"))
+        if isinstance(element.tag, str)
+        and wanted in (element.get("ID"), element.get("Id"), element.get("id"))
     ]
     if len(found) > 1:
         raise ValueError(f"Id {wanted} is carried by {len(found)} elements")
