@@ -545,7 +545,8 @@ def _action_of(content_type: str, body: bytes) -> str | None:
 
 
 def _sender(violation: Violation) -> bool:
-    return violation.fault != "s:Receiver"
+    """SOAP 1.2 Part 2 §7.5.1.2: env:Sender faults are HTTP 400, VersionMismatch and Receiver 500."""
+    return violation.fault not in ("s:Receiver", "s:VersionMismatch")
 
 
 def _fault_of(violation: Violation) -> tuple[str, str | None, str]:

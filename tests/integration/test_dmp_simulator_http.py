@@ -155,3 +155,10 @@ async def test_reused_submission_set_unique_id_is_a_duplicate(sim: DmpSimulator)
     outcome, errors = registry_status(envelope)
     assert outcome == "Failure" and [e["location"] for e in errors] == ["XDS-DUP-01"]
     assert errors[0]["errorCode"] == "XDSDuplicateUniqueIdInRegistry"
+
+
+async def test_soap11_envelope_is_a_version_mismatch_500(sim: DmpSimulator) -> None:
+    built = GoodRequest(soap_ns="http://schemas.xmlsoap.org/soap/envelope/").build()
+    status, _, envelope = await post(sim, "repository", built)
+    assert status == 500
+    assert [v.text for v in envelope.iter(f"{{{S}}}Value")] == ["s:VersionMismatch"]
