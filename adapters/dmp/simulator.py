@@ -124,6 +124,7 @@ class StoredDocument:
     content: bytes = field(default=b"", repr=False)
 
     def as_json(self) -> dict[str, Any]:
+        """The /_sim JSON form."""
         return {
             "uniqueId": self.unique_id,
             "entryUUID": self.entry_uuid,
@@ -161,6 +162,7 @@ class Submission:
     targets: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        """The /_sim JSON form."""
         return {
             "transaction": self.transaction,
             "accepted": self.accepted,
@@ -185,10 +187,12 @@ class _Registry:
         self._sim = simulator
 
     def entry(self, entry_uuid: str) -> KnownEntry | None:
+        """The registered entry with this entryUUID, if any."""
         doc = self._sim._by_entry_uuid(entry_uuid)
         return None if doc is None else KnownEntry(doc.entry_uuid, doc.unique_id, doc.patient_id, doc.status)
 
     def has_unique_id(self, unique_id: str) -> bool:
+        """Whether a document, signature or SubmissionSet has this uniqueId."""
         sim = self._sim
         return unique_id in sim.documents or unique_id in sim.signatures or unique_id in sim.submission_sets
 
@@ -268,12 +272,14 @@ class DmpSimulator:
         return self.url
 
     async def stop(self) -> None:
+        """Stop serving (pending "timeout" faults are released first)."""
         self._stopping.set()  # wakes "timeout" faults so shutdown is quick
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     def reset(self) -> None:
+        """Forget every document, submission and scripted fault."""
         self.documents.clear()
         self.signatures.clear()
         self.submission_sets.clear()

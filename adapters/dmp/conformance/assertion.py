@@ -203,10 +203,12 @@ class Vihf:
     issuer_format: str | None = None
 
     def one(self, name: str) -> str | None:
+        """The single value of ``name``, or None when absent or repeated."""
         values = self.attributes.get(name) or []
         return values[0] if len(values) == 1 else None
 
     def as_json(self) -> dict[str, object]:
+        """Attribute name → values, plus ``NameID`` (the /_sim/submissions form)."""
         data: dict[str, object] = {k: list(v) for k, v in self.attributes.items()}
         data["NameID"] = self.name_id
         return data

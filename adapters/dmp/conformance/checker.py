@@ -69,6 +69,7 @@ class Verdict:
 
     @property
     def accepted(self) -> bool:
+        """True when no violation has error severity."""
         return not any(v.severity == "error" for v in self.violations)
 
 
@@ -87,6 +88,7 @@ class ConformanceChecker:
         self.now = now or (lambda: datetime.now(UTC))
 
     def check(self, transaction: str, content_type: str, body: bytes, registry: RegistryView) -> Verdict:
+        """Judge one request of ``transaction`` (``ITI-41``, ``ITI-18``, ``ITI-57``) against ``registry``."""
         verdict = Verdict(transaction)
         try:
             package = read_body(content_type, body)

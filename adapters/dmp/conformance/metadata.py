@@ -154,9 +154,13 @@ class KnownEntry:
 class RegistryView(Protocol):
     """Read access to the registry state the rules need."""
 
-    def entry(self, entry_uuid: str) -> KnownEntry | None: ...
+    def entry(self, entry_uuid: str) -> KnownEntry | None:
+        """The registered entry with this entryUUID, if any."""
+        ...
 
-    def has_unique_id(self, unique_id: str) -> bool: ...
+    def has_unique_id(self, unique_id: str) -> bool:
+        """Whether an object with this uniqueId is registered."""
+        ...
 
 
 def _authors_checks(obj: RegistryObject, label: str) -> list[Violation]:

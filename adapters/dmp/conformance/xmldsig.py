@@ -92,10 +92,12 @@ class SignatureCheck:
 
     @property
     def valid(self) -> bool:
+        """True when SignedInfo verified and no problem was found."""
         return not self.problems and self.signature_value_ok
 
 
 def digest(algorithm: str, data: bytes) -> bytes | None:
+    """The digest of ``data`` with the XML-DSig ``algorithm`` URI, or None if unsupported."""
     function = _DIGESTS.get(algorithm)
     return function(data) if function else None
 
