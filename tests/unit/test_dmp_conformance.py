@@ -638,3 +638,8 @@ def test_vihf_sig_01_duplicate_id_wrapping(checker: ConformanceChecker) -> None:
         decoy.set("ID", assertion.get("ID", ""))
 
     only(check41(checker, GoodRequest(vihf=Vihf(after_sign=wrap))), "VIHF-SIG-01")
+
+
+def test_vihf_time_01_issued_in_the_future(checker: ConformanceChecker) -> None:
+    future = datetime.now(UTC) + timedelta(hours=1)
+    only(check41(checker, GoodRequest(vihf=Vihf(issue_instant=future))), "VIHF-TIME-01")

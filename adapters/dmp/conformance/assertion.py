@@ -10,7 +10,7 @@ signature rules (SAML Core §5.4: enveloped signature over the assertion ``ID``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -142,6 +142,8 @@ CONFIDENTIALITY = Rule(
 )
 
 _CE = f"{{{NS['hl7']}}}"
+# An assertion cannot be issued after it is received; allow for clocks a few minutes apart.
+_CLOCK_SKEW = timedelta(minutes=5)
 _ISSUER_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
 _SINGLE = (
     ATTR.VERSION,
@@ -272,6 +274,8 @@ def check_vihf_security(
     issued = _instant(assertion.get("IssueInstant"))
     if issued is None:
         found.append(VALIDITY("IssueInstant missing or not an xs:dateTime"))
+    elif now is not None and issued > now + _CLOCK_SKEW:
+        found.append(VALIDITY(f"IssueInstant {assertion.get('IssueInstant')} is in the future"))
     conditions = assertion.find(f"{{{SAML}}}Conditions")
     if now is not None and conditions is not None:
         not_before = _instant(conditions.get("NotBefore"))
