@@ -141,7 +141,6 @@ CONFIDENTIALITY = Rule(
     "XDSRegistryError",
 )
 
-_CE = f"{{{NS['hl7']}}}"
 # An assertion cannot be issued after it is received; allow for clocks a few minutes apart.
 _CLOCK_SKEW = timedelta(minutes=5)
 _ISSUER_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
