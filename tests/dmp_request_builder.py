@@ -529,6 +529,7 @@ class GoodUpdate:
     association_type: str = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
     action: str = "urn:ihe:iti:2010:UpdateDocumentSet"
     with_entry: bool = False
+    ss_unique_id: str = "1.2.250.1.999999.2.9.1"
 
     def build(self, now: datetime | None = None) -> tuple[str, bytes]:
         now = now or _now()
@@ -536,7 +537,7 @@ class GoodUpdate:
         objects = _el(request, f"{{{RIM}}}RegistryObjectList")
         n = [0]
         _submission_set(objects, {
-            "uniqueId": "1.2.250.1.999999.2.9.1", "sourceId": "1.2.250.1.999999.3", "patientId": self.patient,
+            "uniqueId": self.ss_unique_id, "sourceId": "1.2.250.1.999999.3", "patientId": self.patient,
             "submissionTime": "20240316100000", "contentTypeCode": [("03", "1.2.250.1.213.2.2", "Hospitalisation")],
             "authorPerson": [AUTHOR], "authorInstitution": [INSTITUTION],
         }, n)

@@ -124,6 +124,7 @@ class StoredDocument:
     content: bytes = field(default=b"", repr=False)
 
     def as_json(self) -> dict[str, Any]:
+        """The /_sim JSON form."""
         return {
             "uniqueId": self.unique_id,
             "entryUUID": self.entry_uuid,
@@ -161,6 +162,7 @@ class Submission:
     targets: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        """The /_sim JSON form."""
         return {
             "transaction": self.transaction,
             "accepted": self.accepted,
@@ -185,11 +187,14 @@ class _Registry:
         self._sim = simulator
 
     def entry(self, entry_uuid: str) -> KnownEntry | None:
+        """The registered entry with this entryUUID, if any."""
         doc = self._sim._by_entry_uuid(entry_uuid)
         return None if doc is None else KnownEntry(doc.entry_uuid, doc.unique_id, doc.patient_id, doc.status)
 
     def has_unique_id(self, unique_id: str) -> bool:
-        return unique_id in self._sim.documents or unique_id in self._sim.signatures
+        """Whether a document, signature or SubmissionSet has this uniqueId."""
+        sim = self._sim
+        return unique_id in sim.documents or unique_id in sim.signatures or unique_id in sim.submission_sets
 
 
 class DmpSimulator:
@@ -233,6 +238,7 @@ class DmpSimulator:
         self.script: list[str] = list(script)
         self.documents: dict[str, StoredDocument] = {}
         self.signatures: dict[str, StoredDocument] = {}
+        self.submission_sets: set[str] = set()  # uniqueIds of registered SubmissionSets
         self.submissions: list[Submission] = []
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -266,14 +272,17 @@ class DmpSimulator:
         return self.url
 
     async def stop(self) -> None:
+        """Stop serving (pending "timeout" faults are released first)."""
         self._stopping.set()  # wakes "timeout" faults so shutdown is quick
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     def reset(self) -> None:
+        """Forget every document, submission and scripted fault."""
         self.documents.clear()
         self.signatures.clear()
+        self.submission_sets.clear()
         self.submissions.clear()
         self.script.clear()
         self._rng = random.Random(self._seed)
@@ -380,6 +389,8 @@ class DmpSimulator:
         metadata = verdict.metadata
         assert metadata is not None and metadata.submission_set is not None
         ss_uid = metadata.submission_set.external_ids.get(SS.UNIQUE_ID)
+        if ss_uid:
+            self.submission_sets.add(ss_uid)
         signatures = signature_entries(metadata)
         new_uuids: dict[str, str] = {}
         for entry in metadata.entries:
@@ -430,6 +441,8 @@ class DmpSimulator:
         if verdict.fault is not None:
             return _fault_response(*_fault_of(verdict.fault), status=400 if _sender(verdict.fault) else 500)
         if verdict.accepted:
+            if verdict.metadata is not None and verdict.metadata.submission_set is not None:
+                self.submission_sets.add(verdict.metadata.submission_set.external_ids.get(SS.UNIQUE_ID, ""))
             for change in verdict.changes:
                 target = self._by_entry_uuid(change.entry_uuid)
                 if target is not None:
@@ -538,7 +551,8 @@ def _action_of(content_type: str, body: bytes) -> str | None:
 
 
 def _sender(violation: Violation) -> bool:
-    return violation.fault != "s:Receiver"
+    """SOAP 1.2 Part 2 §7.5.1.2: env:Sender faults are HTTP 400, VersionMismatch and Receiver 500."""
+    return violation.fault not in ("s:Receiver", "s:VersionMismatch")
 
 
 def _fault_of(violation: Violation) -> tuple[str, str | None, str]:

@@ -124,7 +124,8 @@ async def test_initial_replacement_deletion_chain(sim: DmpSimulator) -> None:
                                     "newStatus": DELETED}]
     assert await get(sim, "violations") == {"violations": []}
 
-    _, _, envelope = await post(sim, "registry", GoodUpdate(replacement_uuid).build())  # deleted already
+    again = GoodUpdate(replacement_uuid, ss_unique_id="1.2.250.1.999999.2.9.2")  # deleted already
+    _, _, envelope = await post(sim, "registry", again.build())
     outcome, errors = registry_status(envelope)
     assert outcome == "Failure" and errors[0]["location"] == "U57-TARGET-01"
 
@@ -146,3 +147,18 @@ async def test_reset_forgets_everything(sim: DmpSimulator) -> None:
     async with aiohttp.ClientSession() as http, http.post(f"{sim.url}_sim/reset") as resp:
         assert (await resp.json()) == {"reset": True}
     assert await get(sim, "submissions") == [] and await get(sim, "documents") == []
+
+
+async def test_reused_submission_set_unique_id_is_a_duplicate(sim: DmpSimulator) -> None:
+    await post(sim, "repository", GoodRequest().build())
+    _, _, envelope = await post(sim, "repository", GoodRequest(unique_id="1.2.250.1.999999.1.7.3").build())
+    outcome, errors = registry_status(envelope)
+    assert outcome == "Failure" and [e["location"] for e in errors] == ["XDS-DUP-01"]
+    assert errors[0]["errorCode"] == "XDSDuplicateUniqueIdInRegistry"
+
+
+async def test_soap11_envelope_is_a_version_mismatch_500(sim: DmpSimulator) -> None:
+    built = GoodRequest(soap_ns="http://schemas.xmlsoap.org/soap/envelope/").build()
+    status, _, envelope = await post(sim, "repository", built)
+    assert status == 500
+    assert [v.text for v in envelope.iter(f"{{{S}}}Value")] == ["s:VersionMismatch"]

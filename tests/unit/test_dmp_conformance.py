@@ -625,3 +625,21 @@ def test_segur_cda_creation_time_is_its_paris_time_in_utc(checker: ConformanceCh
     copied = GoodRequest(unique_id="1.2.250.1.71.4.2.2.120456789.71024000081", document=cda,
                          entry={"creationTime": "20050411103328"})
     only(check41(checker, copied), "XDS-TIME-02")
+
+
+def test_xds_dup_01_submission_set_unique_id_reused(checker: ConformanceChecker) -> None:
+    reused = KnownEntry("urn:uuid:33333333-3333-4333-8333-333333333333", "1.2.250.1.999999.2.7.1", INS_CX, APPROVED)
+    only(check41(checker, GoodRequest(), Registry(OLD, reused)), "XDS-DUP-01")
+
+
+def test_vihf_sig_01_duplicate_id_wrapping(checker: ConformanceChecker) -> None:
+    def wrap(assertion: etree._Element) -> None:
+        decoy = etree.SubElement(assertion, "{urn:oasis:names:tc:SAML:2.0:assertion}Advice")
+        decoy.set("ID", assertion.get("ID", ""))
+
+    only(check41(checker, GoodRequest(vihf=Vihf(after_sign=wrap))), "VIHF-SIG-01")
+
+
+def test_vihf_time_01_issued_in_the_future(checker: ConformanceChecker) -> None:
+    future = datetime.now(UTC) + timedelta(hours=1)
+    only(check41(checker, GoodRequest(vihf=Vihf(issue_instant=future))), "VIHF-TIME-01")

@@ -10,7 +10,7 @@ signature rules (SAML Core §5.4: enveloped signature over the assertion ``ID``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -141,7 +141,8 @@ CONFIDENTIALITY = Rule(
     "XDSRegistryError",
 )
 
-_CE = f"{{{NS['hl7']}}}"
+# An assertion cannot be issued after it is received; allow for clocks a few minutes apart.
+_CLOCK_SKEW = timedelta(minutes=5)
 _ISSUER_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
 _SINGLE = (
     ATTR.VERSION,
@@ -203,10 +204,12 @@ class Vihf:
     issuer_format: str | None = None
 
     def one(self, name: str) -> str | None:
+        """The single value of ``name``, or None when absent or repeated."""
         values = self.attributes.get(name) or []
         return values[0] if len(values) == 1 else None
 
     def as_json(self) -> dict[str, object]:
+        """Attribute name → values, plus ``NameID`` (the /_sim/submissions form)."""
         data: dict[str, object] = {k: list(v) for k, v in self.attributes.items()}
         data["NameID"] = self.name_id
         return data
@@ -270,6 +273,8 @@ def check_vihf_security(
     issued = _instant(assertion.get("IssueInstant"))
     if issued is None:
         found.append(VALIDITY("IssueInstant missing or not an xs:dateTime"))
+    elif now is not None and issued > now + _CLOCK_SKEW:
+        found.append(VALIDITY(f"IssueInstant {assertion.get('IssueInstant')} is in the future"))
     conditions = assertion.find(f"{{{SAML}}}Conditions")
     if now is not None and conditions is not None:
         not_before = _instant(conditions.get("NotBefore"))

@@ -40,7 +40,7 @@ BODY = Rule(
     "ENV-BODY-01",
     "the SOAP body is the transaction's request element",
     "IHE ITI TF-2b §3.41.4.1.2 (xdsb:ProvideAndRegisterDocumentSetRequest), §3.18.4.1.2 "
-    "(query:AdhocQueryRequest), §3.57.4.1.2 (lcm:SubmitObjectsRequest)",
+    "(query:AdhocQueryRequest); Metadata Update suppl. §3.57.4.1.2 (lcm:SubmitObjectsRequest)",
     "XDSRegistryError",
 )
 _SECRET_CODE = "INVISIBLE_REPRESENTANTS_LEGAUX"
@@ -69,6 +69,7 @@ class Verdict:
 
     @property
     def accepted(self) -> bool:
+        """True when no violation has error severity."""
         return not any(v.severity == "error" for v in self.violations)
 
 
@@ -87,6 +88,7 @@ class ConformanceChecker:
         self.now = now or (lambda: datetime.now(UTC))
 
     def check(self, transaction: str, content_type: str, body: bytes, registry: RegistryView) -> Verdict:
+        """Judge one request of ``transaction`` (``ITI-41``, ``ITI-18``, ``ITI-57``) against ``registry``."""
         verdict = Verdict(transaction)
         try:
             package = read_body(content_type, body)
@@ -117,7 +119,7 @@ class ConformanceChecker:
         object_list = request.find(f".//{{{NS['rim']}}}RegistryObjectList")
         metadata = read_metadata(object_list)
         verdict.metadata = metadata
-        verdict.violations += check_submission_set(metadata)
+        verdict.violations += check_submission_set(metadata, registry)
         if transaction == "ITI-41":
             documents, problems = inline_xop(request, package)
             verdict.documents = documents

@@ -46,7 +46,7 @@ SOAP12 = Rule(
 WSA_ACTION = Rule(
     "WSA-ACTION-01",
     "wsa:Action is present and names the transaction of the endpoint",
-    "IHE ITI TF-2x Appendix V §V.3.2.2; ITI TF-2b §3.41.4.1.2 / §3.18.4.1.2 / §3.57.4.1.2",
+    "IHE ITI TF-2x Appendix V §V.3.2.2; ITI TF-2b §3.41.4.1.2 / §3.18.4.1.2; Metadata Update suppl. §3.57.4.1.2",
     "XDSRegistryError",
     fault="a:ActionNotSupported",
 )
@@ -125,7 +125,9 @@ def read_envelope(package: MimePackage, expected_action: str, *, mtom_required: 
             elif len(assertions) > 1:
                 result.violations.append(SECURITY_HEADER(f"{len(assertions)} assertions in wsse:Security"))
     if result.action == _ITI62:
-        result.violations.append(NOT_ITI62("ITI-62 DeleteDocumentSet received; delete with ITI-57 UpdateDocumentSet"))
+        result.violations.append(
+            NOT_ITI62("ITI-62 DeleteDocumentSet received; delete with ITI-57 UpdateDocumentSet")
+        )
     elif result.action != expected_action:
         result.violations.append(WSA_ACTION(f"wsa:Action is {result.action!r}, expected {expected_action}"))
     if not result.message_id:

@@ -46,10 +46,12 @@ _STRUCT_ID = {
 
 
 def components(value: str) -> list[str]:
+    """The ``^``-separated components of an HL7 v2 value."""
     return value.split("^")
 
 
 def sub(component: str) -> list[str]:
+    """The ``&``-separated sub-components of a component."""
     return component.split("&")
 
 
@@ -100,6 +102,7 @@ def xon_problem(xon: str) -> str | None:
 
 
 def xon_id(xon: str) -> str:
+    """XON.10, the organisation identifier."""
     return _at(components(xon), 9)
 
 
@@ -130,10 +133,12 @@ def xcn_kind(xcn: str) -> tuple[str, str | None]:
 
 
 def xcn_id(xcn: str) -> str:
+    """XCN.1, the person or system identifier."""
     return _at(components(xcn), 0)
 
 
 def xcn_names(xcn: str) -> tuple[str, str]:
+    """(XCN.2, XCN.3): family and given name, or system name and model."""
     parts = components(xcn)
     return _at(parts, 1), _at(parts, 2)
 

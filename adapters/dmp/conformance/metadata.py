@@ -113,7 +113,8 @@ DUPLICATE = Rule(
 RPLC_TARGET = Rule(
     "XDS-RPLC-01",
     "an RPLC target is a registered, Approved entry of the same patient",
-    "IHE ITI TF-3 §4.2.2.2 (document relationships; UnresolvedReferenceException); volet mapping.md RPLC",
+    "IHE ITI TF-3 §4.2.2.2 (document relationships) and Table 4.2.4.1-2 (XDSRegistryDeprecatedDocumentError); "
+    "ebRS 3.0 UnresolvedReferenceException; volet mapping.md RPLC",
     "UnresolvedReferenceException",
 )
 MEMBERSHIP = Rule(
@@ -153,9 +154,13 @@ class KnownEntry:
 class RegistryView(Protocol):
     """Read access to the registry state the rules need."""
 
-    def entry(self, entry_uuid: str) -> KnownEntry | None: ...
+    def entry(self, entry_uuid: str) -> KnownEntry | None:
+        """The registered entry with this entryUUID, if any."""
+        ...
 
-    def has_unique_id(self, unique_id: str) -> bool: ...
+    def has_unique_id(self, unique_id: str) -> bool:
+        """Whether an object with this uniqueId is registered."""
+        ...
 
 
 def _authors_checks(obj: RegistryObject, label: str) -> list[Violation]:
@@ -172,7 +177,7 @@ def _authors_checks(obj: RegistryObject, label: str) -> list[Violation]:
     return found
 
 
-def check_submission_set(metadata: Metadata) -> list[Violation]:
+def check_submission_set(metadata: Metadata, registry: RegistryView | None = None) -> list[Violation]:
     """Rules on the SubmissionSet itself (ITI-41 and ITI-57)."""
     if len(metadata.submission_sets) != 1:
         return [SS_ONE(f"{len(metadata.submission_sets)} SubmissionSets")]
@@ -195,6 +200,8 @@ def check_submission_set(metadata: Metadata) -> list[Violation]:
     unique_id = ss.external_ids.get(SS.UNIQUE_ID)
     if unique_id and not _OID.match(unique_id):
         found.append(SS_UNIQUE_ID(f"SubmissionSet.uniqueId {unique_id!r} is not an OID"))
+    if unique_id and registry is not None and registry.has_unique_id(unique_id):
+        found.append(DUPLICATE(f"SubmissionSet uniqueId {unique_id} is already registered"))
     source_id = ss.external_ids.get(SS.SOURCE_ID)
     if source_id and not _OID.match(source_id):
         found.append(SS_UNIQUE_ID(f"SubmissionSet.sourceId {source_id!r} is not an OID"))
@@ -355,7 +362,7 @@ def check_provide_and_register(
                         RPLC_TARGET.code,
                         f"RPLC target {association.target} is {target.status}",
                         RPLC_TARGET.reference,
-                        "XDSRegistryMetadataError",
+                        "XDSRegistryDeprecatedDocumentError",
                     )
                 )
             elif ss_patient and target.patient_id != ss_patient:

@@ -11,7 +11,8 @@ defines it:
   ``urn:ihe:iti:xds-b:2007`` (``XDS.b_DocumentRepository.xsd``).
 * IHE ITI TF-3 §4.2.5 "Metadata UUIDs" (classification schemes, identification schemes,
   object types), ITI TF-3 §4.2.2 (association types), ITI TF-2b §3.18.4.1.2.3.7
-  (stored query ids), ITI TF-2b §3.41.4.1.2 / §3.18.4.1.2 / §3.57.4.1.2 (SOAP actions).
+  (stored query ids), ITI TF-2b §3.41.4.1.2 / §3.18.4.1.2 and the XDS Metadata Update
+  supplement §3.57.4.1.2 (SOAP actions).
 * ANS TRE_R270-AvailabilityStatus (``urn:asip:ci-sis:2010:StatusType:*``), cited by the
   ANS PDSM4DMP IG (ansforge/IG-FHIR-PDSM4DMP-EEDS ``input/pagecontent/index.md``, table
   "Correspondance des transactions DMP").
@@ -54,7 +55,7 @@ NS = {
 
 
 class ACTIONS:
-    """WS-Addressing actions (IHE ITI TF-2b §3.41.4.1.2, §3.18.4.1.2, §3.57.4.1.2)."""
+    """WS-Addressing actions (ITI TF-2b §3.41.4.1.2, §3.18.4.1.2; Metadata Update suppl. §3.57.4.1.2)."""
 
     ITI41 = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
     ITI41_RESPONSE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
@@ -94,7 +95,7 @@ class SS:
 
 
 class ASSOC:
-    """Association types (ITI TF-3 §4.2.2; ITI TF-2b §3.57.4.1.3.3.1; DSG "signs")."""
+    """Association types (ITI TF-3 §4.2.2; Metadata Update suppl. §3.57.4.1.3; DSG "signs")."""
 
     HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
     RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"

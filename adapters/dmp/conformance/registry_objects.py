@@ -53,6 +53,7 @@ class RegistryObject:
     title: str | None = None
 
     def slot(self, name: str) -> str | None:
+        """The first value of Slot ``name``, or None."""
         values = self.slots.get(name)
         return values[0] if values else None
 
@@ -80,6 +81,7 @@ class Metadata:
 
     @property
     def submission_set(self) -> RegistryObject | None:
+        """The SubmissionSet when there is exactly one."""
         return self.submission_sets[0] if len(self.submission_sets) == 1 else None
 
 

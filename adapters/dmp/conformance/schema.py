@@ -51,6 +51,7 @@ _XML_XSD = b"""<?xml version="1.0"?>
 
 class _LocalXmlNamespace(etree.Resolver):
     def resolve(self, url, pubid, context):  # type: ignore[no-untyped-def]
+        """Serve xml.xsd locally; leave every other URL to the default resolution."""
         if url == "http://www.w3.org/2001/xml.xsd":
             return self.resolve_string(_XML_XSD, context)
         return None
@@ -78,6 +79,7 @@ class Schemas:
         self.ebrs = etree.XMLSchema(_parse(wrapper.encode(), base_url=xsd_dir.as_uri() + "/"))
 
     def validate(self, element: etree._Element, parts: dict[str, bytes]) -> list[Violation]:
+        """Schema violations of ``element`` with its XOP parts inlined (at most five reported)."""
         schema = (
             self.xdsb if element.tag == f"{{{NS['xdsb']}}}ProvideAndRegisterDocumentSetRequest" else self.ebrs
         )

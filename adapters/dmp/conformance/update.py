@@ -7,11 +7,13 @@ Sources:
   ``urn:asip:ci-sis:2010:StatusType:Deleted``; TD3.3d archiving = ITI-57 with
   ``urn:asip:ci-sis:2010:StatusType:Archived``; "RMD (ITI-62/86) non utilisé par le DMP".
   ``transaction_td3.3c.md``: the document is identified by its DMP id from TD3.1 (ITI-18).
-* IHE ITI TF-2b §3.57.4.1.3.3.1 (Update DocumentEntry availabilityStatus): a SubmissionSet
-  plus an Association of type ``urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus``
-  whose sourceObject is the SubmissionSet and targetObject the entryUUID, with Slots
-  ``OriginalStatus`` and ``NewStatus``; the registry checks OriginalStatus against the
-  current status (§3.57.4.1.3.5) and answers XDSMetadataUpdateError / UnresolvedReference.
+* IHE ITI Technical Framework Supplement "XDS Metadata Update" (rev. 1.9, 2017; ITI-57
+  §3.57.4.1.3, operation "Update DocumentEntry Status"): a SubmissionSet plus an Association
+  of type ``urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus`` whose sourceObject is
+  the SubmissionSet and targetObject the entryUUID, with Slots ``OriginalStatus`` and
+  ``NewStatus``; the registry checks OriginalStatus against the current status and answers
+  XDSMetadataUpdateError (the supplement's error code), or the ebRS
+  UnresolvedReferenceException for an unknown target.
 * ansforge/DRIM-M_DRIMbox ``dmp/xades/request/DeleteRequest.java``: a DMP client sending this
   exact form (action ``urn:ihe:iti:2010:UpdateDocumentSet``, OriginalStatus Approved,
   NewStatus …:Deleted) to the registry endpoint.
@@ -26,7 +28,7 @@ from adapters.dmp.conformance.violation import Rule, Violation
 
 __all__ = ["StatusChange", "check_update"]
 
-_TF = "IHE ITI TF-2b §3.57.4.1.3.3.1"
+_TF = "IHE ITI Suppl. XDS Metadata Update rev 1.9, ITI-57 §3.57.4.1.3 (Update DocumentEntry Status)"
 _P4D = "ANS PDSM4DMP index.md (TD3.3c …:Deleted, TD3.3d …:Archived)"
 
 ASSOCIATION = Rule(
@@ -47,7 +49,7 @@ TARGET = Rule(
     "U57-TARGET-01",
     "the target entry exists, belongs to the submission's patient and is in OriginalStatus (Approved to "
     "delete or archive)",
-    f"{_TF}; §3.57.4.1.3.5; {_P4D}",
+    f"{_TF}; {_P4D}",
     "UnresolvedReferenceException",
 )
 ONLY = Rule(

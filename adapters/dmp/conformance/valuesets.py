@@ -44,6 +44,7 @@ class ValueSet:
         return pair in self.pairs
 
     def systems_of(self, code: str) -> set[str]:
+        """The code systems in which ``code`` is a member."""
         return {system for c, system in self.pairs if c == code}
 
 

@@ -28,6 +28,7 @@ class Violation:
     fault: str | None = None
 
     def as_json(self) -> dict[str, str]:
+        """The /_sim form: rule, text, reference."""
         return {"rule": self.rule, "text": self.text, "reference": self.reference}
 
 

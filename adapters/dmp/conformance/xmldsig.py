@@ -92,10 +92,12 @@ class SignatureCheck:
 
     @property
     def valid(self) -> bool:
+        """True when SignedInfo verified and no problem was found."""
         return not self.problems and self.signature_value_ok
 
 
 def digest(algorithm: str, data: bytes) -> bytes | None:
+    """The digest of ``data`` with the XML-DSig ``algorithm`` URI, or None if unsupported."""
     function = _DIGESTS.get(algorithm)
     return function(data) if function else None
 
@@ -112,13 +114,16 @@ def certificate_of(signature: etree._Element) -> x509.Certificate | None:
 
 
 def _by_id(root: etree._Element, wanted: str) -> etree._Element | None:
-    for element in root.iter():
-        if not isinstance(element.tag, str):
-            continue
-        for name in ("ID", "Id", "id"):
-            if element.get(name) == wanted:
-                return element
-    return None
+    """The element carrying ``wanted`` as its ID; two of them is a wrapping attempt, refused."""
+    found = [
+        element
+        for element in root.iter()
+        if isinstance(element.tag, str)
+        and wanted in (element.get("ID"), element.get("Id"), element.get("id"))
+    ]
+    if len(found) > 1:
+        raise ValueError(f"Id {wanted} is carried by {len(found)} elements")
+    return found[0] if found else None
 
 
 @contextlib.contextmanager
