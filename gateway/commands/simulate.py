@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--faults", default=None, help="comma-separated fault kinds (default: all of the kind's)")
     p.add_argument("--latency-ms", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--after-store-ratio", type=float, default=None,
+                   help="dmp: share of faults that happen after the document is stored (default 0.5; "
+                        "0 = a DMP that is down and stores nothing)")
     p.add_argument("--xsd-dir", default=None, help="dmp: validate ITI-41 requests against this XSD directory")
     p.add_argument("--trust-cert", default=None, help="dmp: PEM certificate the VIHF must be signed with")
     p.add_argument("--user", action="append", default=[], help="mss: mailbox ADDRESS:PASSWORD (repeat)")
@@ -61,6 +64,12 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["xsd_dir"] = args.xsd_dir
         options["trust_cert"] = args.trust_cert
         options["now"] = lambda: datetime.now(UTC)  # check the VIHF validity window
+        if args.after_store_ratio is not None:
+            if not 0 <= args.after_store_ratio <= 1:
+                raise SystemExit("--after-store-ratio must be between 0 and 1")
+            options["after_store_ratio"] = args.after_store_ratio
+    elif args.after_store_ratio is not None:
+        raise SystemExit("--after-store-ratio applies to the dmp simulator")
     if args.kind == "mss":
         options.update(directory=args.dir, users=tuple(args.user), full=tuple(args.full),
                        readers=tuple(args.reader))
