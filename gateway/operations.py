@@ -7,7 +7,7 @@ so the journal can prove afterwards who did what.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -64,18 +64,11 @@ def release_held(
     ``ids`` picks exchanges (refusals are reported, not raised, so one stale id does not
     undo the others); without it every held exchange goes, or those held for ``hold_code``.
     """
-    if not reason.strip() or not operator.strip():
-        raise OperationError("an operator name and a reason are required", 400)
+    _require(operator, reason)
     if ids is None:
         ids = [h["id"] for h in tx.held_exchanges() if hold_code is None or h["reason_code"] == hold_code]
-    released: list[str] = []
-    refused: list[dict[str, str]] = []
-    for exchange_id in ids:
-        try:
-            released.append(release_exchange(tx, exchange_id, operator=operator, reason=reason, at=at)["id"])
-        except OperationError as exc:
-            refused.append({"id": exchange_id, "reason": str(exc)})
-    return {"released": released, "refused": refused}
+    done, refused = _each(ids, lambda i: release_exchange(tx, i, operator=operator, reason=reason, at=at))
+    return {"released": done, "refused": refused}
 
 
 def retry_delivery(tx: Tx, delivery_id: str, *, operator: str, at: str, reason: str = "") -> dict[str, Any]:
@@ -100,18 +93,28 @@ def retry_dead(
 
     Without ``ids``: every dead delivery, or those of ``destination``.
     """
-    if not reason.strip() or not operator.strip():
-        raise OperationError("an operator name and a reason are required", 400)
+    _require(operator, reason)
     if ids is None:
         ids = tx.dead_delivery_ids(destination=destination)
-    retried: list[str] = []
+    done, refused = _each(ids, lambda i: retry_delivery(tx, i, operator=operator, at=at, reason=reason))
+    return {"retried": done, "refused": refused}
+
+
+def _require(operator: str, reason: str) -> None:
+    if not reason.strip() or not operator.strip():
+        raise OperationError("an operator name and a reason are required", 400)
+
+
+def _each(ids: Sequence[str], action: Callable[[str], dict[str, Any]]) -> tuple[list[str], list[dict[str, str]]]:
+    """Apply one audited action per id; a refusal is reported beside the others, never raised."""
+    done: list[str] = []
     refused: list[dict[str, str]] = []
-    for delivery_id in ids:
+    for item in ids:
         try:
-            retried.append(retry_delivery(tx, delivery_id, operator=operator, at=at, reason=reason)["id"])
+            done.append(action(item)["id"])
         except OperationError as exc:
-            refused.append({"id": delivery_id, "reason": str(exc)})
-    return {"retried": retried, "refused": refused}
+            refused.append({"id": item, "reason": str(exc)})
+    return done, refused
 
 
 def verify_audit(tx: Tx) -> tuple[bool, int | None, int]:

@@ -12,7 +12,7 @@ from gateway.errors import ConfigError
 from gateway.journal.sqlite import SqliteJournal, open_journal
 from gateway.settings import Settings, load_settings
 
-__all__ = ["add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
+__all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -77,3 +77,29 @@ def exchange_json(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("duplicate_of"):
         out["duplicate_of"] = row["duplicate_of"]
     return out
+
+
+def bulk_operation(
+    args: argparse.Namespace, operation: Any, *, done_key: str, done: str, refused: str, nothing: str
+) -> int:
+    """Run an audited bulk ``operation(tx, operator=, reason=, at=)`` and print one line per item.
+
+    ``done`` / ``refused`` are formats with ``{id}`` (and ``{reason}``); ``nothing`` is printed
+    when a selection (not ids) found nothing. Exit 1 when anything was refused.
+    """
+    from gateway.operations import iso
+    from gateway.ports import SystemClock
+
+    _settings, journal = open_writable(args)
+    at = iso(SystemClock().now())
+    try:
+        out = journal.write_sync(lambda tx: operation(tx, operator=f"cli:{args.operator}", reason=args.reason, at=at))
+    finally:
+        journal.close_sync()
+    for item in out[done_key]:
+        print(done.format(id=item))
+    for refusal in out["refused"]:
+        print(refused.format(id=refusal["id"], reason=refusal["reason"]))
+    if not args.ids and not out[done_key]:
+        print(nothing)
+    return 1 if out["refused"] else 0

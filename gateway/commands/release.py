@@ -9,8 +9,9 @@ the queued deliveries up at its next poll. Every release is one audit row.
 from __future__ import annotations
 
 import argparse
+import functools
 
-from gateway.commands._common import add_config_args, open_writable
+from gateway.commands._common import add_config_args, bulk_operation
 from gateway.commands.failures import EX_USAGE, CommandFailed
 
 __all__ = ["register"]
@@ -28,28 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.operations import iso, release_held
-    from gateway.ports import SystemClock
+    from gateway.operations import release_held
 
     if bool(args.ids) == args.all_held:
         raise CommandFailed("give exchange ids or --all-held, not both and not neither", EX_USAGE)
     if args.hold_code and not args.all_held:
         raise CommandFailed("--hold-code goes with --all-held", EX_USAGE)
-    _settings, journal = open_writable(args)
-    at = iso(SystemClock().now())
-    try:
-        out = journal.write_sync(
-            lambda tx: release_held(
-                tx, operator=f"cli:{args.operator}", reason=args.reason, at=at, hold_code=args.hold_code,
-                ids=args.ids or None,
-            )
-        )
-    finally:
-        journal.close_sync()
-    for exchange_id in out["released"]:
-        print(f"released {exchange_id}: deliveries queued")
-    for refusal in out["refused"]:
-        print(f"not released {refusal['id']}: {refusal['reason']}")
-    if args.all_held and not out["released"]:
-        print("nothing held" + (f" for {args.hold_code}" if args.hold_code else ""))
-    return 1 if out["refused"] else 0
+    return bulk_operation(
+        args, functools.partial(release_held, hold_code=args.hold_code, ids=args.ids or None), done_key="released",
+        done="released {id}: deliveries queued", refused="not released {id}: {reason}",
+        nothing="nothing held" + (f" for {args.hold_code}" if args.hold_code else ""),
+    )

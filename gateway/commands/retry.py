@@ -8,8 +8,9 @@ is already there. Every retry is one audit row.
 from __future__ import annotations
 
 import argparse
+import functools
 
-from gateway.commands._common import add_config_args, open_writable
+from gateway.commands._common import add_config_args, bulk_operation
 from gateway.commands.failures import EX_USAGE, CommandFailed
 
 __all__ = ["register"]
@@ -27,28 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.operations import iso, retry_dead
-    from gateway.ports import SystemClock
+    from gateway.operations import retry_dead
 
     if bool(args.ids) == args.all_dead:
         raise CommandFailed("give delivery ids or --all-dead, not both and not neither", EX_USAGE)
     if args.destination and not args.all_dead:
         raise CommandFailed("--destination goes with --all-dead", EX_USAGE)
-    _settings, journal = open_writable(args)
-    at = iso(SystemClock().now())
-    try:
-        out = journal.write_sync(
-            lambda tx: retry_dead(
-                tx, operator=f"cli:{args.operator}", reason=args.reason, at=at, destination=args.destination,
-                ids=args.ids or None,
-            )
-        )
-    finally:
-        journal.close_sync()
-    for delivery_id in out["retried"]:
-        print(f"retrying {delivery_id}")
-    for refusal in out["refused"]:
-        print(f"not retried {refusal['id']}: {refusal['reason']}")
-    if args.all_dead and not out["retried"]:
-        print("no dead deliveries" + (f" for {args.destination}" if args.destination else ""))
-    return 1 if out["refused"] else 0
+    return bulk_operation(
+        args, functools.partial(retry_dead, destination=args.destination, ids=args.ids or None), done_key="retried",
+        done="retrying {id}", refused="not retried {id}: {reason}",
+        nothing="no dead deliveries" + (f" for {args.destination}" if args.destination else ""),
+    )

@@ -25,6 +25,7 @@ from gateway.core.hl7v2.reader import DEFAULT_ENCODING, Encoding, Message, escap
 from gateway.model import Finding
 
 __all__ = [
+    "zam_msh_fields",
     "HL7_0357",
     "ZAM_PROFILE",
     "build_ack",
@@ -344,6 +345,33 @@ def build_ack_unreadable(
     )
 
 
+def zam_msh_fields(
+    original: Message, trigger: str, *, now: datetime, control_id: str, app: str, facility: str
+) -> dict[int, str]:
+    """MSH-3 … MSH-21 of a business acknowledgement ``ZAM^<trigger>^ZAM_Z01`` answering ``original``.
+
+    Sender and receiver swap (MSH-5/6 of the original become MSH-3/4), v2.6, the volet's
+    ZAM profile in MSH-21; the charset and language follow the original. Shared by Z01
+    (DMP receipt) and the MSSanté Z02/Z03 (``gateway.core.mss.zam``).
+    """
+    enc = original.encoding
+    msh = original.msh
+    return {
+        3: msh.field(5).raw or escape(app, enc),
+        4: msh.field(6).raw or escape(facility, enc),
+        5: msh.field(3).raw,
+        6: msh.field(4).raw,
+        7: _ts(now),
+        9: enc.component.join(["ZAM", trigger, "ZAM_Z01"]),
+        10: escape(control_id, enc),
+        11: msh.field(11).raw or "P",
+        12: "2.6",
+        17: msh.field(17).raw or "FRA",
+        18: msh.field(18).raw,
+        21: enc.component.join(ZAM_PROFILE),
+    }
+
+
 def build_zam(
     original: Message,
     *,
@@ -367,20 +395,7 @@ def build_zam(
     enc = original.encoding
     msh = original.msh
     c = enc.component
-    fields = {
-        3: msh.field(5).raw or escape(app, enc),
-        4: msh.field(6).raw or escape(facility, enc),
-        5: msh.field(3).raw,
-        6: msh.field(4).raw,
-        7: _ts(now),
-        9: c.join(["ZAM", "Z01", "ZAM_Z01"]),
-        10: escape(control_id, enc),
-        11: msh.field(11).raw or "P",
-        12: "2.6",
-        17: msh.field(17).raw or "FRA",
-        18: msh.field(18).raw,
-        21: c.join(ZAM_PROFILE),
-    }
+    fields = zam_msh_fields(original, "Z01", now=now, control_id=control_id, app=app, facility=facility)
     obx = _segment(
         enc,
         "OBX",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.core.ack import HL7_0357, ZAM_PROFILE
+from gateway.core.ack import HL7_0357, zam_msh_fields
 from gateway.core.hl7v2.reader import Encoding, Message, escape
 
 __all__ = ["MssAck", "build_zam_z02", "build_zam_z03", "READ_ERROR_CODES"]
@@ -67,20 +67,7 @@ def _build(
     enc = original.encoding
     c = enc.component
     msh = original.msh
-    head = {
-        3: msh.field(5).raw or escape(app, enc),
-        4: msh.field(6).raw or escape(facility, enc),
-        5: msh.field(3).raw,
-        6: msh.field(4).raw,
-        7: _ts(now),
-        9: c.join(["ZAM", trigger, "ZAM_Z01"]),
-        10: escape(control_id, enc),
-        11: msh.field(11).raw or "P",
-        12: "2.6",
-        17: msh.field(17).raw or "FRA",
-        18: msh.field(18).raw,
-        21: c.join(ZAM_PROFILE),
-    }
+    head = zam_msh_fields(original, trigger, now=now, control_id=control_id, app=app, facility=facility)
     msh_fields = [enc.msh2, *(head.get(n, "") for n in range(3, 22))]
     segments = [
         _seg(enc, "MSH", msh_fields),
