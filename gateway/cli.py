@@ -24,6 +24,7 @@ COMMANDS = (
     "identities",
     "release",
     "retry",
+    "reroute",
     "replay",
     "simulate",
     "audit",

@@ -102,6 +102,10 @@ class Dispatcher:
         n = await self.journal.write(lambda tx: tx.recover_in_flight(now=now))
         if n:
             log.warning("dispatcher.recovered_in_flight", count=n)
+        names = list(self.destinations)
+        back = await self.journal.write(lambda tx: tx.requeue_known_destinations(names, at=now))
+        if back:  # the configuration has the destination again: its parked work leaves
+            log.info("dispatcher.destination_back", count=back)
         return int(n)
 
     def start(self) -> None:
@@ -176,6 +180,14 @@ class Dispatcher:
         started = self.clock.now()
         t0 = time.perf_counter()
         if dest is None:
+            if delivery["kind"] in ("document", "mail", "hl7"):
+                # a configuration change removed it: keep the work, visibly held, for the
+                # destination to come back or an operator to re-route it (never silently dead)
+                at = iso(started)
+                await self.journal.write(lambda tx: tx.park_for_unknown_destination(delivery, at=at))
+                log.warning("dispatcher.destination_unknown", exchange_id=delivery["exchange_id"],
+                            delivery_id=delivery["id"], destination=delivery["destination"])
+                return
             await self._finish(delivery, "dead", started, t0, error=f"unknown destination {delivery['destination']!r}")
             return
         payload = await self.journal.read(lambda tx: self._payload(tx, delivery))

@@ -18,6 +18,7 @@ __all__ = [
     "release_held",
     "retry_delivery",
     "retry_dead",
+    "reroute",
     "verify_audit",
     "OperationError",
     "iso",
@@ -98,6 +99,27 @@ def retry_dead(
         ids = tx.dead_delivery_ids(destination=destination)
     done, refused = _each(ids, lambda i: retry_delivery(tx, i, operator=operator, at=at, reason=reason))
     return {"retried": done, "refused": refused}
+
+
+def reroute(
+    tx: Tx, *, source: str, target: str, known: Sequence[str], operator: str, reason: str, at: str
+) -> dict[str, Any]:
+    """Give the work of destination ``source`` to ``target`` (a configured destination), audited per delivery.
+
+    For a destination renamed or removed in the configuration: its unfinished and dead
+    document deliveries move, due now; those still held by the identity gate move and stay held.
+    """
+    _require(operator, reason)
+    if target not in known:
+        raise OperationError(f"{target!r} is not a configured destination ({', '.join(sorted(known)) or 'none'})", 400)
+    if source == target:
+        raise OperationError("the source and the target are the same destination", 400)
+    moved = tx.reroute(source, target, at=at)
+    for r in moved:
+        detail = {"delivery": r["id"], "from": source, "to": target, "reason": reason}
+        tx.add_event(r["exchange_id"], at, "rerouted", detail | {"by": operator})
+        tx.append_audit(at=at, actor=operator, action="reroute", target=r["exchange_id"], detail=detail)
+    return {"rerouted": [r["id"] for r in moved], "refused": []}
 
 
 def _require(operator: str, reason: str) -> None:

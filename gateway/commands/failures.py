@@ -74,6 +74,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return exc.message, EX_UNAVAILABLE
     if isinstance(exc, GatewayError):
         return f"{exc.code}: {exc.message}", EX_DATAERR
+    from gateway.operations import OperationError
+
+    if isinstance(exc, OperationError):  # an operator action refused as a whole (unknown target …)
+        return str(exc), EX_DATAERR
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return f"cannot read {exc.filename}: {exc.strerror}", EX_NOINPUT
     if isinstance(exc, PermissionError):

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "iso", "like_escape"]
+__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "DESTINATION_UNKNOWN", "iso", "like_escape"]
 
 EXCHANGE_SUMMARY_COLUMNS = (
     "id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id, "
@@ -23,6 +23,8 @@ EXCHANGE_SUMMARY_COLUMNS = (
     "dmp_bound, ack_reception, held_since, pruned_at, updated_at"
 )
 OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
+#: hold / last_error code of work whose destination is no longer configured
+DESTINATION_UNKNOWN = "DESTINATION_UNKNOWN"
 GENESIS_HASH = "0" * 64
 
 
@@ -411,6 +413,64 @@ class Tx:
             args,
         )
         return cur.rowcount
+
+    def park_for_unknown_destination(self, delivery: dict[str, Any], *, at: str) -> None:
+        """A delivery whose destination left the configuration: kept (``waiting``), its exchange
+        held with ``DESTINATION_UNKNOWN`` until the destination comes back or an operator re-routes."""
+        reason = f"destination {delivery['destination']!r} is not in the configuration"
+        self.update_delivery(delivery["id"], at, status="waiting", claimed_by=None, lease_until=None,
+                             last_error=f"{DESTINATION_UNKNOWN}: {reason}")
+        ex = self.get_exchange(delivery["exchange_id"])
+        if ex is not None and ex["status"] != "held":
+            self.update_exchange(ex["id"], at, status="held", reason_code=DESTINATION_UNKNOWN, reason=reason,
+                                 held_since=at)
+        self.add_event(delivery["exchange_id"], at, "held", {"code": DESTINATION_UNKNOWN, "delivery": delivery["id"],
+                                                              "destination": delivery["destination"]})
+
+    def requeue_known_destinations(self, names: Sequence[str], *, at: str) -> int:
+        """Deliveries parked for a destination that is configured again go back in the queue."""
+        if not names:
+            return 0
+        marks = ", ".join("?" for _ in names)
+        rows = self._all(
+            f"SELECT id, exchange_id FROM deliveries WHERE status = 'waiting' AND last_error LIKE ? "  # noqa: S608
+            f"AND destination IN ({marks})",
+            [f"{DESTINATION_UNKNOWN}:%", *names],
+        )
+        for r in rows:
+            self.update_delivery(r["id"], at, status="queued", next_attempt_at=at, last_error=None)
+            self._unhold_for_destination(r["exchange_id"], at)
+        return len(rows)
+
+    def reroute(self, source: str, target: str, *, at: str) -> list[dict[str, Any]]:
+        """Move the unfinished and dead document work of ``source`` to ``target``; returns what moved.
+
+        A delivery held by the identity gate stays waiting (only its destination changes); the
+        rest is due now, with its attempt count reset: ``target`` never saw these documents.
+        """
+        rows = self._all(
+            "SELECT id, exchange_id, status, last_error FROM deliveries WHERE destination = ? "
+            "AND kind IN ('document', 'mail', 'hl7') AND status IN ('waiting', 'queued', 'failed', 'dead') "
+            "ORDER BY seq",
+            (source,),
+        )
+        for r in rows:
+            parked = str(r["last_error"] or "").startswith(DESTINATION_UNKNOWN)
+            identity_hold = r["status"] == "waiting" and not parked
+            self.update_delivery(
+                r["id"], at, destination=target, attempts=0, last_error=None, next_attempt_at=at,
+                status="waiting" if identity_hold else "queued",
+            )
+            if not identity_hold:
+                self._unhold_for_destination(r["exchange_id"], at, also_dead=True)
+        return rows
+
+    def _unhold_for_destination(self, exchange_id: str, at: str, *, also_dead: bool = False) -> None:
+        ex = self.get_exchange(exchange_id)
+        if ex is None:
+            return
+        if (ex["status"] == "held" and ex["reason_code"] == DESTINATION_UNKNOWN) or (also_dead and ex["status"] == "dead"):
+            self.update_exchange(exchange_id, at, status="queued", reason_code=None, reason=None, held_since=None)
 
     def update_delivery(self, delivery_id: str, at: str, **fields: Any) -> None:
         fields["updated_at"] = at

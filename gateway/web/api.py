@@ -24,7 +24,15 @@ from gateway.health import destination_health
 from gateway.journal.tx import Tx
 from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
-from gateway.operations import OperationError, iso, release_exchange, release_held, retry_dead, retry_delivery
+from gateway.operations import (
+    OperationError,
+    iso,
+    release_exchange,
+    release_held,
+    reroute,
+    retry_dead,
+    retry_delivery,
+)
 from gateway.search import search_filters
 
 if TYPE_CHECKING:
@@ -40,6 +48,7 @@ __all__ = [
     "identities_view",
     "list_filters",
     "destination_kinds",
+    "reroute_work",
     "redact_fhir",
     "redact_xds",
     "replay_exchange",
@@ -302,6 +311,25 @@ async def bulk(service: Service, action: str, body: dict[str, Any], principal: P
     return out
 
 
+async def reroute_work(service: Service, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """``{"from": OLD, "to": NEW, "reason": ...}``: the work of a renamed or removed destination goes to NEW."""
+    source, target, reason = body.get("from"), body.get("to"), body.get("reason")
+    for name, value in (("from", source), ("to", target), ("reason", reason)):
+        if not isinstance(value, str) or not value.strip():
+            raise ApiError(400, f"a non-empty '{name}' is required", invalid_param=name)
+    known = list(service.destinations)
+    at = iso(service.clock.now())
+    try:
+        out = await service.journal.write(lambda tx: reroute(
+            tx, source=str(source).strip(), target=str(target).strip(), known=known, operator=principal.actor,
+            reason=str(reason).strip(), at=at))
+    except OperationError as exc:
+        raise ApiError(exc.status, str(exc), invalid_param="to") from None
+    service.dispatcher_wake()
+    log.info("api.bulk_reroute", count=len(out["rerouted"]), source=source, target=target, actor=principal.actor)
+    return out
+
+
 # -- handlers -----------------------------------------------------------------------------------
 def _service(request: web.Request) -> Service:
     return request.app[SERVICE_KEY]
@@ -394,6 +422,17 @@ def _bulk_handler(action: str) -> Any:
 
 
 @_errors
+async def post_reroute(request: web.Request) -> web.Response:
+    try:
+        body = await request.json() if request.can_read_body else None
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object: {\"from\": ..., \"to\": ..., \"reason\": ...}")
+    return web.json_response(await reroute_work(_service(request), body, request[PRINCIPAL_KEY]))
+
+
+@_errors
 async def get_destinations(request: web.Request) -> web.Response:
     """Health of each destination: state, failure rates (5/60 min), last success, queue depth, oldest age."""
     service = _service(request)
@@ -424,5 +463,6 @@ def register(app: web.Application) -> None:
     app.router.add_post("/v1/deliveries/{id}/retry", post_retry)
     app.router.add_post("/v1/bulk/release", _bulk_handler("release"))
     app.router.add_post("/v1/bulk/retry", _bulk_handler("retry"))
+    app.router.add_post("/v1/bulk/reroute", post_reroute)
     app.router.add_get("/v1/identities", get_identities)
     app.router.add_get("/v1/destinations", get_destinations)

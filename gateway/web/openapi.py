@@ -136,6 +136,15 @@ def openapi_document() -> dict[str, Any]:
                 "retried": {"type": "array", "items": {"type": "string"}},
                 "refused": {"type": "array", "items": {"type": "object"}}}}),
                 "400": _problem("no reason, or neither/both of ids and all_dead"), **_OPERATOR_ERRORS}}},
+        "/v1/bulk/reroute": {"post": {
+            "summary": "Give the work of a renamed or removed destination to a configured one (operator; "
+                       "audited per delivery)", "tags": ["actions"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["from", "to", "reason"], "properties": {
+                    "from": {"type": "string"}, "to": {"type": "string"}, "reason": {"type": "string"}}}}}},
+            "responses": {"200": _resp("moved deliveries", {"type": "object", "properties": {
+                "rerouted": {"type": "array", "items": {"type": "string"}}}}),
+                "400": _problem("missing field or unknown target"), **_OPERATOR_ERRORS}}},
         "/v1/destinations": {"get": {
             "summary": "Health of each destination: state, failure rates over 5 and 60 minutes, last success, "
                        "queue depth, age of the oldest delivery not yet done", "tags": ["operations"],

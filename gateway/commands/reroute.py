@@ -1,0 +1,49 @@
+"""``relais reroute --from OLD --to NEW --operator NAME --reason TEXT``: the work of a renamed or
+removed destination goes to a configured one (audited per delivery).
+
+After a configuration change, deliveries for a destination that is no longer configured are
+kept and their exchanges held with ``DESTINATION_UNKNOWN``; they leave by themselves if the
+destination comes back, or here. Works while ``serve`` runs (its dispatcher picks the moved
+deliveries up at its next poll); ``--config`` must be the configuration ``serve`` uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+from gateway.commands._common import add_config_args, bulk_operation, settings_from
+
+__all__ = ["register", "configured_destinations"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("reroute", help="move a removed destination's work to a configured one (audited)")
+    p.add_argument("--from", dest="source", required=True, metavar="OLD", help="the destination name the work has")
+    p.add_argument("--to", dest="target", required=True, metavar="NEW", help="a destination of the configuration")
+    p.add_argument("--operator", required=True, help="recorded in the audit trail")
+    p.add_argument("--reason", required=True, help="why, e.g. 'outbox replaced by the DMP'")
+    add_config_args(p)
+    p.set_defaults(func=run, ids=[])
+
+
+def configured_destinations(args: argparse.Namespace) -> list[str]:
+    """The destination names ``serve`` has with this configuration (``outbox`` when none takes documents)."""
+    from gateway.service import DOCUMENT_KINDS
+
+    settings = settings_from(args)
+    names = [d.name for d in settings.destinations]
+    if not any(d.kind in DOCUMENT_KINDS for d in settings.destinations):
+        names.append("outbox")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.operations import reroute
+
+    operation = functools.partial(reroute, source=args.source, target=args.target,
+                                  known=configured_destinations(args))
+    return bulk_operation(
+        args, operation, done_key="rerouted", done=f"rerouted {{id}} to {args.target}", refused="not moved {id}: {reason}",
+        nothing=f"nothing to move from {args.source}",
+    )
