@@ -197,6 +197,7 @@ class Service:
 
             prepare_tokens(s)
         self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
+        _record_effective_config(s)
         journal = self.journal
         self.metrics.watch_journal(lambda: (journal.commits, journal.commit_errors))
         self.readiness = Readiness(
@@ -393,3 +394,18 @@ async def run_until_signalled(service: Service, *, announce: Any = print) -> int
     await stop.wait()
     await service.stop()
     return 0
+
+
+def _record_effective_config(settings: Settings) -> None:
+    """What this server runs with, for the offline commands (``relais replay``, ``reroute``)."""
+    import json
+    import os
+
+    from gateway.settings import EFFECTIVE_CONFIG, effective_raw
+
+    path = settings.data_dir / EFFECTIVE_CONFIG
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(effective_raw(settings), fh, ensure_ascii=False, indent=1, default=str)
+    os.replace(tmp, path)

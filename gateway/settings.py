@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 __all__ = [
+    "EFFECTIVE_CONFIG",
+    "effective_raw",
+    "settings_from_raw",
     "Settings",
     "GatewaySettings",
     "JournalSettings",
@@ -217,11 +220,39 @@ def load_settings(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Settings:
     """Build the settings: defaults, then the TOML file, then environment, then ``overrides`` (flags)."""
-    env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
+    return settings_from_raw(raw, env=os.environ if env is None else env, overrides=overrides)
+
+
+EFFECTIVE_CONFIG = "effective-config.json"
+
+
+def effective_raw(settings: Settings) -> dict[str, Any]:
+    """The settings as a configuration document (``load_settings``'s raw shape), secrets left out.
+
+    ``serve`` writes it to ``<data_dir>/effective-config.json`` so that offline commands
+    (``replay``, ``reroute``) act with the configuration the server runs, not the CLI's defaults.
+    """
+    raw: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name)) for name in _SECTIONS}
+    raw["api"]["tokens"] = ""  # secrets stay in the environment
+    raw["destination"] = [
+        {"name": d.name, "kind": d.kind, "url": d.url, "directory": d.directory, **d.options}
+        for d in settings.destinations
+    ]
+    raw["creator"] = [dataclasses.asdict(c) for c in settings.creators]
+    return raw
+
+
+def settings_from_raw(
+    raw: Mapping[str, Any],
+    *,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """:func:`load_settings` from an already-read configuration document."""
     sections: dict[str, dict[str, Any]] = {name: dict(raw.get(name, {})) for name in _SECTIONS}
     unknown_top = set(raw) - set(_SECTIONS) - {"destination", "creator"}
     if unknown_top:

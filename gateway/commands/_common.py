@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.journal.sqlite import SqliteJournal, open_journal
-from gateway.settings import Settings, load_settings
+from gateway.settings import EFFECTIVE_CONFIG, Settings, load_settings, settings_from_raw
 
 __all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
 
@@ -20,12 +21,24 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR", help="data directory (journal, outbox); default ./relais-data")
 
 
-def settings_from(args: argparse.Namespace, **overrides: dict[str, Any]) -> Settings:
-    """Settings from --config, the environment and flags; a bad configuration is a ``ConfigError``."""
+def settings_from(args: argparse.Namespace, *, prefer_effective: bool = False, **overrides: dict[str, Any]) -> Settings:
+    """Settings from --config, the environment and flags; a bad configuration is a ``ConfigError``.
+
+    With ``prefer_effective`` and no ``--config``, the configuration ``serve`` recorded in the
+    data directory (``effective-config.json``) is used when it is there: an offline replay or
+    re-route then routes as the server does.
+    """
     gateway = dict(overrides.pop("gateway", {}))
     if getattr(args, "data_dir", None):
         gateway["data_dir"] = args.data_dir
     path = getattr(args, "config", None)
+    if prefer_effective and not path:
+        recorded = _recorded_config(args)
+        if recorded is not None:
+            try:
+                return settings_from_raw(recorded, env={}, overrides={"gateway": gateway, **overrides})
+            except (KeyError, ValueError, TypeError) as exc:
+                raise ConfigError(f"recorded configuration: {exc}") from exc
     where = f"configuration {path}" if path else "configuration"
     try:
         return load_settings(path, overrides={"gateway": gateway, **overrides})
@@ -41,13 +54,26 @@ def settings_from(args: argparse.Namespace, **overrides: dict[str, Any]) -> Sett
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _recorded_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    data_dir = Path(getattr(args, "data_dir", None) or load_settings(env={}).gateway.data_dir)
+    path = data_dir / EFFECTIVE_CONFIG
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable recorded configuration: {exc}") from exc
+    print(f"using the configuration serve recorded in {path}", file=sys.stderr)
+    return raw if isinstance(raw, dict) else None
+
+
 def open_readonly(args: argparse.Namespace) -> SqliteJournal:
     settings = settings_from(args)
     return open_journal(settings.journal_url, readonly=True)
 
 
-def open_writable(args: argparse.Namespace) -> tuple[Settings, SqliteJournal]:
-    settings = settings_from(args)
+def open_writable(args: argparse.Namespace, *, prefer_effective: bool = False) -> tuple[Settings, SqliteJournal]:
+    settings = settings_from(args, prefer_effective=prefer_effective)
     return settings, open_journal(settings.journal_url)
 
 

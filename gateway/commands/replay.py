@@ -7,6 +7,8 @@ Two ways, because a replay produces deliveries that the *running* dispatcher mus
   the gateway wakes its dispatcher at once. Preferred while ``serve`` runs.
 * offline: an ``Intake`` on a writable journal (a second SQLite writer is fine: WAL and
   busy timeout); the new deliveries wait in the journal until a dispatcher polls them.
+  Without ``--config`` it routes with the configuration ``serve`` recorded in the data
+  directory (``effective-config.json``), not the CLI's defaults.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ async def _offline(args: argparse.Namespace) -> int:
     from gateway.ports import SystemClock
     from gateway.service import DOCUMENT_KINDS, build_destinations
 
-    settings, journal = open_writable(args)
+    # the server's recorded configuration unless --config says otherwise: replay routes as serve does
+    settings, journal = open_writable(args, prefer_effective=True)
     clock = SystemClock()
     # the same routing as serve: build the destinations only to learn their names and kinds
     destinations = build_destinations(settings, clock)

@@ -4,7 +4,8 @@ removed destination goes to a configured one (audited per delivery).
 After a configuration change, deliveries for a destination that is no longer configured are
 kept and their exchanges held with ``DESTINATION_UNKNOWN``; they leave by themselves if the
 destination comes back, or here. Works while ``serve`` runs (its dispatcher picks the moved
-deliveries up at its next poll); ``--config`` must be the configuration ``serve`` uses.
+deliveries up at its next poll); without ``--config`` the configuration ``serve`` recorded in
+the data directory names the destinations.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def configured_destinations(args: argparse.Namespace) -> list[str]:
     """The destination names ``serve`` has with this configuration (``outbox`` when none takes documents)."""
     from gateway.service import DOCUMENT_KINDS
 
-    settings = settings_from(args)
+    settings = settings_from(args, prefer_effective=True)
     names = [d.name for d in settings.destinations]
     if not any(d.kind in DOCUMENT_KINDS for d in settings.destinations):
         names.append("outbox")

@@ -140,3 +140,36 @@ async def test_cli_reroute_checks_the_target_and_moves_the_work(
         await wait_status(gw, ids[0], "delivered")
     finally:
         await testing.stop_gateway(gw)
+
+
+async def test_offline_replay_and_reroute_use_the_configuration_serve_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "archive"
+    gw = await start(tmp_path, ARCHIVE.format(directory=archive))  # serve runs with the archive only
+    try:
+        await gw.mllp.send(with_control_id(fixture_bytes("adt_a01_vali.hl7"), "ADT1"))
+        await gw.mllp.send(with_control_id(fixture_bytes("mdm_t02_initial.hl7"), "DOC1"))
+        original = await gw.latest(control_id="DOC1")
+        await wait_status(gw, original["id"], "delivered")
+    finally:
+        await testing.stop_gateway(gw)
+    recorded = json.loads((tmp_path / "data" / "effective-config.json").read_text(encoding="utf-8"))
+    assert [d["name"] for d in recorded["destination"]] == ["archive"] and recorded["api"]["tokens"] == ""
+    assert oct((tmp_path / "data" / "effective-config.json").stat().st_mode & 0o777) == "0o600"
+
+    # no --config: the CLI alone would route to the default outbox; the recorded one says archive
+    code = await asyncio.to_thread(main, ["replay", original["id"], "--operator", "bob", "--data-dir",
+                                          str(tmp_path / "data")])
+    captured = capsys.readouterr()
+    assert code == 0 and "using the configuration serve recorded" in captured.err
+    new_id = captured.out.split(" as ")[1].split()[0]
+    gw = await start(tmp_path, ARCHIVE.format(directory=archive))
+    try:
+        replayed = await wait_status(gw, new_id, "delivered")
+        assert [d["destination"] for d in replayed["deliveries"]] == ["archive"]
+    finally:
+        await testing.stop_gateway(gw)
+    code = await asyncio.to_thread(main, ["reroute", "--from", "outbox", "--to", "archive", "--operator", "bob",
+                                          "--reason", "r", "--data-dir", str(tmp_path / "data")])
+    assert code == 0 and capsys.readouterr().out.strip() == "nothing to move from outbox"  # archive is known
