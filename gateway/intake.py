@@ -241,6 +241,58 @@ class Intake:
         )
         return result
 
+    async def reevaluate_holds(self) -> dict[str, int]:
+        """At start-up: documents held by an identity rule are judged again with today's settings.
+
+        A hold a configuration change resolves (``identity.allow_test_ins`` turned on for
+        ``INS_OID_TEST``, a status convention …) or one the registry now satisfies is released;
+        a hold whose reason changed gets the new reason. HL7 v2 exchanges only (their raw bytes
+        are the whole input); a pruned one is left as it is.
+        """
+        held = await self.journal.read(lambda tx: [
+            h for h in tx.held_exchanges() if str(h["reason_code"] or "").startswith("INS_")
+        ])
+        counts = {"released": 0, "changed": 0}
+        for h in held:
+            bodies = await self.journal.read(lambda tx, i=h["id"]: tx.exchange_bodies(i))
+            raw = (bodies or {}).get("raw")
+            if not raw or (bodies or {}).get("listener") in ("http-cda",):
+                continue
+            now = self.clock.now()
+            ids = Ids(now=now, new_uuid=self.clock.new_id)
+            an = await self._analyse(len(raw), analyse_hl7v2, raw, self.options, ids)
+            if an.kind != "document":
+                continue
+            at = iso(now)
+            outcome = await self.journal.write(lambda tx, h=h, an=an, at=at: self._judge_hold(tx, h, an, at))
+            if outcome:
+                counts[outcome] += 1
+        if any(counts.values()):
+            log.info("intake.holds_reevaluated", **counts)
+        return counts
+
+    def _judge_hold(self, tx: Tx, held: dict[str, Any], an: Analysis, at: str) -> str | None:
+        ex = tx.get_exchange(held["id"])
+        if ex is None or ex["status"] != "held":
+            return None  # released meanwhile
+        reason = self._gate(tx, an, at)
+        if reason is None:
+            tx.conn.execute(
+                "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
+                "WHERE exchange_id = ? AND status = 'waiting'",
+                (at, at, ex["id"]),
+            )
+            tx.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
+            tx.add_event(ex["id"], at, "released", {"cause": "re-evaluated with the current settings",
+                                                    "override": ex["reason_code"]})
+            return "released"
+        if reason.code != ex["reason_code"]:
+            tx.update_exchange(ex["id"], at, reason_code=reason.code, reason=reason.message)
+            tx.add_event(ex["id"], at, "held", {"code": reason.code, "message": reason.message,
+                                                "was": ex["reason_code"]})
+            return "changed"
+        return None
+
     async def _replay_hl7(self, raw: bytes, original_id: str) -> IntakeResult:
         now = self.clock.now()
         exchange_id = self.clock.new_id()

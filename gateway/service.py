@@ -218,6 +218,7 @@ class Service:
             mail_zam=mss_acks.for_dead_mail,
         )
         await self.dispatcher.recover()
+        await self.intake.reevaluate_holds()  # a configuration change may have resolved some holds
         self.dispatcher.start()
         if s.retention.days > 0:
             if not self.journal.auto_vacuum:

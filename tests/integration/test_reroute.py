@@ -173,3 +173,27 @@ async def test_offline_replay_and_reroute_use_the_configuration_serve_recorded(
     code = await asyncio.to_thread(main, ["reroute", "--from", "outbox", "--to", "archive", "--operator", "bob",
                                           "--reason", "r", "--data-dir", str(tmp_path / "data")])
     assert code == 0 and capsys.readouterr().out.strip() == "nothing to move from outbox"  # archive is known
+
+
+async def test_holds_a_configuration_change_resolves_are_released_at_start(tmp_path: Path) -> None:
+    """A document held for the ANS test INS OID leaves once identity.allow_test_ins is on."""
+    strict = make_settings(tmp_path, identity={"allow_test_ins": False}, api={"tokens": f"operator:alice:{OP}"})
+    gw = await testing.start_gateway(strict, token=OP)
+    try:
+        await gw.mllp.send(with_control_id(fixture_bytes("mdm_t02_initial.hl7"), "T1"))
+        await gw.mllp.send(prov_mdm("T2"))
+        t1, t2 = await gw.latest(control_id="T1"), await gw.latest(control_id="T2")
+        assert (t1["status"], t1["reason_code"]) == ("held", "INS_OID_TEST")
+        assert (t2["status"], t2["reason_code"]) == ("held", "INS_OID_TEST")
+    finally:
+        await testing.stop_gateway(gw)
+    gw = await start(tmp_path)  # make_settings allows the test OID
+    try:
+        released = await wait_status(gw, t1["id"], "delivered")
+        assert released["reason_code"] is None
+        assert any(e["stage"] == "released" and e["detail"]["override"] == "INS_OID_TEST" for e in released["events"])
+        # the provisional identity still waits, now for the reason that is left
+        still = (await gw.get(f"/v1/exchanges/{t2['id']}"))[1]
+        assert (still["status"], still["reason_code"]) == ("held", "INS_NOT_QUALIFIED")
+    finally:
+        await testing.stop_gateway(gw)
