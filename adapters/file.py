@@ -6,7 +6,8 @@ Layout, one directory per delivery::
         document.xml          the CDA bytes as received            (document payloads)
         iti65-bundle.json     the PDSm ITI-65 transaction Bundle    (when payload.fhir)
         xds-metadata.json     the XDS metadata JSON                 (when payload.xds)
-        iti41-envelope.xml    the ITI-41 SOAP envelope              (when adapters.dmp can render it)
+        iti41-envelope.xml    the ITI-41 SOAP envelope              (submission / replacement)
+        iti57-envelope.xml    the ITI-57 SOAP envelope              (deletion / archiving)
         zam.hl7               the HL7 v2 business acknowledgement   (zam payloads)
         done.json             written last: the delivery is complete
 
@@ -95,20 +96,40 @@ def _default_renderer() -> Renderer | None:
     try:
         from lxml import etree
 
-        from adapters.dmp.ebrim import build_provide_and_register, inline_documents
-        from adapters.dmp.soap import ACTION_ITI41, build_envelope
+        from adapters.dmp.ebrim import (
+            STATUS_APPROVED,
+            STATUS_ARCHIVED,
+            STATUS_DELETED,
+            build_provide_and_register,
+            build_update_availability_status,
+            inline_documents,
+        )
+        from adapters.dmp.soap import ACTION_ITI41, ACTION_ITI57, build_envelope
     except ImportError:
         return None
 
     def render(payload: Payload) -> bytes:
         if payload.xds is None:
             raise ValueError("no XDS metadata")
+        # Derived from the delivery, so a re-delivery rewrites identical bytes.
+        message_id = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'relais:{payload.exchange_id}/{payload.delivery_id}')}"
+        action = payload.xds["documentEntry"].get("action")
+        if action in ("delete", "archive"):
+            # TD3.3c / TD3.3d are ITI-57 status updates, never an ITI-41. The target must be
+            # the registry's entryUUID, which only an ITI-18 can tell: the file copy names
+            # the entry by its uniqueId instead, for whoever replays it to resolve.
+            update = build_update_availability_status(
+                payload.xds,
+                target_entry_uuid=payload.xds["documentEntry"].get("uniqueId", ""),
+                original_status=STATUS_APPROVED,
+                new_status=STATUS_DELETED if action == "delete" else STATUS_ARCHIVED,
+            )
+            envelope = build_envelope(update, action=ACTION_ITI57, message_id=message_id)
+            return bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
         cid = f"document-{payload.delivery_id}@relais"
         request = build_provide_and_register(payload.xds, document_id_ref=cid)
         if payload.document is not None:
             request = inline_documents(request, {cid: payload.document})
-        # Derived from the delivery, so a re-delivery rewrites identical bytes.
-        message_id = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'relais:{payload.exchange_id}/{payload.delivery_id}')}"
         envelope = build_envelope(request, action=ACTION_ITI41, message_id=message_id)
         return bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8"))
 
@@ -155,15 +176,17 @@ class FileDestination(BaseDestination):
             files.append(("iti65-bundle.json", _json_bytes(payload.fhir)))
         if payload.xds is not None:
             files.append(("xds-metadata.json", _json_bytes(payload.xds)))
+            action = payload.xds["documentEntry"].get("action")
+            envelope_name = "iti57-envelope.xml" if action in ("delete", "archive") else "iti41-envelope.xml"
             if self._render_iti41 is None:
-                skipped["iti41-envelope.xml"] = "no ITI-41 renderer available"
+                skipped[envelope_name] = "no SOAP renderer available"
             else:
                 try:
-                    files.append(("iti41-envelope.xml", self._render_iti41(payload)))
+                    files.append((envelope_name, self._render_iti41(payload)))
                 except Exception as exc:  # the archive copy must not fail on an optional rendering
                     # The exception text may quote patient data: keep its type and code only.
                     code = getattr(exc, "code", None)
-                    skipped["iti41-envelope.xml"] = (
+                    skipped[envelope_name] = (
                         f"{type(exc).__name__} {code}" if code else type(exc).__name__
                     )
         if payload.document is not None:

@@ -16,7 +16,7 @@ unchanged. A coded value is always ``{"code", "codeSystem", "displayName"}`` whe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 __all__ = [
     "Severity",
@@ -33,13 +33,15 @@ __all__ = [
     "XdsDocumentEntry",
     "XdsSubmissionSet",
     "XdsMetadata",
+    "XdsRequest",
+    "XdsSender",
     "Outcome",
     "DocumentAction",
 ]
 
 Severity = Literal["error", "warning"]
 Outcome = Literal["accepted", "rejected", "held"]
-DocumentAction = Literal["submit", "replace", "delete"]
+DocumentAction = Literal["submit", "replace", "delete", "archive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,11 @@ INS_OIDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Person:
-    """A health professional (RPPS / IDNPS) or a device acting as one."""
+    """A health professional (RPPS / IDNPS), or a device (``device=True``) acting as an author.
+
+    For a device ``family`` is unused: ``software`` / ``model`` name it (CDA
+    assignedAuthoringDevice softwareName / manufacturerModelName; HL7 v2 PRT-10).
+    """
 
     id: str | None = None
     id_root: str | None = None  # 1.2.250.1.71.4.2.1 for RPPS / IDNPS
@@ -114,6 +120,10 @@ class Person:
     given: str | None = None
     prefix: str | None = None
     profession: dict[str, str] | None = None  # CodedValue of assignedAuthor/code
+    service: str | None = None  # the user's service (PRT-9.1), for the VIHF subject-id
+    device: bool = False
+    software: str | None = None
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +200,7 @@ class SubmissionContext:
     submission_set_uuid: str | None = None  # urn:uuid:..., injected
     binary_uuid: str | None = None  # urn:uuid:..., injected
     patient_uuid: str | None = None  # urn:uuid:..., injected
+    sending_application: str | None = None  # MSH-3.1
 
 
 class CodedValue(TypedDict):
@@ -211,6 +222,7 @@ class XdsDocumentEntry(TypedDict, total=False):
     typeCode: CodedValue
     classCode: CodedValue
     formatCode: CodedValue
+    eventCodeList: list[CodedValue]
     confidentialityCode: list[CodedValue]
     healthcareFacilityTypeCode: CodedValue
     practiceSettingCode: CodedValue
@@ -242,6 +254,28 @@ class XdsSubmissionSet(TypedDict, total=False):
     title: str
 
 
+class XdsSender(TypedDict, total=False):
+    """The SB PRT as the VIHF needs it (volet mapping table, "Mapping VIHF pour le DMP")."""
+
+    id: str  # PRT-5.1 (person) or PRT-10.1 (device): VIHF Subject/NameID
+    family: str  # PRT-5.2
+    given: str  # PRT-5.3
+    service: str  # PRT-9.1
+    device: bool
+    software: str
+    model: str
+    structureIdNat: str  # Struct_IdNat derived from PRT-8.7 / PRT-8.10: Identifiant_Structure
+
+
+class XdsRequest(TypedDict, total=False):
+    """What the request (not the document) says, for the VIHF; not XDS metadata itself."""
+
+    secretConnection: bool  # MetaDMPMSS CONNEXION_SECRETE = Y
+    sendingApplication: str  # MSH-3.1: picks the configured J65 subject roles
+    sender: XdsSender
+
+
 class XdsMetadata(TypedDict):
     documentEntry: XdsDocumentEntry
     submissionSet: XdsSubmissionSet
+    request: NotRequired[XdsRequest]

@@ -26,11 +26,50 @@ from gateway.pki import ensure_signing_material
 from gateway.ports import Clock, Destination, SystemClock
 from gateway.settings import DestinationSettings, Settings
 
-__all__ = ["Service", "build_destinations"]
+__all__ = ["Service", "StartupRefused", "build_destinations", "check_dmp_identity"]
 
 log = structlog.get_logger(__name__)
 
 DOCUMENT_KINDS = ("dmp-xds", "mhd", "file")
+
+#: Values shipped as defaults that identify no real PFI: the XDS sourceId under the
+#: 1.2.250.1.999999 test arc and an LPS without DMP homologation number.
+PLACEHOLDER_SOURCE_ID = "1.2.250.1.999999.1"
+PLACEHOLDER_HOMOLOGATION = "NON-HOMOLOGUE"
+
+
+class StartupRefused(Exception):
+    """A configuration the gateway must not run with; ``relais serve`` prints it on one line."""
+
+
+def _is_test_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    from gateway.web.auth import is_loopback
+
+    return is_loopback(urlsplit(url).hostname or "")
+
+
+def check_dmp_identity(name: str, urls: list[str], *, source_id: str, homologation: str,
+                       signed: bool, test_platform: bool) -> list[str]:
+    """Placeholders in what the DMP reads about us: the warnings; raises ``StartupRefused``.
+
+    A "test URL" is a loopback / localhost one, or any URL of a destination declared
+    ``test_platform = true`` (the ANS DMP test platforms are not on loopback). Against
+    anything else, placeholders would be sent to the national DMP: refuse to start.
+    """
+    problems = []
+    if source_id == PLACEHOLDER_SOURCE_ID or source_id.startswith("1.2.250.1.999999."):
+        problems.append(f"gateway.source_id is the placeholder {source_id} (set the OID of this PFI)")
+    if not homologation or homologation == PLACEHOLDER_HOMOLOGATION:
+        problems.append("vihf_lps_homologation (LPS_ID_HOMOLOGATION_DMP) is the placeholder "
+                        f"{homologation or '(empty)'} (set the DMP homologation number)")
+    if not signed:
+        problems.append("xades = false: submission sets are not signed, which the DMP refuses")
+    if problems and not (test_platform or all(_is_test_url(u) for u in urls if u)):
+        raise StartupRefused(f"destination {name}: refusing to start against {urls[0]}: " + "; ".join(problems)
+                             + " (or declare test_platform = true for a DMP test platform)")
+    return problems
 
 
 def build_destinations(settings: Settings, clock: Clock) -> dict[str, Destination]:
@@ -72,7 +111,7 @@ def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry
         return MhdDestination(d.name, config, retry=retry, clock=clock)
     if d.kind == "dmp-xds":
         from adapters.dmp.client import DmpDestination, DmpSettings
-        from adapters.dmp.vihf import VihfSettings
+        from adapters.dmp.vihf import VihfSettings, check_vihf_settings, parse_roles
 
         key, cert = opts.get("vihf_key"), opts.get("vihf_cert")
         if not key or not cert:
@@ -81,17 +120,38 @@ def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry
                         hint="set vihf_key and vihf_cert to the structure's cachet certificate")
         vihf_fields = {k[len("vihf_"):]: v for k, v in opts.items()
                        if k.startswith("vihf_") and k not in ("vihf_key", "vihf_cert")}
-        vihf = VihfSettings(
-            key_path=Path(key), cert_path=Path(cert),
-            structure_id=str(vihf_fields.pop("structure_id", opts.get("structure_id", "10000000000000"))),
-            **vihf_fields,
-        )
+        # The J65 subject roles cannot come from the message (volet mapping table): one list
+        # per sending application (MSH-3), ``vihf_roles = { "RIS-Y" = ["10^1.2.250.1.71.1.2.7", …] }``.
+        raw_roles = dict(vihf_fields.pop("roles", {}) or {})
+        raw_default = vihf_fields.pop("default_roles", None)
+        structure_id = vihf_fields.pop("structure_id", opts.get("structure_id"))
+        try:
+            roles = {str(app): parse_roles(values, f"destination {d.name}: vihf_roles.{app}")
+                     for app, values in raw_roles.items()}
+            default_roles = parse_roles(raw_default, f"destination {d.name}: vihf_default_roles") if raw_default else ()
+            vihf = VihfSettings(
+                key_path=Path(key), cert_path=Path(cert),
+                structure_id=str(structure_id) if structure_id else None,
+                roles=roles,
+                default_roles=default_roles,
+                **vihf_fields,
+            )
+            check_vihf_settings(vihf)
+        except (ValueError, TypeError) as exc:
+            raise StartupRefused(f"destination {d.name}: {exc}") from exc
+        signed = bool(opts.get("xades", True))
+        for problem in check_dmp_identity(
+            d.name, [d.url, str(opts.get("registry_url") or "")], source_id=settings.gateway.source_id,
+            homologation=vihf.lps_homologation, signed=signed, test_platform=bool(opts.get("test_platform")),
+        ):
+            log.warning("dmp.placeholder_identity", destination=d.name, problem=problem)
         dmp = DmpSettings(
             url=d.url, vihf=vihf, registry_url=opts.get("registry_url"), source_id=settings.gateway.source_id,
             tls_cert=Path(opts["tls_cert"]) if opts.get("tls_cert") else None,
             tls_key=Path(opts["tls_key"]) if opts.get("tls_key") else None,
             tls_ca=Path(opts["tls_ca"]) if opts.get("tls_ca") else None,
             retry=retry,
+            sign_submission_set=signed,
         )
         return DmpDestination(d.name, dmp, clock=clock)
     raise ValueError(f"unknown destination kind {d.kind!r}")

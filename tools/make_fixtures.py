@@ -27,6 +27,7 @@ DOC_ROOT = "1.2.250.1.999.1.1.20250101"
 ID_INITIAL = f"{DOC_ROOT}.1"
 ID_REPLACE = f"{DOC_ROOT}.2"
 ID_ORU = f"{DOC_ROOT}.11"
+ID_SECRET = f"{DOC_ROOT}.3"
 ORG_ID = "1999000001"  # IDNST form (1 + FINESS) of a fictitious structure
 RPPS = "801234567890"  # fictitious IDNPS
 
@@ -211,7 +212,27 @@ TYPE = "11488-4^CR de consultation^LN"
 DMP_ONLY = {"DESTDMP": "Y", "ACK_RECEPTION": "Y"}
 
 
-def mdm(trigger: str, control_id: str, orc: str, status: str, txa12: str, txa13: str, cda: bytes) -> str:
+# A sender whose PRT-8 gives a FINESS (FINEG) rather than an IdNat, as in the ANS Ségur MDM,
+# with its service in PRT-9: Struct_IdNat 1 + FINESS, VIHF subject-id "family, given, service".
+SB_FINESS = (
+    f"PRT||UC||SB^Send by^participation|{RPPS}^MEDECIN^JEAN^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS"
+    "|||CLINIQUE RELAIS^^^^^ASIP-SANTE-ST&1.2.250.1.71.4.2.2&ISO^FINEG^^^999000001|CARDIOLOGIE"
+)
+SECRET = {**DMP_ONLY, "CONNEXION_SECRETE": "Y", "INVISIBLE_PATIENT": "Y"}
+
+
+def mdm(
+    trigger: str,
+    control_id: str,
+    orc: str,
+    status: str,
+    txa12: str,
+    txa13: str,
+    cda: bytes,
+    *,
+    sb: str = SB,
+    meta: dict[str, str] | None = None,
+) -> str:
     segments = [
         f"MSH|^~\\&|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101093000||MDM^{trigger}^MDM_T02|{control_id}"
         "|T|2.6|||||FRA|UNICODE UTF-8|||2.1^CISIS_CDA_HL7_V2",
@@ -222,8 +243,24 @@ def mdm(trigger: str, control_id: str, orc: str, status: str, txa12: str, txa13:
         f"OBR|1|||{TYPE}",
         f"TXA|1|11488-4|TEXT|20250101093000||||||||{txa12}|{txa13}||||AU",
         f"OBX|1|ED|{TYPE}||^text^XML^Base64^{b64(cda)}||||||{status}",
+        sb,
+        *metadata(2, "CWE", DMP_ONLY if meta is None else meta),
+    ]
+    return "\r".join(segments) + "\r"
+
+
+def oru_delete() -> str:
+    """ORU deletion (volet §2: ORC-1 = CA, OBX-11 = D) of the ORU initial document."""
+    segments = [
+        "MSH|^~\\&|DPI-RELAIS|CLINIQUE-RELAIS|RELAIS|RELAIS-PFI|20250101103000||ORU^R01^ORU_R01|ORU0002"
+        "|T|2.5|||||FRA|UNICODE UTF-8|||2.1^CISIS_CDA_HL7_V2",
+        PID,
+        PV1,
+        "ORC|CA",
+        f"OBR|1|||{TYPE}",
+        f"OBX|1|ED|{TYPE}||^TEXT^XML^Base64^{b64(make_cda(ID_ORU))}||||||D",
         SB,
-        *metadata(2, "CWE", DMP_ONLY),
+        *metadata(2, "CE", DMP_ONLY),
     ]
     return "\r".join(segments) + "\r"
 
@@ -286,7 +323,11 @@ def build() -> dict[str, str]:
         "mdm_t02_initial.hl7": mdm("T02", "MDM0001", "NW", "F", ID_INITIAL, "", cda_initial),
         "mdm_t10_replace.hl7": mdm("T10", "MDM0002", "RO", "C", ID_REPLACE, ID_INITIAL, cda_replace),
         "mdm_t04_delete.hl7": mdm("T04", "MDM0003", "CA", "D", ID_REPLACE, "", cda_replace),
+        "mdm_t02_secret.hl7": mdm(
+            "T02", "MDM0004", "NW", "F", ID_SECRET, "", make_cda(ID_SECRET), sb=SB_FINESS, meta=SECRET
+        ),
         "oru_doc_r01_initial.hl7": oru_initial(),
+        "oru_doc_r01_delete.hl7": oru_delete(),
         "adt_a01_vali.hl7": adt("A01", "ADT_A01", "ADT0001", PID, PV1),
         "adt_a28_prov.hl7": adt("A28", "ADT_A05", "ADT0002", prov_pid, "PV1|1|N"),
         "adt_a40_merge.hl7": adt(

@@ -10,18 +10,27 @@ Outcome mapping:
     HTTP 2xx + Failure otherwise               → DestinationRejected (code = first XDS error code)
     SOAP Fault, HTTP 5xx, 408, 429             → DestinationUnavailable (Retry-After honoured)
     other HTTP 4xx                              → DestinationRejected (HTTP_4xx)
-    action "delete"                             → DestinationRejected DMP_DELETE_UNSUPPORTED
 
-ITI-41 is not idempotent, so ``lookup_before_retry`` is set: after an ambiguous failure the
-base class asks ``already_delivered`` (ITI-18 GetDocuments by uniqueId) before resending.
+Deletion (DMP TD3.3c) and archiving (TD3.3d) are ITI-57 Update Document Set requests to
+the *registry* endpoint (SOAP 1.2 + WS-Addressing + VIHF, action
+``urn:ihe:iti:2010:UpdateDocumentSet``, IHE ITI TF-2b §3.57): ITI-18 finds the entry by
+uniqueId (entryUUID and current status), then one UpdateAvailabilityStatus association
+moves it to ``urn:asip:ci-sis:2010:StatusType:Deleted`` (or ``…:Archived``). The
+RegistryResponse is classified as for ITI-41. An entry already in the target status
+counts as done (a retried deletion), an entry that is not there is ``DMP_ENTRY_UNKNOWN``.
+
+Neither ITI-41 nor ITI-57 is idempotent, so ``lookup_before_retry`` is set: after an
+ambiguous failure the base class asks ``already_delivered`` (ITI-18 GetDocuments by
+uniqueId: the entry exists, or has the target status) before resending.
 """
 
 from __future__ import annotations
 
 import ssl
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -30,11 +39,19 @@ import structlog
 from lxml import etree
 
 from adapters.base import BaseDestination, RetrySettings, Sleep
-from adapters.dmp.ebrim import build_provide_and_register
+from adapters.dmp.ebrim import (
+    STATUS_ARCHIVED,
+    STATUS_DELETED,
+    build_provide_and_register,
+    build_update_availability_status,
+)
 from adapters.dmp.mtom import build_mtom, parse_mtom
 from adapters.dmp.soap import (
     ACTION_ITI18,
     ACTION_ITI41,
+    ACTION_ITI57,
+    QueryHit,
+    RegistryOutcome,
     build_envelope,
     build_get_documents_query,
     parse_envelope,
@@ -42,8 +59,9 @@ from adapters.dmp.soap import (
     parse_registry_response,
 )
 from adapters.dmp.vihf import VihfSettings, build_vihf
+from adapters.dmp.xades import sign_submission_set, signature_entry
 from gateway.errors import DestinationRejected, DestinationUnavailable
-from gateway.model import XdsMetadata
+from gateway.model import XdsDocumentEntry, XdsMetadata
 from gateway.ports import Clock, Payload, SendResult, SystemClock
 
 __all__ = ["DmpSettings", "DmpDestination"]
@@ -67,6 +85,7 @@ class DmpSettings:
     vihf: VihfSettings
     registry_url: str | None = None
     source_id: str | None = None  # overrides submissionSet.sourceId when set
+    sign_submission_set: bool = True  # XAdES signature document (the DMP requires it)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -127,15 +146,11 @@ class DmpDestination(BaseDestination):
     # -- Destination hooks ----------------------------------------------------------------
 
     async def _send(self, payload: Payload) -> SendResult:
+        action = (payload.xds["documentEntry"].get("action") if payload.xds is not None else None) or "submit"
+        if action in _STATUS_FOR_ACTION:
+            return await self._update_status(payload, action)
         xds, document = self._require(payload)
         entry = xds["documentEntry"]
-        action = entry.get("action") or "submit"
-        if action == "delete":
-            raise DestinationRejected(
-                "DMP deletion uses TD3.3c (a DMP-specific web service, not ITI-41); Relais does not "
-                "implement it yet: delete the document in the DMP web interface or the DPI's DMP module",
-                code="DMP_DELETE_UNSUPPORTED",
-            )
         replaced_uuid = None
         if action == "replace":
             parent = entry.get("replaces")
@@ -152,14 +167,22 @@ class DmpDestination(BaseDestination):
                     code="XDS_PARENT_UNKNOWN",
                     location="documentEntry.replaces",
                 )
-        if self.settings.source_id:
-            xds = {**xds, "submissionSet": {**xds["submissionSet"], "sourceId": self.settings.source_id}}  # type: ignore[typeddict-item]
+        xds = self._with_source_id(xds)
 
         cid = f"doc-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
-        request = build_provide_and_register(xds, document_id_ref=cid, replaced_entry_uuid=replaced_uuid)
+        parts = {cid: document}
+        signature = None
+        if self.settings.sign_submission_set:
+            signature_entry_, signature_bytes = self._signature(xds, document)
+            signature_cid = f"sig-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
+            parts[signature_cid] = signature_bytes
+            signature = (signature_entry_, signature_cid)
+        request = build_provide_and_register(
+            xds, document_id_ref=cid, replaced_entry_uuid=replaced_uuid, signature=signature
+        )
         envelope = self._envelope(request, ACTION_ITI41, self.settings.url, xds)
         envelope_bytes = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        content_type, body = build_mtom(envelope_bytes, {cid: document}, action=ACTION_ITI41)
+        content_type, body = build_mtom(envelope_bytes, parts, action=ACTION_ITI41)
         status, response_root, response_text = await self._post(self.settings.url, content_type, body)
         outcome = parse_registry_response(response_root)
         result_detail = {
@@ -169,20 +192,53 @@ class DmpDestination(BaseDestination):
         }
         if replaced_uuid:
             result_detail["replacedEntryUUID"] = replaced_uuid
-        if outcome.success:
-            return SendResult(
-                remote_id=entry.get("uniqueId"),
-                request=envelope_bytes.decode("utf-8"),
-                response=response_text,
-                status=status,
-                detail=result_detail,
+        _raise_unless_success(outcome, "submission")
+        return SendResult(
+            remote_id=entry.get("uniqueId"),
+            request=envelope_bytes.decode("utf-8"),
+            response=response_text,
+            status=status,
+            detail=result_detail,
+        )
+
+    async def _update_status(self, payload: Payload, action: str) -> SendResult:
+        """TD3.3c / TD3.3d: ITI-18 for the entry, then ITI-57 UpdateAvailabilityStatus."""
+        xds, _ = self._require(payload, need_document=False)
+        xds = self._with_source_id(xds)
+        unique_id = xds["documentEntry"].get("uniqueId")
+        if not unique_id:
+            raise DestinationRejected(
+                f"{action} without documentEntry.uniqueId", code="DMP_ENTRY_UNKNOWN", location="TXA-12"
             )
-        first = outcome.blocking[0] if outcome.blocking else None
-        message = f"registry refused the submission: {first.code if first else outcome.status}"
-        if outcome.retryable:
-            raise DestinationUnavailable(message, code=first.code if first else "XDS_FAILURE")
-        raise DestinationRejected(
-            message, code=first.code if first else "XDS_FAILURE", location=first.location if first else None
+        new_status = _STATUS_FOR_ACTION[action]
+        hit = await self._find_entry(xds, unique_id)
+        if hit is None:
+            raise DestinationRejected(
+                f"the document to {action} is not in the DMP registry", code="DMP_ENTRY_UNKNOWN", location="TXA-12"
+            )
+        detail: dict[str, object] = {"uniqueId": unique_id, "action": action, "entryUUID": hit.entry_uuid}
+        if hit.status == new_status:
+            # A retried deletion whose first attempt reached the registry: nothing to redo.
+            return SendResult(remote_id=unique_id, detail={**detail, "already": new_status})
+        url = self.settings.effective_registry_url
+        request = build_update_availability_status(
+            xds,
+            target_entry_uuid=hit.entry_uuid,
+            original_status=hit.status or "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved",
+            new_status=new_status,
+        )
+        envelope = self._envelope(request, ACTION_ITI57, url, xds)
+        body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+        content_type = f'application/soap+xml; charset=UTF-8; action="{ACTION_ITI57}"'
+        status, response_root, response_text = await self._post(url, content_type, body)
+        outcome = parse_registry_response(response_root)
+        _raise_unless_success(outcome, f"{action} (ITI-57)")
+        return SendResult(
+            remote_id=unique_id,
+            request=body.decode("utf-8"),
+            response=response_text,
+            status=status,
+            detail={**detail, "newStatus": new_status, "errors": outcome.error_tuples},
         )
 
     async def _lookup(self, payload: Payload) -> bool:
@@ -190,7 +246,16 @@ class DmpDestination(BaseDestination):
         unique_id = xds["documentEntry"].get("uniqueId")
         if not unique_id:
             return False
-        return await self._find_entry_uuid(xds, unique_id) is not None
+        hit = await self._find_entry(xds, unique_id)
+        action = xds["documentEntry"].get("action") or "submit"
+        if action in _STATUS_FOR_ACTION:
+            return hit is not None and hit.status == _STATUS_FOR_ACTION[action]
+        return hit is not None
+
+    def _with_source_id(self, xds: XdsMetadata) -> XdsMetadata:
+        if not self.settings.source_id:
+            return xds
+        return {**xds, "submissionSet": {**xds["submissionSet"], "sourceId": self.settings.source_id}}  # type: ignore[typeddict-item]
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -202,6 +267,33 @@ class DmpDestination(BaseDestination):
             )
         return payload.xds, payload.document or b""
 
+    def _signature(self, xds: XdsMetadata, document: bytes) -> tuple[XdsDocumentEntry, bytes]:
+        """The XAdES signature document of this submission set and its DocumentEntry.
+
+        Signed with the structure's cachet key, the VIHF's (issue #9); its uniqueId is an
+        OID under 2.25 (ITU-T X.667: a UUID as an OID), fresh for each attempt.
+        """
+        now = self._clock.now()
+        vihf = self.settings.vihf
+        unique_id = f"2.25.{uuid.UUID(self._clock.new_id()).int}"
+        signature = sign_submission_set(
+            [(xds["documentEntry"]["uniqueId"], document)],
+            submission_set_unique_id=xds["submissionSet"].get("uniqueId", ""),
+            key_pem=Path(vihf.key_path).read_bytes(),
+            cert_pem=Path(vihf.cert_path).read_bytes(),
+            now=now,
+            signature_id=f"sig-{self._clock.new_id()}",
+            passphrase=vihf.key_password,
+        )
+        entry = signature_entry(
+            xds,
+            entry_uuid=f"urn:uuid:{self._clock.new_id()}",
+            unique_id=unique_id,
+            signature=signature,
+            creation_time=now.astimezone(UTC).strftime("%Y%m%d%H%M%S"),
+        )
+        return entry, signature
+
     def _envelope(self, body: etree._Element, action: str, to: str, xds: XdsMetadata) -> etree._Element:
         now: datetime = self._clock.now()
         assertion = build_vihf(self.settings.vihf, xds, now, f"_{self._clock.new_id()}")
@@ -211,6 +303,11 @@ class DmpDestination(BaseDestination):
 
     async def _find_entry_uuid(self, xds: XdsMetadata, unique_id: str) -> str | None:
         """ITI-18 GetDocuments by uniqueId; the entryUUID of the (first) entry, or None."""
+        hit = await self._find_entry(xds, unique_id)
+        return hit.entry_uuid if hit is not None else None
+
+    async def _find_entry(self, xds: XdsMetadata, unique_id: str) -> QueryHit | None:
+        """ITI-18 GetDocuments by uniqueId (LeafClass): the entry with its status, or None."""
         url = self.settings.effective_registry_url
         envelope = self._envelope(build_get_documents_query([unique_id]), ACTION_ITI18, url, xds)
         body = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
@@ -225,7 +322,7 @@ class DmpDestination(BaseDestination):
             raise DestinationRejected(f"registry query failed: {code}", code=code)
         for hit in hits:
             if hit.unique_id in (None, unique_id) and hit.entry_uuid:
-                return hit.entry_uuid
+                return hit
         return None
 
     async def _post(self, url: str, content_type: str, body: bytes) -> tuple[int, etree._Element, str]:
@@ -272,6 +369,21 @@ class DmpDestination(BaseDestination):
         if message.body is None:
             raise DestinationUnavailable("empty SOAP body", code="SOAP_INVALID")
         return status, message.body, root_bytes.decode("utf-8", errors="replace")
+
+
+_STATUS_FOR_ACTION = {"delete": STATUS_DELETED, "archive": STATUS_ARCHIVED}
+
+
+def _raise_unless_success(outcome: RegistryOutcome, what: str) -> None:
+    """Map a failed RegistryResponse: busy codes are transient, every other code permanent."""
+    if outcome.success:
+        return
+    first = outcome.blocking[0] if outcome.blocking else None
+    code = first.code if first else "XDS_FAILURE"
+    message = f"registry refused the {what}: {first.code if first else outcome.status}"
+    if outcome.retryable:
+        raise DestinationUnavailable(message, code=code)
+    raise DestinationRejected(message, code=code, location=first.location if first else None)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from lxml import etree
 
 from gateway.errors import MappingError
-from gateway.model import CodedValue, XdsAuthor, XdsMetadata
+from gateway.model import CodedValue, XdsAuthor, XdsDocumentEntry, XdsMetadata, XdsSubmissionSet
 
 __all__ = [
     "NS",
@@ -31,6 +31,11 @@ __all__ = [
     "XOP_NS",
     "UUID",
     "build_provide_and_register",
+    "build_update_availability_status",
+    "STATUS_APPROVED",
+    "STATUS_DEPRECATED",
+    "STATUS_DELETED",
+    "STATUS_ARCHIVED",
     "inline_documents",
     "load_xds_schema",
 ]
@@ -52,6 +57,7 @@ class UUID:
     DE_CLASS_CODE = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a"
     DE_CONFIDENTIALITY_CODE = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f"
     DE_FORMAT_CODE = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d"
+    DE_EVENT_CODE = "urn:uuid:2c6b8cb7-8b2a-4051-b291-b1ae6a575ef4"
     DE_FACILITY_TYPE_CODE = "urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1"
     DE_PRACTICE_SETTING_CODE = "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead"
     DE_TYPE_CODE = "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
@@ -65,11 +71,20 @@ class UUID:
     SS_UNIQUE_ID = "urn:uuid:96fdda7c-d067-4183-912e-bf5ee74998a8"
     HAS_MEMBER = "urn:oasis:names:tc:ebxml-regrep:AssociationType:HasMember"
     RPLC = "urn:ihe:iti:2007:AssociationType:RPLC"
+    SIGNS = "urn:ihe:iti:2007:AssociationType:signs"
+    UPDATE_AVAILABILITY_STATUS = "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
     REGISTRY_PACKAGE = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:RegistryPackage"
     CLASSIFICATION = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Classification"
     EXTERNAL_IDENTIFIER = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:ExternalIdentifier"
     ASSOCIATION = "urn:oasis:names:tc:ebxml-regrep:ObjectType:RegistryObject:Association"
 
+
+STATUS_APPROVED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved"
+STATUS_DEPRECATED = "urn:oasis:names:tc:ebxml-regrep:StatusType:Deprecated"
+# DMP statuses beyond ebRS (issue #9, DMP TD3.3c / TD3.3d: logical deletion and archiving
+# are availabilityStatus changes to these ASIP values).
+STATUS_DELETED = "urn:asip:ci-sis:2010:StatusType:Deleted"
+STATUS_ARCHIVED = "urn:asip:ci-sis:2010:StatusType:Archived"
 
 _NSMAP: dict[str | None, str] = {None: XDSB_NS, "rim": RIM_NS, "lcm": LCM_NS, "xop": XOP_NS}
 _DEFAULT_ENTRY_ID = "Document01"
@@ -169,87 +184,10 @@ def _require(mapping: Mapping[str, object], key: str, where: str) -> str:
     return str(value)
 
 
-def build_provide_and_register(
-    xds: XdsMetadata, *, document_id_ref: str, replaced_entry_uuid: str | None = None
-) -> etree._Element:
-    """Build ``xdsb:ProvideAndRegisterDocumentSetRequest`` for one document.
-
-    ``document_id_ref`` is the MTOM Content-ID (without ``cid:``) of the part that carries
-    the document bytes; ``xdsb:Document`` holds ``<xop:Include href="cid:…"/>``. With
-    ``replaced_entry_uuid`` an RPLC association goes from the new entry to that entryUUID
-    (which the registry assigned to the replaced entry: fetch it with ITI-18 first).
-    Raises ``MappingError`` when a required value is missing.
-    """
-    de = xds["documentEntry"]
-    ss = xds["submissionSet"]
-    entry_id = de.get("entryUUID") or _DEFAULT_ENTRY_ID
-    ss_id = ss.get("entryUUID") or _DEFAULT_SUBMISSION_SET_ID
-    unique_id = _require(de, "uniqueId", "documentEntry")
-    patient_id = _require(de, "patientId", "documentEntry")
-    ids = _Ids()
-
-    root = etree.Element(
-        f"{{{XDSB_NS}}}ProvideAndRegisterDocumentSetRequest",
-        nsmap=_NSMAP,
-    )
-    submit = etree.SubElement(root, f"{{{LCM_NS}}}SubmitObjectsRequest")
-    objects = etree.SubElement(submit, _rim("RegistryObjectList"))
-
-    # -- DocumentEntry ------------------------------------------------------------------
-    eo = etree.SubElement(
-        objects,
-        _rim("ExtrinsicObject"),
-        id=entry_id,
-        mimeType=de.get("mimeType") or "text/xml",
-        objectType=UUID.STABLE_DOCUMENT_ENTRY,
-    )
-    _slot(eo, "creationTime", [de.get("creationTime", "")])
-    _slot(eo, "hash", [de.get("hash", "")])
-    _slot(eo, "languageCode", [de.get("languageCode", "")])
-    _slot(eo, "legalAuthenticator", [de.get("legalAuthenticator", "")])
-    _slot(eo, "serviceStartTime", [de.get("serviceStartTime", "")])
-    _slot(eo, "serviceStopTime", [de.get("serviceStopTime", "")])
-    _slot(eo, "size", [str(de["size"])] if "size" in de else [])
-    _slot(eo, "sourcePatientId", [de.get("sourcePatientId", "")])
-    _slot(eo, "sourcePatientInfo", de.get("sourcePatientInfo", []))
-    _name(eo, de.get("title"))
-    _author_classifications(eo, ids, UUID.DE_AUTHOR, entry_id, de.get("authors", []))
-    _coded_classification(
-        eo, ids, UUID.DE_CLASS_CODE, entry_id, de.get("classCode"), "documentEntry.classCode"
-    )
-    for index, conf in enumerate(de.get("confidentialityCode", [])):
-        _coded_classification(
-            eo,
-            ids,
-            UUID.DE_CONFIDENTIALITY_CODE,
-            entry_id,
-            conf,
-            f"documentEntry.confidentialityCode[{index}]",
-        )
-    _coded_classification(
-        eo, ids, UUID.DE_FORMAT_CODE, entry_id, de.get("formatCode"), "documentEntry.formatCode"
-    )
-    _coded_classification(
-        eo,
-        ids,
-        UUID.DE_FACILITY_TYPE_CODE,
-        entry_id,
-        de.get("healthcareFacilityTypeCode"),
-        "documentEntry.healthcareFacilityTypeCode",
-    )
-    _coded_classification(
-        eo,
-        ids,
-        UUID.DE_PRACTICE_SETTING_CODE,
-        entry_id,
-        de.get("practiceSettingCode"),
-        "documentEntry.practiceSettingCode",
-    )
-    _coded_classification(eo, ids, UUID.DE_TYPE_CODE, entry_id, de.get("typeCode"), "documentEntry.typeCode")
-    _external_identifier(eo, ids, UUID.DE_PATIENT_ID, entry_id, patient_id, "XDSDocumentEntry.patientId")
-    _external_identifier(eo, ids, UUID.DE_UNIQUE_ID, entry_id, unique_id, "XDSDocumentEntry.uniqueId")
-
-    # -- SubmissionSet ------------------------------------------------------------------
+def _submission_set(
+    objects: etree._Element, ids: _Ids, ss: XdsSubmissionSet, ss_id: str, patient_id: str
+) -> None:
+    """The SubmissionSet RegistryPackage and its classification (ITI TF-3 §4.2.3.3)."""
     rp = etree.SubElement(objects, _rim("RegistryPackage"), id=ss_id, objectType=UUID.REGISTRY_PACKAGE)
     _slot(rp, "submissionTime", [_require(ss, "submissionTime", "submissionSet")])
     _name(rp, ss.get("title"))
@@ -284,6 +222,111 @@ def build_provide_and_register(
         classificationNode=UUID.SUBMISSION_SET,
     )
 
+
+def _document_entry(
+    objects: etree._Element, ids: _Ids, de: XdsDocumentEntry, entry_id: str, patient_id: str
+) -> None:
+    """One DocumentEntry ExtrinsicObject (ITI TF-3 §4.2.3.2)."""
+    unique_id = _require(de, "uniqueId", "documentEntry")
+    eo = etree.SubElement(
+        objects,
+        _rim("ExtrinsicObject"),
+        id=entry_id,
+        mimeType=de.get("mimeType") or "text/xml",
+        objectType=UUID.STABLE_DOCUMENT_ENTRY,
+    )
+    _slot(eo, "creationTime", [de.get("creationTime", "")])
+    _slot(eo, "hash", [de.get("hash", "")])
+    _slot(eo, "languageCode", [de.get("languageCode", "")])
+    _slot(eo, "legalAuthenticator", [de.get("legalAuthenticator", "")])
+    _slot(eo, "serviceStartTime", [de.get("serviceStartTime", "")])
+    _slot(eo, "serviceStopTime", [de.get("serviceStopTime", "")])
+    _slot(eo, "size", [str(de["size"])] if "size" in de else [])
+    _slot(eo, "sourcePatientId", [de.get("sourcePatientId", "")])
+    _slot(eo, "sourcePatientInfo", de.get("sourcePatientInfo", []))
+    _name(eo, de.get("title"))
+    _author_classifications(eo, ids, UUID.DE_AUTHOR, entry_id, de.get("authors", []))
+    _coded_classification(
+        eo, ids, UUID.DE_CLASS_CODE, entry_id, de.get("classCode"), "documentEntry.classCode"
+    )
+    for index, conf in enumerate(de.get("confidentialityCode", [])):
+        _coded_classification(
+            eo,
+            ids,
+            UUID.DE_CONFIDENTIALITY_CODE,
+            entry_id,
+            conf,
+            f"documentEntry.confidentialityCode[{index}]",
+        )
+    for index, event in enumerate(de.get("eventCodeList", [])):
+        _coded_classification(
+            eo, ids, UUID.DE_EVENT_CODE, entry_id, event, f"documentEntry.eventCodeList[{index}]"
+        )
+    _coded_classification(
+        eo, ids, UUID.DE_FORMAT_CODE, entry_id, de.get("formatCode"), "documentEntry.formatCode"
+    )
+    _coded_classification(
+        eo,
+        ids,
+        UUID.DE_FACILITY_TYPE_CODE,
+        entry_id,
+        de.get("healthcareFacilityTypeCode"),
+        "documentEntry.healthcareFacilityTypeCode",
+    )
+    _coded_classification(
+        eo,
+        ids,
+        UUID.DE_PRACTICE_SETTING_CODE,
+        entry_id,
+        de.get("practiceSettingCode"),
+        "documentEntry.practiceSettingCode",
+    )
+    _coded_classification(eo, ids, UUID.DE_TYPE_CODE, entry_id, de.get("typeCode"), "documentEntry.typeCode")
+    _external_identifier(eo, ids, UUID.DE_PATIENT_ID, entry_id, patient_id, "XDSDocumentEntry.patientId")
+    _external_identifier(eo, ids, UUID.DE_UNIQUE_ID, entry_id, unique_id, "XDSDocumentEntry.uniqueId")
+
+
+def build_provide_and_register(
+    xds: XdsMetadata,
+    *,
+    document_id_ref: str,
+    replaced_entry_uuid: str | None = None,
+    signature: tuple[XdsDocumentEntry, str] | None = None,
+) -> etree._Element:
+    """Build ``xdsb:ProvideAndRegisterDocumentSetRequest`` for one document.
+
+    ``signature`` is the submission set's signature document (IHE DSG, see
+    ``adapters.dmp.xades``): its DocumentEntry and the Content-ID of its MTOM part. It is a
+    second member of the set (HasMember, SubmissionSetStatus Original).
+
+    ``document_id_ref`` is the MTOM Content-ID (without ``cid:``) of the part that carries
+    the document bytes; ``xdsb:Document`` holds ``<xop:Include href="cid:…"/>``. With
+    ``replaced_entry_uuid`` an RPLC association goes from the new entry to that entryUUID
+    (which the registry assigned to the replaced entry: fetch it with ITI-18 first).
+    Raises ``MappingError`` when a required value is missing.
+    """
+    de = xds["documentEntry"]
+    ss = xds["submissionSet"]
+    entry_id = de.get("entryUUID") or _DEFAULT_ENTRY_ID
+    ss_id = ss.get("entryUUID") or _DEFAULT_SUBMISSION_SET_ID
+    patient_id = _require(de, "patientId", "documentEntry")
+    signature_id = (signature[0].get("entryUUID") or "Signature01") if signature is not None else ""
+    ids = _Ids()
+
+    root = etree.Element(
+        f"{{{XDSB_NS}}}ProvideAndRegisterDocumentSetRequest",
+        nsmap=_NSMAP,
+    )
+    submit = etree.SubElement(root, f"{{{LCM_NS}}}SubmitObjectsRequest")
+    objects = etree.SubElement(submit, _rim("RegistryObjectList"))
+
+    # -- DocumentEntry ------------------------------------------------------------------
+    _document_entry(objects, ids, de, entry_id, patient_id)
+    if signature is not None:
+        _document_entry(objects, ids, signature[0], signature_id, patient_id)
+
+    _submission_set(objects, ids, ss, ss_id, patient_id)
+
     # -- Associations -------------------------------------------------------------------
     has_member = etree.SubElement(
         objects,
@@ -294,6 +337,25 @@ def build_provide_and_register(
         targetObject=entry_id,
     )
     _slot(has_member, "SubmissionSetStatus", ["Original"])
+    if signature is not None:
+        signed_member = etree.SubElement(
+            objects,
+            _rim("Association"),
+            id=ids("as"),
+            associationType=UUID.HAS_MEMBER,
+            sourceObject=ss_id,
+            targetObject=signature_id,
+        )
+        _slot(signed_member, "SubmissionSetStatus", ["Original"])
+        # IHE DSG / ANS DRIMbox: the signature entry "signs" the SubmissionSet.
+        etree.SubElement(
+            objects,
+            _rim("Association"),
+            id=ids("as"),
+            associationType=UUID.SIGNS,
+            sourceObject=signature_id,
+            targetObject=ss_id,
+        )
     if replaced_entry_uuid:
         etree.SubElement(
             objects,
@@ -306,7 +368,42 @@ def build_provide_and_register(
 
     document = etree.SubElement(root, f"{{{XDSB_NS}}}Document", id=entry_id)
     etree.SubElement(document, f"{{{XOP_NS}}}Include", href=f"cid:{document_id_ref}")
+    if signature is not None:
+        signed = etree.SubElement(root, f"{{{XDSB_NS}}}Document", id=signature_id)
+        etree.SubElement(signed, f"{{{XOP_NS}}}Include", href=f"cid:{signature[1]}")
     return root
+
+
+def build_update_availability_status(
+    xds: XdsMetadata, *, target_entry_uuid: str, original_status: str, new_status: str
+) -> etree._Element:
+    """ITI-57 Update Document Set body changing one DocumentEntry's availabilityStatus.
+
+    IHE ITI TF-2b §3.57.4.1.3.3.1 (Update DocumentEntry Status) / TF-3 §4.2.4: a
+    ``lcm:SubmitObjectsRequest`` holding a complete SubmissionSet and one Association of
+    type ``UpdateAvailabilityStatus`` from the SubmissionSet to the entry's **entryUUID**
+    (assigned by the registry: find it with ITI-18 first), with the ``OriginalStatus`` and
+    ``NewStatus`` slots. No DocumentEntry is resubmitted, no document travels.
+    """
+    ss = xds["submissionSet"]
+    patient_id = ss.get("patientId") or _require(xds["documentEntry"], "patientId", "documentEntry")
+    ss_id = ss.get("entryUUID") or _DEFAULT_SUBMISSION_SET_ID
+    ids = _Ids()
+    submit = etree.Element(f"{{{LCM_NS}}}SubmitObjectsRequest", nsmap={"lcm": LCM_NS, "rim": RIM_NS})
+    objects = etree.SubElement(submit, _rim("RegistryObjectList"))
+    _submission_set(objects, ids, ss, ss_id, patient_id)
+    association = etree.SubElement(
+        objects,
+        _rim("Association"),
+        id=ids("as"),
+        associationType=UUID.UPDATE_AVAILABILITY_STATUS,
+        objectType=UUID.ASSOCIATION,
+        sourceObject=ss_id,
+        targetObject=target_entry_uuid,
+    )
+    _slot(association, "OriginalStatus", [original_status])
+    _slot(association, "NewStatus", [new_status])
+    return submit
 
 
 def inline_documents(request: etree._Element, documents: dict[str, bytes]) -> etree._Element:

@@ -26,6 +26,8 @@ __all__ = [
     "ACTION_ITI41_RESPONSE",
     "ACTION_ITI18",
     "ACTION_ITI18_RESPONSE",
+    "ACTION_ITI57",
+    "ACTION_ITI57_RESPONSE",
     "GET_DOCUMENTS_QUERY",
     "FIND_DOCUMENTS_QUERY",
     "STATUS_SUCCESS",
@@ -56,6 +58,9 @@ ACTION_ITI41 = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-b"
 ACTION_ITI41_RESPONSE = "urn:ihe:iti:2007:ProvideAndRegisterDocumentSet-bResponse"
 ACTION_ITI18 = "urn:ihe:iti:2007:RegistryStoredQuery"
 ACTION_ITI18_RESPONSE = "urn:ihe:iti:2007:RegistryStoredQueryResponse"
+# IHE ITI TF-2b §3.57.5 (Update Document Set, WS-Addressing actions).
+ACTION_ITI57 = "urn:ihe:iti:2010:UpdateDocumentSet"
+ACTION_ITI57_RESPONSE = "urn:ihe:iti:2010:UpdateDocumentSetResponse"
 GET_DOCUMENTS_QUERY = "urn:uuid:5c4f972b-d56b-40ac-a5fc-c8ca9b40b9d4"
 FIND_DOCUMENTS_QUERY = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d"
 ANONYMOUS = "http://www.w3.org/2005/08/addressing/anonymous"

@@ -22,6 +22,7 @@ import aiohttp
 import structlog
 
 from adapters.base import BaseDestination, RetrySettings, Sleep
+from gateway.core.fhir.pdsm import document_identifier
 from gateway.errors import DestinationRejected, DestinationUnavailable
 from gateway.ports import Clock, Payload, SendResult, SystemClock
 
@@ -131,7 +132,45 @@ class MhdDestination(BaseDestination):
             raise DestinationRejected("payload has no ITI-65 Bundle", code="MHD_NO_BUNDLE")
         return bundle
 
+    @staticmethod
+    def _update_action(payload: Payload) -> str | None:
+        action = payload.xds["documentEntry"].get("action") if payload.xds is not None else None
+        return action if action in _PATCHES else None
+
+    def _target_query(self, payload: Payload) -> str:
+        """``identifier=<system>|<value>`` of the document to update (its uniqueId, PDSm form)."""
+        unique_id = payload.xds["documentEntry"].get("uniqueId") if payload.xds is not None else None
+        if not unique_id:
+            raise DestinationRejected("update without documentEntry.uniqueId", code="MHD_ENTRY_UNKNOWN")
+        ident = document_identifier(unique_id)
+        return f"{ident['system']}|{ident['value']}"
+
+    async def _patch(self, payload: Payload, action: str) -> SendResult:
+        """PDSM4DMP TD3.3c / TD3.3d (draft 0.1.0): a JSON Patch on the DocumentReference found
+        by its identifier — status ``entered-in-error`` for a deletion, the
+        ``pdsm-ext-is-archived`` extension for archiving. The P4D page itself flags
+        ``entered-in-error`` as outside MHD (open question, PDSm issue 99): a server that
+        follows MHD strictly answers 4xx, which becomes a precise refusal here."""
+        body = json.dumps(_PATCHES[action], separators=(",", ":"))
+        headers = {**self._headers(False), "Content-Type": "application/json-patch+json"}
+        session = await self._client()
+        async with session.patch(
+            f"{self._base}/DocumentReference", params={"identifier": self._target_query(payload)},
+            data=body.encode("utf-8"), headers=headers,
+        ) as resp:
+            text = await resp.text(encoding="utf-8", errors="replace")
+            status = resp.status
+            retry_after = resp.headers.get("Retry-After")
+        if status == 404:
+            raise DestinationRejected(f"the document to {action} is not on the server", code="MHD_ENTRY_UNKNOWN")
+        if not 200 <= status < 300:
+            raise classify_failure(status, text, retry_after, self._clock.now())
+        return SendResult(request=body, response=text, status=status, detail={"action": action})
+
     async def _send(self, payload: Payload) -> SendResult:
+        action = self._update_action(payload)
+        if action is not None:
+            return await self._patch(payload, action)
         bundle = self._bundle(payload)
         body = json.dumps(bundle, ensure_ascii=False, separators=(",", ":"))
         session = await self._client()
@@ -160,12 +199,15 @@ class MhdDestination(BaseDestination):
         )
 
     async def _lookup(self, payload: Payload) -> bool:
-        bundle = self._bundle(payload)
-        ident = master_identifier(bundle)
-        if ident is None:
-            return False
-        system, value = ident
-        token = f"{system}|{value}" if system else value
+        action = self._update_action(payload)
+        if action is not None:
+            token = self._target_query(payload)
+        else:
+            ident = master_identifier(self._bundle(payload))
+            if ident is None:
+                return False
+            system, value = ident
+            token = f"{system}|{value}" if system else value
         session = await self._client()
         async with session.get(
             f"{self._base}/DocumentReference", params={"identifier": token}, headers=self._headers(False)
@@ -177,7 +219,30 @@ class MhdDestination(BaseDestination):
             raise classify_failure(status, text, retry_after, self._clock.now())
         try:
             found = searchset_count(text) > 0
+            if found and action is not None:
+                found = _already_updated(text, action)
         except ValueError as exc:
             raise DestinationUnavailable("search answer is not a Bundle", code="MHD_BAD_RESPONSE") from exc
         log.debug("mhd.lookup", destination=self.name, delivery_id=payload.delivery_id, found=found)
         return found
+
+
+_ARCHIVED_EXT = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
+#: PDSM4DMP ``transaction_td3.3c.md`` / ``transaction_td3.3d.md`` request bodies.
+_PATCHES: dict[str, list[dict[str, Any]]] = {
+    "delete": [{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+    "archive": [{"op": "replace", "path": f"/extension[url:'{_ARCHIVED_EXT}']/valueBoolean", "value": True}],
+}
+
+
+def _already_updated(searchset: str, action: str) -> bool:
+    """Whether the DocumentReference found already has the state the PATCH sets."""
+    for entry in json.loads(searchset).get("entry") or []:
+        resource = entry.get("resource") or {}
+        if action == "delete" and resource.get("status") == "entered-in-error":
+            return True
+        if action == "archive" and any(
+            e.get("url") == _ARCHIVED_EXT and e.get("valueBoolean") is True for e in resource.get("extension") or []
+        ):
+            return True
+    return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from gateway.commands._common import add_config_args, settings_from
 from gateway.logging import configure_logging
@@ -33,4 +34,10 @@ def run(args: argparse.Namespace) -> int:
         identity={"allow_test_ins": args.allow_test_ins},
     )
     configure_logging(settings.gateway.log_level)
-    return asyncio.run(run_until_signalled(Service(settings)))
+    from gateway.service import StartupRefused
+
+    try:
+        return asyncio.run(run_until_signalled(Service(settings)))
+    except StartupRefused as exc:
+        print(f"relais: {exc}", file=sys.stderr, flush=True)
+        return 2

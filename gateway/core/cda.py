@@ -203,6 +203,18 @@ def _person(entity: etree._Element | None, person_path: str) -> Person | None:
     if entity is None:
         return None
     ident = next((i for i in _findall(entity, "h:id") if _attr(i, "root")), None)
+    device = _find(entity, "h:assignedAuthoringDevice")
+    if device is not None and _find(entity, person_path) is None:
+        # An author that is software, not a person (CDA R2 AssignedAuthor choice):
+        # the XDS author becomes an ActorSystem and the FHIR author a Device.
+        return Person(
+            id=_attr(ident, "extension"),
+            id_root=_attr(ident, "root"),
+            profession=_coded(_find(entity, "h:code")),
+            device=True,
+            software=_text(_find(device, "h:softwareName")),
+            model=_text(_find(device, "h:manufacturerModelName")),
+        )
     name = _find(entity, f"{person_path}/h:name")
     person = Person(
         id=_attr(ident, "extension"),

@@ -43,7 +43,9 @@ Kind = Literal["document", "adt", "cda", "unsupported", "unreadable"]
 
 _DOC_TYPES = {("ORU", "R01"), ("MDM", "T02"), ("MDM", "T10"), ("MDM", "T04")}
 _ADT_TRIGGERS = {"A01", "A03", "A04", "A05", "A08", "A28", "A31", "A40", "A47"}
-_DMP_REQUIRED = frozenset({"XDS_TYPECODE_NOT_DMP", "XDS_FORMAT_UNKNOWN"})
+_DMP_REQUIRED = frozenset(
+    {"XDS_TYPECODE_NOT_DMP", "XDS_FORMAT_UNKNOWN", "XDS_DOCUMENT_ID_EXTENSION", "XDS_STRUCT_IDNAT"}
+)
 _SUPPORTED_VERSIONS = ("2.3", "2.4", "2.5", "2.6", "2.7", "2.8", "2.9")
 
 
@@ -257,6 +259,7 @@ def _analyse_document_message(an: Analysis, msg: Message, opts: PipelineOptions,
             type_code=doc.type_code,
             parent_document_id=dm.txa13.unique_id if dm.txa13 else None,
             source_id=opts.source_id,
+            sending_application=msg.msh.value(3, 1) or None,
         )
         result = _map_document(an, doc.data, ctx, opts, ids, location=doc.location, index=len(an.documents) + 1)
         if result is None:

@@ -13,16 +13,24 @@ Mapping (domain brief §5, HL7 v2 CDA volet ``mapping.md``):
   the MetaDMPMSS flags (``INVISIBLE_REP_LEGAUX`` in v2 becomes
   ``INVISIBLE_REPRESENTANTS_LEGAUX``);
 * times are converted to UTC and keep the precision the document gave (``YYYYMMDD`` stays a
-  date; fractions of a second are dropped). A time without a UTC offset is passed through
-  as written: we cannot know its zone, and guessing would move it by one or two hours;
+  date; fractions of a second are dropped). A time without a UTC offset is French local
+  time (``Europe/Paris``, the CI-SIS documents' zone): the same rule as the FHIR mapping
+  (``core/fhir/pdsm.fhir_datetime``), so XDS and FHIR carry the same instant (ITI TF-3
+  §4.2.3.1.5: XDS times are UTC);
 * the submission set contentTypeCode comes from PV1-2 (I→03, O→07, R→19, N→97, E→07);
   with no PV1-2 we send 97 "Type d'activité indifférencié" rather than guess an encounter
   type;
 * sourcePatientInfo uses the IHE ``PID-x|value`` form.
 
-Findings (codes are stable): ``XDS_TYPECODE_NOT_DMP`` (error; the caller decides whether the
-destination is the DMP), ``XDS_TYPE_MISMATCH``, ``XDS_CLASS_UNKNOWN``, ``XDS_FORMAT_UNKNOWN``,
-``XDS_FORMAT_NOT_DMP``, ``XDS_DOCUMENT_ID_EXTENSION``, ``XDS_FACILITY_TYPE_MISSING``,
+* authors: a person is an XCN ``idNat^family^given^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS``, a
+  device an ActorSystem ``id^software^model^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^RI`` (PDSM4DMP
+  ``input/fsh/Model/ActorSystem.fsh``); an institution an XON whose XON.10 is the
+  Struct_IdNat and XON.7 ``IDNST`` (P4D ``AuthorInstitution``; ``struct_idnat``);
+  authorRole / authorSpecialty are ``code^display^codeSystemOID``.
+
+Findings (codes are stable): ``XDS_TYPECODE_NOT_DMP`` and ``XDS_DOCUMENT_ID_EXTENSION`` (errors;
+the caller decides whether the destination is the DMP), ``XDS_TYPE_MISMATCH``, ``XDS_CLASS_UNKNOWN``,
+``XDS_FORMAT_UNKNOWN``, ``XDS_FORMAT_NOT_DMP``, ``XDS_STRUCT_IDNAT``, ``XDS_FACILITY_TYPE_MISSING``,
 ``XDS_PRACTICE_SETTING_MISSING``, ``XDS_CONFIDENTIALITY_MISSING``, ``XDS_TIME_INVALID``
 (warnings); ``XDS_PATIENT_ID_MISSING`` and ``XDS_REPLACE_PARENT_MISSING`` (errors).
 """
@@ -31,7 +39,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from datetime import tzinfo as tzinfo_t
+from zoneinfo import ZoneInfo
 
 from gateway.core import terminology
 from gateway.model import (
@@ -47,10 +58,15 @@ from gateway.model import (
     XdsAuthor,
     XdsDocumentEntry,
     XdsMetadata,
+    XdsRequest,
+    XdsSender,
     XdsSubmissionSet,
 )
 
-__all__ = ["build_xds", "to_xds_time", "xcn", "xon", "cx"]
+__all__ = ["build_xds", "to_xds_time", "xcn", "xon", "cx", "struct_idnat", "LOCAL_TZ"]
+
+#: Zone of a CDA / HL7 v2 time written without an offset (French health documents).
+LOCAL_TZ = "Europe/Paris"
 
 RPPS_ROOT = "1.2.250.1.71.4.2.1"
 STRUCTURE_ROOT = "1.2.250.1.71.4.2.2"
@@ -79,7 +95,8 @@ def to_xds_time(ts: str | None) -> str | None:
     """A CDA TS (``20210104160527+0100``) as an XDS UTC time (``20210104150527``).
 
     Keeps the given precision, drops fractions of a second; returns None when unparseable.
-    Dates (no hour) are returned as written: a date has no instant to shift.
+    Dates (no hour) are returned as written: a date has no instant to shift. A time with
+    an hour and no offset is read as ``Europe/Paris`` local time.
     """
     if not ts:
         return None
@@ -89,10 +106,14 @@ def to_xds_time(ts: str | None) -> str | None:
     parts = match.groupdict()
     digits = "".join(parts[k] or "" for k in ("y", "mo", "d", "h", "mi", "s"))
     tz = parts["tz"]
-    if tz is None or parts["h"] is None:
+    if parts["h"] is None:
         return digits
-    sign = 1 if tz[0] == "+" else -1
-    offset = timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5]))
+    zone: tzinfo_t
+    if tz is None:
+        zone = ZoneInfo(LOCAL_TZ)
+    else:
+        sign = 1 if tz[0] == "+" else -1
+        zone = timezone(sign * timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5])))
     try:
         local = datetime(
             int(parts["y"]),
@@ -101,7 +122,7 @@ def to_xds_time(ts: str | None) -> str | None:
             int(parts["h"]),
             int(parts["mi"] or 0),
             int(parts["s"] or 0),
-            tzinfo=timezone(sign * offset),
+            tzinfo=zone,
         )
     except ValueError:
         return None
@@ -116,9 +137,20 @@ def _id_type(person: Person) -> str:
 
 
 def xcn(person: Person | None) -> str | None:
-    """XCN for authorPerson / legalAuthenticator: ``id^family^given^^^^^^&root&ISO^D^^^IDNPS``."""
+    """XCN for authorPerson / legalAuthenticator: ``id^family^given^^^^^^&root&ISO^D^^^IDNPS``.
+
+    A device is an ActorSystem (PDSM4DMP ``ActorSystem.fsh``: XCN.9.2 = 1.2.250.1.71.4.2.1,
+    XCN.10 = ``U``, XCN.13 = ``RI``): ``id^software^model^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^RI``.
+    """
     if person is None:
         return None
+    if person.device:
+        if not person.id:
+            return None
+        return (
+            f"{_esc(person.id)}^{_esc(person.software)}^{_esc(person.model)}"
+            f"^^^^^^&{RPPS_ROOT}&ISO^U^^^RI"
+        )
     if not person.id:
         if not (person.family or person.given):
             return None
@@ -127,14 +159,45 @@ def xcn(person: Person | None) -> str | None:
     return f"{_esc(person.id)}^{_esc(person.family)}^{_esc(person.given)}^^^^^^{authority}^D^^^{_id_type(person)}"
 
 
+#: HL7 v2 PRT-8.7 / XON.7 identifier type -> Struct_IdNat prefix (ANS "Identifiants des
+#: structures": 1 = FINESS, 2 = SIREN, 3 = SIRET, 4 = RPPS-rang of a cabinet; the IdNat of
+#: the national directory, IDNST, is already in that form). FINEG / FINEJ are the FINESS of a
+#: geographic / legal entity (InteropSanté table 0203, volet §7 PRT-8.7).
+_IDNAT_PREFIX = {"FINEG": "1", "FINEJ": "1", "FINESS": "1", "SIREN": "2", "SIRET": "3", "RPPSRANG": "4"}
+
+
+def struct_idnat(org: Organization | None) -> str | None:
+    """The Struct_IdNat of an organisation (VIHF Identifiant_Structure, XON.10), or None.
+
+    An ``IDNST`` id, or an id under the structures' OID 1.2.250.1.71.4.2.2 with no type
+    (a CDA ``representedOrganization/id``), is an IdNat already; a FINESS / SIREN / SIRET
+    gets its prefix unless it carries it already (a 10-character FINESS id starting with 1).
+    """
+    if org is None or not org.id:
+        return None
+    kind = (org.id_type or "").upper()
+    if kind == "IDNST" or (not kind and org.id_root == STRUCTURE_ROOT):
+        return org.id
+    prefix = _IDNAT_PREFIX.get(kind)
+    if prefix is None:
+        return None
+    if prefix == "1" and len(org.id) == 10 and org.id.startswith("1"):
+        return org.id
+    return prefix + org.id
+
+
 def xon(org: Organization | None) -> str | None:
-    """XON for authorInstitution: ``name^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^id``."""
+    """XON for authorInstitution: ``name^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^<Struct_IdNat>``.
+
+    P4D ``AuthorInstitution``: XON.6.2 = 1.2.250.1.71.4.2.2, XON.7 = ``IDNST``, XON.10 = the
+    Struct_IdNat. An organisation whose id cannot be turned into an IdNat keeps only its name.
+    """
     if org is None or not (org.name or org.id):
         return None
-    if not org.id:
-        return _esc(org.name)
-    root = org.id_root or STRUCTURE_ROOT
-    return f"{_esc(org.name)}^^^^^&{root}&ISO^{org.id_type or 'IDNST'}^^^{_esc(org.id)}"
+    idnat = struct_idnat(org)
+    if not idnat:
+        return _esc(org.name) or None
+    return f"{_esc(org.name)}^^^^^&{STRUCTURE_ROOT}&ISO^IDNST^^^{_esc(idnat)}"
 
 
 def cx(ident: Identifier, type_code: str) -> str:
@@ -144,10 +207,11 @@ def cx(ident: Identifier, type_code: str) -> str:
 
 
 def _cwe(coded: dict[str, str] | None) -> str | None:
+    """authorRole / authorSpecialty as the ANS examples write them: ``code^display^OID``."""
     if not coded or not coded.get("code"):
         return None
     system = coded.get("codeSystem") or ""
-    return f"{_esc(coded['code'])}^{_esc(coded.get('displayName'))}^&{system}&ISO"
+    return f"{_esc(coded['code'])}^{_esc(coded.get('displayName'))}^{_esc(system)}"
 
 
 def _xds_author(author: Author) -> XdsAuthor | None:
@@ -222,9 +286,13 @@ def build_xds(
         entry["entryUUID"] = ctx.entry_uuid
     entry["uniqueId"] = header.document_id
     if header.id_extension:
-        warn(
+        # Volet §6 (TXA-12) and domain brief §5: the DMP does not accept OID^extension
+        # document ids. An error here; the pipeline downgrades it when the DMP is not a
+        # destination, as for XDS_TYPECODE_NOT_DMP.
+        error(
             "XDS_DOCUMENT_ID_EXTENSION",
-            "document id has an extension; the DMP refuses OID^extension uniqueIds",
+            f"ClinicalDocument/id has an extension ({header.id_root}^…): the DMP accepts only a "
+            "root-only OID as uniqueId",
             "/ClinicalDocument/id",
         )
 
@@ -384,4 +452,43 @@ def build_xds(
     if set_author:
         submission["authors"] = [set_author]
 
-    return {"documentEntry": entry, "submissionSet": submission}, findings
+    metadata: XdsMetadata = {"documentEntry": entry, "submissionSet": submission}
+    metadata["request"] = _request(ctx, error)
+    return metadata, findings
+
+
+def _request(ctx: SubmissionContext, error: Callable[[str, str, str | None], None]) -> XdsRequest:
+    """The VIHF inputs the message gives (volet ``mapping.md``, "Mapping VIHF pour le DMP")."""
+    request: XdsRequest = {"secretConnection": bool(ctx.flags.get("CONNEXION_SECRETE"))}
+    if ctx.sending_application:
+        request["sendingApplication"] = ctx.sending_application
+    if ctx.sender is None:
+        return request
+    sender: XdsSender = {}
+    person = ctx.sender.person
+    if person is not None:
+        for key, value in (
+            ("id", person.id),
+            ("family", person.family),
+            ("given", person.given),
+            ("service", person.service),
+            ("software", person.software),
+            ("model", person.model),
+        ):
+            if value:
+                sender[key] = value  # type: ignore[literal-required]
+        if person.device:
+            sender["device"] = True
+    organization = ctx.sender.organization
+    idnat = struct_idnat(organization)
+    if idnat:
+        sender["structureIdNat"] = idnat
+    elif organization is not None and organization.id:
+        error(
+            "XDS_STRUCT_IDNAT",
+            f"PRT-8.7 '{organization.id_type or ''}' is not a structure id type (FINEG, FINEJ, SIREN, "
+            "SIRET, IDNST): no Struct_IdNat for the VIHF Identifiant_Structure",
+            "PRT-8.7",
+        )
+    request["sender"] = sender
+    return request

@@ -135,7 +135,8 @@ async def test_thirty_segur_mdm_reach_the_dmp_exactly_once_despite_faults(tmp_pa
 
 
 async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Path) -> None:
-    """A deletion (T04) cannot go through ITI-41: the adapter refuses it for good."""
+    """A deletion (T04) of a document the DMP does not have: ITI-18 finds no entry to update
+    (TD3.3c), so the delivery is dead for good and the sender gets a negative ZAM."""
     sim = DmpSimulator()
     sim_url = await sim.start("127.0.0.1", 0)
     sim_port = int(sim_url.rstrip("/").rsplit(":", 1)[1])
@@ -155,7 +156,7 @@ async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Pa
                     break
                 await asyncio.sleep(0.05)
             assert row["status"] == "dead"
-            assert row["reason_code"] == "DMP_DELETE_UNSUPPORTED"
+            assert row["reason_code"] == "DMP_ENTRY_UNKNOWN"
             for _ in range(100):
                 if collector.received:
                     break
@@ -166,7 +167,7 @@ async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Pa
     if b"ACK_RECEPTION" in raw:
         (zam,) = collector.received
         assert str(zam.segment("OBX")[5]).split("^")[0] == "N"
-        assert "DMP_DELETE_UNSUPPORTED" in str(zam.segment("ERR"))
+        assert "DMP_ENTRY_UNKNOWN" in str(zam.segment("ERR"))
 
 
 def test_sigkill_during_delivery_never_submits_twice(tmp_path: Path) -> None:

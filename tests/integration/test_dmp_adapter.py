@@ -170,10 +170,12 @@ async def test_replace_of_unknown_parent_is_rejected(sim, dest) -> None:
     assert await submissions(sim) == []
 
 
-async def test_delete_is_a_documented_refusal(dest) -> None:
+async def test_delete_of_an_entry_the_registry_lacks_is_refused(sim, dest) -> None:
+    # TD3.3c finds the entry by uniqueId (ITI-18) before the ITI-57; no entry, no update.
     with pytest.raises(DestinationRejected) as info:
         await dest.send(payload(action="delete"))
-    assert info.value.code == "DMP_DELETE_UNSUPPORTED"
+    assert info.value.code == "DMP_ENTRY_UNKNOWN"
+    assert sim.documents == {}
 
 
 async def test_metadata_rules_reject_bad_hash_and_patient(sim, dest) -> None:
@@ -192,7 +194,7 @@ async def test_untrusted_vihf_is_a_sender_fault(tmp_path, sim, dest) -> None:
 
     key, cert = make_test_pki(tmp_path)
     dest.settings = DmpSettings(
-        url=sim.url, vihf=VihfSettings(key_path=key, cert_path=cert, structure_id="1"), retry=dest.retry
+        url=sim.url, vihf=VihfSettings(key_path=key, cert_path=cert, structure_id="1012345678"), retry=dest.retry,
     )
     with pytest.raises(DestinationRejected) as info:
         await dest.send(payload())

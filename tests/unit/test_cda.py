@@ -230,6 +230,10 @@ def test_header_level1_imagerie() -> None:
             "codeSystem": "1.2.250.1.71.4.2.5",
             "displayName": "Radiodiagnostic et imagerie médicale (SM)",
         },
+        None,
+        False,
+        None,
+        None,
     )
     assert author.organization is not None
     assert author.organization.id == "3750999999"

@@ -91,3 +91,28 @@ def test_group_commit_shares_fsyncs_and_isolates_failures(tmp_path) -> None:  # 
     assert count == 200  # the failing transaction was rolled back alone
     assert isinstance(results[-1], RuntimeError)
     assert commits < 50  # 201 transactions shared far fewer fsyncs
+
+
+def test_deletion_waits_behind_the_submission_it_deletes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A T04 queued while its T02 is retrying is not claimed first, even when it is due
+    earlier: the DMP would refuse the deletion of an entry it does not have yet."""
+    j = SqliteJournal(tmp_path / "j.db").open()
+    try:
+        j.write_sync(lambda tx: _delivery(tx, "submit", "A"))
+        now, lease = "2025-01-01T00:00:01", "2025-01-01T00:02:00"
+        assert [d["id"] for d in j.write_sync(lambda tx: tx.claim_due(now=now, worker="w", lease_until=lease,
+                                                                      limit=10))] == ["submit"]
+        # the submission failed and will be retried in ten minutes; the deletion arrives now
+        j.write_sync(lambda tx: tx.update_delivery("submit", now, status="failed",
+                                                   next_attempt_at="2025-01-01T00:10:00"))
+        j.write_sync(lambda tx: _delivery(tx, "delete", "A", at="2025-01-01T00:00:02"))
+        later = "2025-01-01T00:05:00"
+        assert j.write_sync(lambda tx: tx.claim_due(now=later, worker="w", lease_until=lease, limit=10)) == []
+        retry_time = "2025-01-01T00:10:01"
+        claimed = j.write_sync(lambda tx: tx.claim_due(now=retry_time, worker="w", lease_until=lease, limit=10))
+        assert [d["id"] for d in claimed] == ["submit"]
+        j.write_sync(lambda tx: tx.update_delivery("submit", retry_time, status="delivered"))
+        claimed = j.write_sync(lambda tx: tx.claim_due(now=retry_time, worker="w", lease_until=lease, limit=10))
+        assert [d["id"] for d in claimed] == ["delete"]
+    finally:
+        j.close_sync()

@@ -8,7 +8,15 @@ import pytest
 from lxml import etree
 
 from adapters.dmp.testing import TEST_CERT, TEST_KEY, sample_document, sample_metadata
-from adapters.dmp.vihf import SAML_NS, VihfError, VihfSettings, build_vihf, verify_vihf
+from adapters.dmp.vihf import (
+    SAML_NS,
+    VihfError,
+    VihfSettings,
+    build_vihf,
+    parse_roles,
+    verify_vihf,
+)
+from gateway.errors import MappingError
 
 NOW = datetime(2024, 1, 5, 10, 0, tzinfo=UTC)
 SETTINGS = VihfSettings(
@@ -31,7 +39,8 @@ def attributes(element) -> dict[str, str]:
 
 def test_content(assertion) -> None:
     attrs = attributes(assertion)
-    assert attrs["VIHF_Version"] == "3.0"
+    # volet mapping table: VIHF_Version is the constant "4.0"
+    assert attrs["VIHF_Version"] == "4.0"
     assert attrs["Authentification_Mode"] == "INDIRECTE"
     assert attrs["Identifiant_Structure"] == "1012345678"
     assert attrs["Secteur_Activite"] == "SA01^1.2.250.1.71.4.2.4"
@@ -99,3 +108,81 @@ def test_expired_fails(assertion) -> None:
 def test_naive_now_refused() -> None:
     with pytest.raises(ValueError):
         build_vihf(SETTINGS, sample_metadata(sample_document()), datetime(2024, 1, 1), "_x")
+
+
+def _from_message(secret: bool = False, app: str = "RIS-Y") -> dict:  # type: ignore[type-arg]
+    """sample_metadata with what the SB PRT of the Ségur MDM says (PRT-5, PRT-8 FINEG 300017985)."""
+    xds = sample_metadata(sample_document())
+    org = "Organisation-Y^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1300017985"
+    xds["submissionSet"]["authors"] = [
+        {"authorPerson": "801234564895^Eric^Thomas^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS", "authorInstitution": [org]}
+    ]
+    xds["request"] = {
+        "secretConnection": secret,
+        "sendingApplication": app,
+        "sender": {
+            "id": "801234564895",
+            "family": "Eric",
+            "given": "Thomas",
+            "service": "IMAGERIE",
+            "structureIdNat": "1300017985",
+        },
+    }
+    return xds
+
+
+def test_values_come_from_the_message() -> None:
+    roles = {"RIS-Y": parse_roles(["10^1.2.250.1.71.1.2.7", "SM44^1.2.250.1.71.4.2.5"], "vihf_roles.RIS-Y")}
+    settings = VihfSettings(key_path=TEST_KEY, cert_path=TEST_CERT, structure_id="9999999999", roles=roles)
+    assertion = build_vihf(settings, _from_message(), NOW, "_m1")
+    attrs = attributes(assertion)
+    assert attrs["Identifiant_Structure"] == "1300017985"  # PRT-8.10 as Struct_IdNat, not the setting
+    assert attrs["urn:oasis:names:tc:xspa:1.0:subject:subject-id"] == "Eric, Thomas, IMAGERIE"
+    assert assertion.xpath("saml:Subject/saml:NameID/text()", namespaces=NS) == ["801234564895"]
+    # one subject:role attribute, occurrences in order
+    role_attrs = assertion.xpath("//saml:Attribute[@Name='urn:oasis:names:tc:xacml:2.0:subject:role']", namespaces=NS)
+    assert len(role_attrs) == 1
+    assert role_attrs[0].xpath(".//hl7:Role/@code", namespaces=NS) == ["10", "SM44"]
+    assert not assertion.xpath("//hl7:ConfidentialityCode", namespaces=NS)
+    # an application without configured roles falls back to AUTOMATE
+    other = build_vihf(settings, _from_message(app="LABO"), NOW, "_m2")
+    assert other.xpath("//hl7:Role/@code", namespaces=NS) == ["AUTOMATE"]
+
+
+def test_secret_connection_adds_the_confidentiality_code() -> None:
+    assertion = build_vihf(SETTINGS, _from_message(secret=True), NOW, "_m3")
+    name = "urn:oasis:names:tc:xspa:1.0:resource:patient:hl7:confidentiality-code"
+    (coded,) = assertion.xpath(f"//saml:Attribute[@Name='{name}']/saml:AttributeValue/hl7:ConfidentialityCode", namespaces=NS)
+    assert (coded.get("code"), coded.get("codeSystem")) == ("INVISIBLE_PATIENT", "1.2.250.1.213.1.1.4.13")
+
+
+def test_structure_must_be_an_author_institution() -> None:
+    xds = _from_message()
+    xds["request"]["sender"]["structureIdNat"] = "1999999999"
+    with pytest.raises(MappingError) as info:
+        build_vihf(SETTINGS, xds, NOW, "_m4")
+    assert info.value.code == "VIHF_STRUCTURE_NOT_AUTHOR"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["NOPE^1.2.3"], "not in JDV_J65"),
+        (["10"], r"code\^codeSystemOID"),
+        (["10^1.2.250.1.71.1.2.7"], "second role occurrence"),
+        ([], "at least one role"),
+    ],
+)
+def test_roles_are_checked_against_j65(values: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_roles(values, "vihf_roles.X")
+
+
+def test_automate_fallback_for_a_professional_is_logged_without_the_person() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        build_vihf(SETTINGS, _from_message(app="LABO"), NOW, "_m5")
+    (event,) = [e for e in logs if e["event"] == "vihf.role_fallback"]
+    assert event["sending_application"] == "LABO"
+    assert "Eric" not in str(event) and "801234564895" not in str(event)

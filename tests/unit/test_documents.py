@@ -656,3 +656,45 @@ def test_fixture_cda_is_consistent_with_its_envelope(name: str) -> None:
     head = cda.parse_header(cda.parse_cda(doc.data))
     assert head.level == 1
     assert check_against_cda(dm, doc, head) == []
+
+
+def test_sb_prt_service_and_device() -> None:
+    """PRT-9.1 is the service the VIHF subject-id names; PRT-10 is the author when it is a system."""
+    text = edit(load("mdm_t02_initial.hl7"), "PRT", lambda seg: set_field(seg, 9, "RADIOLOGIE^^^CLINIQUE"))
+    dm, _ = parse(text)
+    assert dm.sender is not None and dm.sender.person is not None
+    assert (dm.sender.person.id, dm.sender.person.service, dm.sender.person.device) == ("801234567890", "RADIOLOGIE", False)
+
+    def device(seg: str) -> str:
+        return set_field(set_field(seg, 5, ""), 10, "AUTOMATE-42^RELAIS-BIO^1.2.250.1.999.9^ISO")
+
+    dm, _ = parse(edit(load("mdm_t02_initial.hl7"), "PRT", device))
+    person = dm.sender.person if dm.sender else None
+    assert person is not None and person.device
+    assert (person.id, person.software, person.id_root) == ("AUTOMATE-42", "RELAIS-BIO", "1.2.250.1.999.9")
+
+
+def test_dmp_bound_document_id_with_extension_is_refused() -> None:
+    """The DMP accepts root-only uniqueIds (volet §6): an OID^extension CDA id is an error for DESTDMP=Y."""
+    from datetime import UTC, datetime
+
+    from gateway.core.pipeline import Ids, PipelineOptions, analyse_hl7v2
+
+    def with_extension(seg: str) -> str:
+        parts = seg.split("|")
+        comps = parts[5].split("^")
+        cda = base64.b64decode(comps[4]).replace(
+            b'<id root="1.2.250.1.999.1.1.20250101.1"/>',
+            b'<id root="1.2.250.1.999.1.1.20250101" extension="1"/>',
+        )
+        assert b'extension="1"' in cda
+        comps[4] = b64(cda)
+        parts[5] = "^".join(comps)
+        return "|".join(parts)
+
+    text = edit(load("mdm_t02_initial.hl7"), "OBX|1|", with_extension)
+    text = edit(text, "TXA", lambda seg: set_field(seg, 12, "1^^1.2.250.1.999.1.1.20250101^ISO"))
+    ids = Ids(now=datetime(2025, 1, 2, tzinfo=UTC), new_uuid=lambda: "00000000-0000-4000-8000-000000000001")
+    an = analyse_hl7v2(text.encode(), PipelineOptions(allow_test_ins=True), ids)
+    assert "XDS_DOCUMENT_ID_EXTENSION" in [f.code for f in an.errors]
+    assert an.ack_code != "AA"

@@ -415,3 +415,19 @@ def test_corpus_pdsm_examples_load_with_r4b() -> None:
             tolerated = {"identifier uniqueId (use usual) is required", "custodian is required (1..1)"}
             unexpected = [f for f in validate_bundle(data) if f.message not in tolerated]
             assert unexpected == [], path.name
+
+
+def test_device_author_is_a_fhir_device() -> None:
+    from gateway.core.fhir.actors import build_device
+    from gateway.model import Person
+
+    device = Person(id="3750100125/88", id_root="1.2.250.1.999.7", software="AUTOMATE-BIO", model="XN-1000", device=True)
+    assert build_device(device, "a1-device") == {
+        "resourceType": "Device",
+        "id": "a1-device",
+        "identifier": [{"value": "3750100125/88", "system": "urn:oid:1.2.250.1.999.7"}],
+        "deviceName": [
+            {"name": "AUTOMATE-BIO", "type": "user-friendly-name"},
+            {"name": "XN-1000", "type": "model-name"},
+        ],
+    }

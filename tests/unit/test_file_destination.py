@@ -174,3 +174,26 @@ async def test_default_renderer_skips_incomplete_metadata(tmp_path: Path) -> Non
     dest = FileDestination("archive", tmp_path)
     result = await dest.send(document_payload())
     assert result.detail["skipped"] == {"iti41-envelope.xml": "MappingError XDS_METADATA_MISSING"}
+
+
+async def test_deletion_writes_an_iti57_envelope_not_an_iti41(tmp_path: Path) -> None:
+    dmp_testing = pytest.importorskip("adapters.dmp.testing")
+    from lxml import etree
+
+    document = dmp_testing.sample_document()
+    xds = dmp_testing.sample_metadata(document, action="delete")
+    payload = Payload(exchange_id="ex-4", delivery_id="dl-4", document=document, xds=xds)
+    result = await FileDestination("archive", tmp_path).send(payload)
+    assert result.detail["skipped"] == {}
+    target = tmp_path / "ex-4" / "dl-4"
+    assert not (target / "iti41-envelope.xml").exists()
+    root = etree.fromstring((target / "iti57-envelope.xml").read_bytes())
+    ns = {"s": "http://www.w3.org/2003/05/soap-envelope", "a": "http://www.w3.org/2005/08/addressing",
+          "rim": "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0"}
+    assert root.xpath("s:Header/a:Action/text()", namespaces=ns) == ["urn:ihe:iti:2010:UpdateDocumentSet"]
+    assert not list(root.iter("{urn:ihe:iti:xds-b:2007}Document"))
+    (association,) = root.xpath("//rim:Association", namespaces=ns)
+    assert association.get("associationType") == "urn:ihe:iti:2010:AssociationType:UpdateAvailabilityStatus"
+    assert association.xpath("rim:Slot[@name='NewStatus']/rim:ValueList/rim:Value/text()", namespaces=ns) == [
+        "urn:asip:ci-sis:2010:StatusType:Deleted"
+    ]

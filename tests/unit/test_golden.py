@@ -47,3 +47,30 @@ def test_golden_outcomes_are_the_ones_we_mean() -> None:
     assert outcome["mdm_t02_initial"] == outcome["mdm_t10_replace"] == outcome["oru_doc_r01_initial"] == "accepted"
     assert outcome["adt_a01_vali"] == outcome["adt_a01_latin9"] == "accepted"
     assert outcome["xxe"] == outcome["billion_laughs"] == "rejected"
+    # deletion by MDM^T04 and by ORU ORC-1=CA: accepted, for an ITI-57 (no FHIR Bundle)
+    assert outcome["mdm_t04_delete"] == outcome["oru_doc_r01_delete"] == outcome["mdm_t02_secret"] == "accepted"
+
+
+def test_secret_connection_fixture_carries_the_vihf_inputs() -> None:
+    """What the golden file does not show: the request part of the XDS metadata (VIHF inputs)."""
+    from gateway.core.pipeline import PipelineOptions, analyse_hl7v2
+
+    an = analyse_hl7v2(
+        (FIXTURES / "hl7v2" / "mdm_t02_secret.hl7").read_bytes(), PipelineOptions(allow_test_ins=True), fixed_ids()
+    )
+    (doc,) = an.documents
+    assert doc.xds["request"] == {
+        "secretConnection": True,
+        "sendingApplication": "DPI-RELAIS",
+        "sender": {
+            "id": "801234567890",
+            "family": "MEDECIN",
+            "given": "JEAN",
+            "service": "CARDIOLOGIE",
+            "structureIdNat": "1999000001",  # PRT-8.7 FINEG 999000001 -> 1 + FINESS
+        },
+    }
+    delete = analyse_hl7v2(
+        (FIXTURES / "hl7v2" / "oru_doc_r01_delete.hl7").read_bytes(), PipelineOptions(allow_test_ins=True), fixed_ids()
+    )
+    assert [d.action for d in delete.documents] == ["delete"] and delete.documents[0].fhir is None

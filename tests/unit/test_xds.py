@@ -46,7 +46,7 @@ INS_NH = "290077511204566^^^&1.2.250.1.213.1.4.10&ISO^NH"
 ALICE = {
     "authorPerson": ALICE_XCN,
     "authorInstitution": [HOSPITAL_XON],
-    "authorSpecialty": ["SM44^Radiodiagnostic et imagerie médicale (SM)^&1.2.250.1.71.4.2.5&ISO"],
+    "authorSpecialty": ["SM44^Radiodiagnostic et imagerie médicale (SM)^1.2.250.1.71.4.2.5"],
 }
 
 
@@ -119,6 +119,7 @@ def test_golden_level1_imagerie() -> None:
             },
             "authors": [ALICE],
         },
+        "request": {"secretConnection": False},
     }
 
 
@@ -141,8 +142,8 @@ def test_golden_level3_bio() -> None:
         {
             "authorPerson": "810009876543^BIOLOGISTE^BRUNO^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS",
             "authorInstitution": ["LABORATOIRE FICTIF RELAIS^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^3750888888"],
-            "authorRole": ["ATTPHYS^Médecin traitant^&2.16.840.1.113883.5.88&ISO"],
-            "authorSpecialty": ["SM26^Qualifié en Médecine Générale (SM)^&1.2.250.1.71.4.2.5&ISO"],
+            "authorRole": ["ATTPHYS^Médecin traitant^2.16.840.1.113883.5.88"],
+            "authorSpecialty": ["SM26^Qualifié en Médecine Générale (SM)^1.2.250.1.71.4.2.5"],
         }
     ]
     assert entry["patientId"] == INS_NH
@@ -280,7 +281,7 @@ def test_envelope_patient_and_sender_win() -> None:
     sender = Author(
         person=Person(id="810005555555", id_root="1.2.250.1.71.4.2.1", family="ENVOYEUR", given="EVE"),
         organization=Organization(
-            id="3750999999", id_root="1.2.250.1.71.4.2.2", name="HOPITAL FICTIF RELAIS", id_type="FINEG"
+            id="375099999", id_root="1.2.250.1.71.4.2.2", name="HOPITAL FICTIF RELAIS", id_type="FINEG"
         ),
     )
     metadata, findings = xds.build_xds(
@@ -294,7 +295,8 @@ def test_envelope_patient_and_sender_win() -> None:
     assert metadata["submissionSet"]["authors"] == [
         {
             "authorPerson": "810005555555^ENVOYEUR^EVE^^^^^^&1.2.250.1.71.4.2.1&ISO^D^^^IDNPS",
-            "authorInstitution": ["HOPITAL FICTIF RELAIS^^^^^&1.2.250.1.71.4.2.2&ISO^FINEG^^^3750999999"],
+            # PRT-8.7 FINEG + FINESS in PRT-8.10 becomes the IdNat "1" + FINESS, typed IDNST
+            "authorInstitution": ["HOPITAL FICTIF RELAIS^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^1375099999"],
         }
     ]
 
@@ -328,7 +330,10 @@ def test_injected_ids_only() -> None:
         ("20210104+0100", "20210104"),
         ("20210104", "20210104"),
         ("2021", "2021"),
-        ("20210104160527", "20210104160527"),
+        # no offset: French local time (CET in winter, CEST in summer)
+        ("20210104160527", "20210104150527"),
+        ("20210704160527", "20210704140527"),
+        ("202101041605", "202101041505"),
         ("20210104160527+0000", "20210104160527"),
         ("garbage", None),
         ("20211304160527+0100", None),
@@ -352,6 +357,80 @@ def test_xcn_xon_escaping_and_id_types() -> None:
     assert xds.xcn(Person(id="899700000001", family="A")) == "899700000001^A^^^^^^^^D^^^IDNPS"
     assert xds.xcn(Person(family="SANS-ID", given="X")) == "^SANS-ID^X"
     assert xds.xcn(None) is None
-    assert xds.xon(Organization(name="LABO", id="123")) == "LABO^^^^^&1.2.250.1.71.4.2.2&ISO^IDNST^^^123"
+    structure = "1.2.250.1.71.4.2.2"
+    assert xds.xon(Organization(name="LABO", id="123", id_root=structure)) == f"LABO^^^^^&{structure}&ISO^IDNST^^^123"
+    # FINESS (FINEG / FINEJ) gets the 1 prefix, SIRET the 3 prefix, an IDNST stays as it is
+    finess = Organization(name="CH", id="300017985", id_type="FINEG")
+    assert xds.xon(finess) == f"CH^^^^^&{structure}&ISO^IDNST^^^1300017985"
+    assert xds.struct_idnat(Organization(id="300017985", id_type="FINEJ")) == "1300017985"
+    assert xds.struct_idnat(Organization(id="1300017985", id_type="FINEG")) == "1300017985"
+    assert xds.struct_idnat(Organization(id="12345678901234", id_type="SIRET")) == "312345678901234"
+    assert xds.struct_idnat(Organization(id="1120456789", id_type="IDNST")) == "1120456789"
+    assert xds.struct_idnat(Organization(id="42", id_type="XX")) is None
+    # an id that cannot become an IdNat is not written as one
+    assert xds.xon(Organization(name="LABO", id="123")) == "LABO"
     assert xds.xon(Organization(name="NOM SEUL")) == "NOM SEUL"
     assert xds.xon(Organization()) is None
+
+
+def test_request_carries_the_vihf_inputs_of_the_message() -> None:
+    header, data = load("cr_imagerie_n1.xml")
+    sender = Author(
+        person=Person(id="801234564895", family="Eric", given="Thomas", service="RADIOLOGIE"),
+        organization=Organization(id="300017985", name="Organisation-Y", id_type="FINEG"),
+    )
+    ctx = dataclasses.replace(
+        CTX, sender=sender, flags={"CONNEXION_SECRETE": True}, sending_application="RIS-Y"
+    )
+    metadata, findings = xds.build_xds(header, data, ctx)
+    assert findings == []
+    assert metadata["request"] == {
+        "secretConnection": True,
+        "sendingApplication": "RIS-Y",
+        "sender": {
+            "id": "801234564895",
+            "family": "Eric",
+            "given": "Thomas",
+            "service": "RADIOLOGIE",
+            "structureIdNat": "1300017985",
+        },
+    }
+
+
+def test_sender_organisation_without_an_idnat_is_an_error() -> None:
+    header, data = load("cr_imagerie_n1.xml")
+    sender = Author(person=Person(id="801234564895"), organization=Organization(id="42", id_type="UF"))
+    _, findings = xds.build_xds(header, data, dataclasses.replace(CTX, sender=sender))
+    assert [(f.code, f.severity, f.location) for f in findings] == [("XDS_STRUCT_IDNAT", "error", "PRT-8.7")]
+
+
+def test_document_id_with_extension_is_an_error() -> None:
+    header, data = load("cr_imagerie_n1.xml")
+    _, findings = xds.build_xds(dataclasses.replace(header, id_extension="DOC-1"), data, CTX)
+    (finding,) = findings
+    assert (finding.code, finding.severity, finding.location) == (
+        "XDS_DOCUMENT_ID_EXTENSION",
+        "error",
+        "/ClinicalDocument/id",
+    )
+
+
+def test_device_author_is_an_actor_system() -> None:
+    device = Person(id="3750100125/88", software="AUTOMATE-BIO", model="XN-1000", device=True)
+    assert xds.xcn(device) == "3750100125/88^AUTOMATE-BIO^XN-1000^^^^^^&1.2.250.1.71.4.2.1&ISO^U^^^RI"
+    assert xds.xcn(Person(device=True, software="NO-ID")) is None
+
+
+def test_offset_less_time_is_the_same_instant_in_xds_and_fhir() -> None:
+    """A CDA time without offset is Paris time in both mappings (issue #9), summer and winter."""
+    from datetime import UTC, datetime
+
+    from gateway.core.fhir.pdsm import fhir_datetime
+
+    for local, utc in (("20240315143000", "20240315133000"), ("20240715143000", "20240715123000")):
+        assert xds.to_xds_time(local) == utc
+        instant = datetime.fromisoformat(fhir_datetime(local)).astimezone(UTC)
+        assert instant.strftime("%Y%m%d%H%M%S") == utc
+    header, data = load("cr_imagerie_n1.xml")
+    metadata, _ = xds.build_xds(dataclasses.replace(header, effective_time="20240315143000"), data, CTX)
+    assert metadata["documentEntry"]["creationTime"] == "20240315133000"

@@ -31,6 +31,7 @@ __all__ = [
     "codeable",
     "oid_uri",
     "build_practitioner",
+    "build_device",
     "build_organization",
     "build_practitioner_role",
 ]
@@ -160,6 +161,29 @@ def build_practitioner(person: Person, id: str) -> dict[str, Any]:
     profession = codeable(person.profession)
     if profession:
         resource["qualification"] = [{"code": profession}]
+    return resource
+
+
+def build_device(person: Person, id: str) -> dict[str, Any]:
+    """FHIR R4 Device for an author that is software (PDSm: SubmissionSet / DocumentReference
+    author may be a Device; PDSM4DMP maps the XDS ActorSystem to it).
+
+    ``identifier`` is the system id (local to its structure: no national system), ``deviceName``
+    the software name (type ``user-friendly-name``) and the model (``model-name``).
+    """
+    resource: dict[str, Any] = {"resourceType": "Device", "id": id}
+    if person.id:
+        identifier: dict[str, Any] = {"value": person.id}
+        if person.id_root and person.id_root != IDNPS_OID:
+            identifier["system"] = oid_uri(person.id_root)
+        resource["identifier"] = [identifier]
+    names = [
+        {"name": value, "type": kind}
+        for value, kind in ((person.software, "user-friendly-name"), (person.model, "model-name"))
+        if value
+    ]
+    if names:
+        resource["deviceName"] = names
     return resource
 
 

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from gateway.core.fhir.actors import (
+    build_device,
     build_organization,
     build_practitioner,
     build_practitioner_role,
@@ -164,6 +165,13 @@ def _actor_resources(author: Author, prefix: str) -> tuple[list[dict[str, Any]],
     """
     resources: list[dict[str, Any]] = []
     person_ref = org_ref = None
+    if author.person is not None and author.person.device:
+        # A software author is a Device, not a Practitioner with no name (ActorSystem in XDS).
+        resources.append(build_device(author.person, f"{prefix}-device"))
+        if author.organization is not None:
+            resources.append(build_organization(author.organization, f"{prefix}-org"))
+            org_ref = f"#{prefix}-org"
+        return resources, f"#{prefix}-device", org_ref
     if author.person is not None:
         resources.append(build_practitioner(author.person, f"{prefix}-practitioner"))
         person_ref = f"#{prefix}-practitioner"

@@ -38,6 +38,7 @@ from typing import Any
 from gateway.core.hl7v2.base64 import decode_payload
 from gateway.core.hl7v2.pid import patient_from_pid
 from gateway.core.hl7v2.reader import Field, Message, Repetition, Segment
+from gateway.core.xds import struct_idnat
 from gateway.errors import ValidationError
 from gateway.model import (
     Author,
@@ -787,12 +788,26 @@ def _read_prts(
 def _sender(seg: Segment) -> Author:
     xcn = seg[5].rep(1)
     person = None
+    # Volet mapping table: the VIHF subject-id is "family, given, service"; the service is
+    # not in PRT-5, the table proposes PRT-9 (location) for it.
+    service = _s(seg[9].rep(1).comp(1).text)
     if _s(xcn.comp(1).text) or _s(xcn.comp(2).sub(1)):
         person = Person(
             id=_s(xcn.comp(1).text),
             family=_s(xcn.comp(2).sub(1)),
             given=_s(xcn.comp(3).text),
             id_root=_s(xcn.comp(9).sub(2)),
+            service=service,
+        )
+    elif _s(seg[10].rep(1).comp(1).text):
+        # Volet §7: "PRT-10 device id if the author is a system" (EI: id ^ namespace ^ OID).
+        device = seg[10].rep(1)
+        person = Person(
+            id=_s(device.comp(1).text),
+            id_root=_s(device.comp(3).text),
+            software=_s(device.comp(2).text),
+            service=service,
+            device=True,
         )
     xon = seg[8].rep(1)
     org = None
@@ -881,7 +896,9 @@ def check_against_cda(dm: DocumentMessage, doc: EmbeddedDocument, header: CdaHea
     sender_org = dm.sender.organization if dm.sender else None
     if sender_org is not None and sender_org.id:
         cda_orgs = {a.organization.id for a in header.authors if a.organization and a.organization.id}
-        if cda_orgs and sender_org.id not in cda_orgs:
+        # PRT-8.10 may be a FINESS (FINEG) where the CDA writes the same structure's IdNat
+        # (1 + FINESS): compare both forms.
+        if cda_orgs and sender_org.id not in cda_orgs and struct_idnat(sender_org) not in cda_orgs:
             findings.append(
                 Finding(
                     "SENDER_ORG_CDA_MISMATCH",
