@@ -42,18 +42,20 @@ def _samples(db: Path) -> dict[str, str]:
     """Real keys from the filled journal, picked away from its newest rows."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        def one(sql: str) -> str:
-            row = conn.execute(sql).fetchone()
+        def one(sql: str, share: float) -> str:
+            table = "documents" if "FROM documents" in sql else "exchanges"
+            total = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608 - our own names
+            row = conn.execute(sql, (int(total * share),)).fetchone()
             return str(row[0])
 
         return {
-            "ins": one("SELECT patient_ins FROM exchanges WHERE patient_ins IS NOT NULL LIMIT 1 OFFSET 5000"),
-            "ipp": one("SELECT patient_ipp FROM exchanges WHERE patient_ipp IS NOT NULL LIMIT 1 OFFSET 7000"),
-            "unique_id": one("SELECT unique_id FROM documents LIMIT 1 OFFSET 9000"),
-            "control_id": one("SELECT control_id FROM exchanges LIMIT 1 OFFSET 123456"),
-            "exchange_id": one("SELECT id FROM exchanges LIMIT 1 OFFSET 654321"),
-            "sender": one("SELECT sender_app FROM exchanges LIMIT 1"),
-            "day": one("SELECT substr(received_at, 1, 10) FROM exchanges LIMIT 1 OFFSET 500000"),
+            "ins": one("SELECT patient_ins FROM exchanges WHERE patient_ins IS NOT NULL LIMIT 1 OFFSET ?", 0.005),
+            "ipp": one("SELECT patient_ipp FROM exchanges WHERE patient_ipp IS NOT NULL LIMIT 1 OFFSET ?", 0.007),
+            "unique_id": one("SELECT unique_id FROM documents LIMIT 1 OFFSET ?", 0.06),
+            "control_id": one("SELECT control_id FROM exchanges LIMIT 1 OFFSET ?", 0.12),
+            "exchange_id": one("SELECT id FROM exchanges LIMIT 1 OFFSET ?", 0.65),
+            "sender": one("SELECT sender_app FROM exchanges LIMIT 1 OFFSET ?", 0.0),
+            "day": one("SELECT substr(received_at, 1, 10) FROM exchanges LIMIT 1 OFFSET ?", 0.5),
         }
     finally:
         conn.close()
