@@ -35,8 +35,7 @@ from gateway.core.fhir.pdsm import document_identifier
 from gateway.errors import DestinationRejected, DestinationUnavailable
 from gateway.ports import Clock, Payload, SendResult, SystemClock
 
-from .protocol import classify_failure, parse_transaction_response, searchset_count
-from .rules import master_identifier
+from .protocol import classify_failure, master_identifier, parse_transaction_response, searchset_count
 
 __all__ = ["MhdConfig", "MhdDestination"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from gateway.errors import DestinationError, DestinationRejected, DestinationUnavailable
 
-from .rules import document_references
-
 __all__ = [
+    "document_references",
+    "master_identifier",
     "RETRYABLE_STATUS",
     "TRANSIENT_ISSUES",
     "TransactionResult",
@@ -200,3 +200,26 @@ def searchset_count(body: str | bytes | None) -> int:
         return len(matches)
     total = doc.get("total")
     return total if isinstance(total, int) else 0
+
+
+def document_references(bundle: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """``(entry index, resource)`` of every DocumentReference in a Bundle we built, in order.
+
+    The client's own reading: the simulator's ``rules`` module checks Bundles from the
+    specification and must not share code with the side it judges.
+    """
+    out: list[tuple[int, dict[str, Any]]] = []
+    for index, entry in enumerate(bundle.get("entry") or []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "DocumentReference":
+            out.append((index, resource))
+    return out
+
+
+def master_identifier(bundle: dict[str, Any]) -> tuple[str | None, str] | None:
+    """``(system, value)`` of the first DocumentReference's masterIdentifier, if any."""
+    for _i, resource in document_references(bundle):
+        ident = resource.get("masterIdentifier") or {}
+        if isinstance(ident, dict) and ident.get("value"):
+            return ident.get("system"), str(ident["value"])
+    return None
