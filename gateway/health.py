@@ -62,8 +62,9 @@ def destination_health(tx: Any, *, now: datetime, kinds: dict[str, str]) -> list
             c["t5"] += r["n"]
             c["f5"] += r["n"] if failed else 0
     last = tx.last_success_since(day)
-    depth = tx.queue_depth()
-    oldest = tx.oldest_open_delivery()
+    work = tx.open_work()
+    depth = {d: n for d, (n, _) in work.items()}
+    oldest = {d: at for d, (_, at) in work.items()}
     out = []
     for name in sorted(set(kinds) | set(depth) | set(counts)):
         c = counts.get(name, {"t60": 0, "f60": 0, "t5": 0, "f5": 0})

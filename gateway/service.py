@@ -365,9 +365,10 @@ class Service:
             return max((now - datetime.fromisoformat(at)).total_seconds(), 0.0) if at else 0.0
 
         def read(tx: Any) -> JournalHealth:
+            work = tx.open_work()
             return JournalHealth(
-                by_status=tx.count_exchanges_by_status(), depth=tx.queue_depth(),
-                oldest_queued={d: age(at) for d, at in tx.oldest_open_delivery().items()},
+                by_status=tx.count_exchanges_by_status(), depth={d: n for d, (n, _) in work.items()},
+                oldest_queued={d: age(at) for d, (_, at) in work.items()},
                 oldest_held=age(tx.oldest_held_since()), zam=tx.zam_trouble(),
             )
 

@@ -527,21 +527,12 @@ class Tx:
             list(exchange_ids),
         )
 
-    def queue_depth(self) -> dict[str, int]:
+    def open_work(self) -> dict[str, tuple[int, str]]:
+        """Per destination: how many deliveries are not yet done, and when the oldest was created."""
         return {
-            r["destination"]: r["n"]
+            r["destination"]: (r["n"], r["oldest"])
             for r in self._all(
-                "SELECT destination, COUNT(*) AS n FROM deliveries "
-                "WHERE status IN ('queued', 'in_flight', 'failed') GROUP BY destination"
-            )
-        }
-
-    def oldest_open_delivery(self) -> dict[str, str]:
-        """Per destination, when the oldest delivery not yet done was created (ISO, UTC)."""
-        return {
-            r["destination"]: r["oldest"]
-            for r in self._all(
-                "SELECT destination, MIN(created_at) AS oldest FROM deliveries "
+                "SELECT destination, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries "
                 "WHERE status IN ('queued', 'in_flight', 'failed') GROUP BY destination"
             )
         }
