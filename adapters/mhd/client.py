@@ -206,8 +206,8 @@ class MhdDestination(BaseDestination):
             detail=dict(parsed.detail),
         )
 
-    async def _find(self, token: str) -> list[dict[str, Any]]:
-        """DocumentReference resources matching ``identifier=<token>`` (searchset entries)."""
+    async def _search(self, token: str) -> str:
+        """The searchset text of ``DocumentReference?identifier=<token>``; failures classified."""
         session = await self._client()
         async with session.get(
             f"{self._base}/DocumentReference", params={"identifier": token}, headers=self._headers(False)
@@ -217,6 +217,11 @@ class MhdDestination(BaseDestination):
             retry_after = resp.headers.get("Retry-After")
         if status != 200:
             raise classify_failure(status, text, retry_after, self._clock.now())
+        return text
+
+    async def _find(self, token: str) -> list[dict[str, Any]]:
+        """DocumentReference resources matching ``identifier=<token>`` (searchset entries)."""
+        text = await self._search(token)
         try:
             doc = json.loads(text)
         except ValueError as exc:
@@ -275,15 +280,7 @@ class MhdDestination(BaseDestination):
                 return False
             system, value = ident
             token = f"{system}|{value}" if system else value
-        session = await self._client()
-        async with session.get(
-            f"{self._base}/DocumentReference", params={"identifier": token}, headers=self._headers(False)
-        ) as resp:
-            text = await resp.text(encoding="utf-8", errors="replace")
-            status = resp.status
-            retry_after = resp.headers.get("Retry-After")
-        if status != 200:
-            raise classify_failure(status, text, retry_after, self._clock.now())
+        text = await self._search(token)
         try:
             found = searchset_count(text) > 0
             if found and action is not None:
