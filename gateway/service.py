@@ -187,6 +187,7 @@ class Service:
         self.addresses: dict[str, str] = {}
         self.mail_poller: Any = None
         self._loop_lag: asyncio.Task[None] | None = None
+        self._reevaluation: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
@@ -218,7 +219,9 @@ class Service:
             mail_zam=mss_acks.for_dead_mail,
         )
         await self.dispatcher.recover()
-        await self.intake.reevaluate_holds()  # a configuration change may have resolved some holds
+        # a configuration change may have resolved some holds: judged in the background, so a
+        # journal with many held documents does not delay the listeners
+        self._reevaluation = asyncio.create_task(self._reevaluate_holds(), name="hold-reevaluation")
         self.dispatcher.start()
         if s.retention.days > 0:
             if not self.journal.auto_vacuum:
@@ -275,6 +278,10 @@ class Service:
             self._http_server.close()  # stop accepting; the runner closes the connections
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._reevaluation is not None:
+            self._reevaluation.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reevaluation
         if self.retention is not None:
             await self.retention.stop()
         if self.mail_poller is not None:
@@ -296,6 +303,15 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_lag
         log.info("service.stopped")
+
+    async def _reevaluate_holds(self) -> None:
+        try:
+            counts = await self.intake.reevaluate_holds()
+        except Exception as exc:  # never fatal: the holds stay as they were, an operator can release
+            log.error("intake.reevaluation_failed", error=type(exc).__name__)
+            return
+        if counts.get("released"):
+            self.dispatcher_wake()
 
     def _start_mail_poller(self, name: str | None, acks: Any) -> None:
         """The application mailbox reader (DSN/MDN → ZAM, inbound mail), when IMAP is configured."""
