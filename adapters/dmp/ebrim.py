@@ -106,6 +106,13 @@ class _Ids:
         return f"{prefix}{self.counts[prefix]:02d}"
 
 
+def _association(objects: etree._Element, ids: _Ids, kind: str, source: str, target: str) -> etree._Element:
+    """An ebRIM Association of ``kind`` from ``source`` to ``target`` (ITI TF-3 §4.2.2)."""
+    return etree.SubElement(
+        objects, _rim("Association"), id=ids("as"), associationType=kind, sourceObject=source, targetObject=target
+    )
+
+
 def _slot(parent: etree._Element, name: str, values: Iterable[str]) -> etree._Element | None:
     values = [v for v in values if v not in (None, "")]
     if not values:
@@ -328,43 +335,14 @@ def build_provide_and_register(
     _submission_set(objects, ids, ss, ss_id, patient_id)
 
     # -- Associations -------------------------------------------------------------------
-    has_member = etree.SubElement(
-        objects,
-        _rim("Association"),
-        id=ids("as"),
-        associationType=UUID.HAS_MEMBER,
-        sourceObject=ss_id,
-        targetObject=entry_id,
-    )
-    _slot(has_member, "SubmissionSetStatus", ["Original"])
+    _slot(_association(objects, ids, UUID.HAS_MEMBER, ss_id, entry_id), "SubmissionSetStatus", ["Original"])
     if signature is not None:
-        signed_member = etree.SubElement(
-            objects,
-            _rim("Association"),
-            id=ids("as"),
-            associationType=UUID.HAS_MEMBER,
-            sourceObject=ss_id,
-            targetObject=signature_id,
-        )
-        _slot(signed_member, "SubmissionSetStatus", ["Original"])
+        member = _association(objects, ids, UUID.HAS_MEMBER, ss_id, signature_id)
+        _slot(member, "SubmissionSetStatus", ["Original"])
         # IHE DSG / ANS DRIMbox: the signature entry "signs" the SubmissionSet.
-        etree.SubElement(
-            objects,
-            _rim("Association"),
-            id=ids("as"),
-            associationType=UUID.SIGNS,
-            sourceObject=signature_id,
-            targetObject=ss_id,
-        )
+        _association(objects, ids, UUID.SIGNS, signature_id, ss_id)
     if replaced_entry_uuid:
-        etree.SubElement(
-            objects,
-            _rim("Association"),
-            id=ids("as"),
-            associationType=UUID.RPLC,
-            sourceObject=entry_id,
-            targetObject=replaced_entry_uuid,
-        )
+        _association(objects, ids, UUID.RPLC, entry_id, replaced_entry_uuid)
 
     document = etree.SubElement(root, f"{{{XDSB_NS}}}Document", id=entry_id)
     etree.SubElement(document, f"{{{XOP_NS}}}Include", href=f"cid:{document_id_ref}")
