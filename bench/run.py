@@ -559,8 +559,8 @@ async def _drain(service: Any, wait_s: float = 10.0) -> float | None:
     """
     start = time.monotonic()
     while time.monotonic() - start < wait_s:
-        depth = await service.journal.read(lambda tx: tx.queue_depth())
-        if not any(depth.values()):
+        work = await service.journal.read(lambda tx: tx.open_work())
+        if not work:  # no destination has a delivery left to do
             return time.monotonic() - start
         service.dispatcher_wake()
         await asyncio.sleep(0.02)
