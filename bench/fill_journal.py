@@ -3,7 +3,7 @@
     python bench/fill_journal.py relais /tmp/journal.db --exchanges 1000000
     python bench/fill_journal.py store  /tmp/store.db   --exchanges 1000000
 
-``relais`` creates the file with the gateway's own schema (``gateway/journal/sql/schema.sql``,
+``relais`` creates the file with the gateway's own schema (``gateway/journal/sql/migrations/sqlite/``,
 through :func:`gateway.journal.sqlite.open_journal`), then bulk-inserts rows shaped like
 the ones ``relais serve`` writes, bypassing the pipeline: indexes are dropped, rows go in
 with ``synchronous=OFF`` in large transactions, and the schema script is run again to
@@ -61,9 +61,10 @@ FILL_VERSION = "1"  # bump when the rows this tool writes change: cached files a
 
 
 def _relais_schema() -> str:
-    from importlib import resources
+    """All the SQLite migrations' text: a new migration makes a new cached file."""
+    from gateway.journal.migrate import available
 
-    return resources.files("gateway.journal.sql").joinpath("schema.sql").read_text(encoding="utf-8")
+    return "".join(m.sql for m in available("sqlite"))
 
 
 def _with_control_id(raw: bytes, control_id: bytes) -> bytes:

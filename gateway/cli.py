@@ -29,6 +29,7 @@ COMMANDS = (
     "simulate",
     "audit",
     "prune",
+    "migrate",
 )
 
 

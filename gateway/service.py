@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway.dispatcher import Dispatcher, find_creator
 from gateway.intake import Intake, Router
-from gateway.journal.sqlite import open_journal
+from gateway.journal.instance_lock import InstanceLock
+from gateway.journal.open import open_journal
 from gateway.listeners.http import build_app
 from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
@@ -188,6 +189,7 @@ class Service:
         self.mail_poller: Any = None
         self._loop_lag: asyncio.Task[None] | None = None
         self._reevaluation: asyncio.Task[None] | None = None
+        self._instance_lock: InstanceLock | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
@@ -197,7 +199,12 @@ class Service:
             from gateway.web.auth import prepare_tokens
 
             prepare_tokens(s)
-        self.journal = open_journal(s.journal_url, group_commit_ms=s.journal.group_commit_ms)
+        if s.journal_url.startswith("sqlite:///"):
+            self._instance_lock = InstanceLock(s.journal_url[len("sqlite:///") :])
+            self._instance_lock.acquire()
+        self.journal = open_journal(
+            s.journal_url, group_commit_ms=s.journal.group_commit_ms, auto_migrate=s.journal.auto_migrate
+        )
         _record_effective_config(s)
         journal = self.journal
         self.metrics.watch_journal(lambda: (journal.commits, journal.commit_errors))
@@ -264,6 +271,8 @@ class Service:
             )
             host, port = await self.mllp.start()
             self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
+        if self._instance_lock is not None:
+            self._instance_lock.update(**self.addresses)
         self.ready = True
         # from here on, not earlier: a stall while starting delays no sender (the MLLP listener opens last)
         self._loop_lag = asyncio.create_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), name="loop-lag")
@@ -298,6 +307,9 @@ class Service:
                 await dest.close()
         if self.journal is not None:
             await self.journal.close()
+        if self._instance_lock is not None:
+            self._instance_lock.release()  # after the journal: no write of ours can follow
+            self._instance_lock = None
         if self._loop_lag is not None:
             self._loop_lag.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -51,6 +51,7 @@ class JournalSettings:
     group_commit_ms: float = 2.0  # how long the writer waits to gather concurrent commits
     min_free_bytes: int = 64 * 1024 * 1024  # less free space beside the journal: /readyz answers 503
     ready_probe_seconds: float = 5.0  # /readyz commits a probe row at most this often
+    auto_migrate: bool = True  # serve applies pending schema migrations; false: it refuses an old schema
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
-from gateway.journal.sqlite import SqliteJournal, open_journal
+from gateway.journal.open import open_journal
+from gateway.journal.sqlite import SqliteJournal
 from gateway.settings import EFFECTIVE_CONFIG, Settings, load_settings, settings_from_raw
 
 __all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
@@ -19,6 +20,8 @@ __all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly"
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--data-dir", metavar="DIR", help="data directory (journal, outbox); default ./relais-data")
+    p.add_argument("--journal", metavar="URL",
+                   help="journal URL: sqlite:///PATH or postgresql://… (default: journal.url, then <data-dir>/journal.db)")
 
 
 def settings_from(args: argparse.Namespace, *, prefer_effective: bool = False, **overrides: dict[str, Any]) -> Settings:
@@ -31,6 +34,8 @@ def settings_from(args: argparse.Namespace, *, prefer_effective: bool = False, *
     gateway = dict(overrides.pop("gateway", {}))
     if getattr(args, "data_dir", None):
         gateway["data_dir"] = args.data_dir
+    if getattr(args, "journal", None):
+        overrides = {**overrides, "journal": {**overrides.get("journal", {}), "url": args.journal}}
     path = getattr(args, "config", None)
     if prefer_effective and not path:
         recorded = _recorded_config(args)

@@ -30,6 +30,7 @@ __all__ = [
     "EX_UNAVAILABLE",
     "EX_SOFTWARE",
     "EX_IOERR",
+    "EX_TEMPFAIL",
     "EX_CONFIG",
     "OneLineParser",
     "CommandFailed",
@@ -42,7 +43,13 @@ EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_IOERR = 74
+EX_TEMPFAIL = 75
 EX_CONFIG = 78
+
+#: journal refusals that are about the set-up, not the disk: an old or newer schema, a busy directory
+_JOURNAL_CODES = {"JOURNAL_MISSING": EX_NOINPUT, "JOURNAL_IN_USE": EX_TEMPFAIL, "JOURNAL_SCHEMA_OLD": EX_CONFIG,
+                  "JOURNAL_SCHEMA_NEWER": EX_CONFIG, "JOURNAL_MIGRATION_CHANGED": EX_CONFIG,
+                  "JOURNAL_SCHEMA_GAP": EX_CONFIG, "JOURNAL_BACKEND": EX_CONFIG}
 
 
 class CommandFailed(Exception):
@@ -69,7 +76,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, ConfigError):
         return exc.message, EX_CONFIG
     if isinstance(exc, JournalError):
-        return exc.message, EX_NOINPUT if exc.code == "JOURNAL_MISSING" else EX_IOERR
+        return exc.message, _JOURNAL_CODES.get(exc.code, EX_IOERR)
     if isinstance(exc, DestinationUnavailable):
         return exc.message, EX_UNAVAILABLE
     if isinstance(exc, GatewayError):

@@ -21,21 +21,20 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from importlib import resources
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
 from gateway.errors import JournalError
+from gateway.journal.migrate import MIGRATIONS_DDL, SchemaStatus, plan, require_current, split_statements
 from gateway.journal.tx import Tx
 
 __all__ = ["SqliteJournal", "open_journal"]
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-
-_SCHEMA = resources.files("gateway.journal.sql").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -59,9 +58,13 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 class SqliteJournal:
     """The embedded journal. ``write`` is durable on return; ``read`` sees committed data."""
 
-    def __init__(self, path: str | Path, *, group_commit_ms: float = 2.0, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, group_commit_ms: float = 2.0, readonly: bool = False, auto_migrate: bool = True
+    ) -> None:
         self.path = str(path)
         self.readonly = readonly
+        self.auto_migrate = auto_migrate
+        self.schema: SchemaStatus | None = None
         self._group_wait = max(group_commit_ms, 0.0) / 1000.0
         self._queue: queue.Queue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -78,13 +81,23 @@ class SqliteJournal:
         if not self.readonly:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
-            conn.executescript(_SCHEMA)
-            self.auto_vacuum = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
-            conn.close()
+            try:
+                self.schema = migrate_sqlite(conn, apply=self.auto_migrate)
+                require_current(self.schema, self.path)
+                self.auto_vacuum = conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+            finally:
+                conn.close()
             self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
             self._thread.start()
         elif not Path(self.path).exists():
             raise JournalError(f"no journal at {self.path}", code="JOURNAL_MISSING")
+        else:
+            conn = _connect(self.path, readonly=True)
+            try:
+                self.schema = plan("sqlite", _applied(conn))
+            finally:
+                conn.close()
+            require_current(self.schema, self.path)
         return self
 
     async def close(self) -> None:
@@ -217,10 +230,54 @@ class SqliteJournal:
             tx.conn.execute("COMMIT")
 
 
-def open_journal(url: str, *, group_commit_ms: float = 2.0, readonly: bool = False) -> SqliteJournal:
+def _applied(conn: sqlite3.Connection) -> dict[int, str]:
+    """version → checksum of the migrations this journal recorded (none for a new or pre-migration file)."""
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
+    if not exists:
+        return {}
+    return {int(r[0]): str(r[1]) for r in conn.execute("SELECT version, checksum FROM schema_migrations")}
+
+
+def migrate_sqlite(conn: sqlite3.Connection, *, apply: bool = True) -> SchemaStatus:
+    """Bring the journal on ``conn`` to the latest schema (``apply``), or only say where it stands.
+
+    ``BEGIN IMMEDIATE`` takes SQLite's write lock before the version is read, so two
+    processes opening one new journal at once run each migration once; each migration and
+    its ``schema_migrations`` row commit together, so a crash leaves a whole version.
+    """
+    if not apply:
+        return plan("sqlite", _applied(conn))
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(MIGRATIONS_DDL)
+            status = plan("sqlite", _applied(conn))
+            if status.up_to_date:
+                conn.execute("COMMIT")
+                return status
+            mig = status.pending[0]
+            for statement in split_statements(mig.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+                (mig.version, mig.name, mig.checksum, datetime.now(UTC).isoformat(timespec="microseconds")),
+            )
+            conn.execute("COMMIT")
+            log.info("journal.migrated", version=mig.version, name=mig.name)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+
+def open_journal(
+    url: str, *, group_commit_ms: float = 2.0, readonly: bool = False, auto_migrate: bool = True
+) -> SqliteJournal:
     """Open the journal named by ``url`` (``sqlite:///path``). PostgreSQL is not built yet."""
     if url.startswith("sqlite:///"):
-        return SqliteJournal(url[len("sqlite:///") :], group_commit_ms=group_commit_ms, readonly=readonly).open()
+        return SqliteJournal(
+            url[len("sqlite:///") :], group_commit_ms=group_commit_ms, readonly=readonly, auto_migrate=auto_migrate
+        ).open()
     if url.startswith(("postgresql://", "postgres://")):
         raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
     raise JournalError(f"unsupported journal url {url!r}", code="JOURNAL_BACKEND")

@@ -1,0 +1,69 @@
+"""Open the journal a URL names, whichever backend it is: ``sqlite:///path`` or ``postgresql://…``."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from gateway.errors import JournalError
+from gateway.journal.migrate import SchemaStatus, plan
+
+__all__ = ["open_journal", "inspect_schema", "migrate_journal", "redact_url", "backend_of"]
+
+
+def backend_of(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgres"
+    raise JournalError(f"unsupported journal url {redact_url(url)!r} (sqlite:///PATH or postgresql://…)",
+                       code="JOURNAL_BACKEND")
+
+
+def open_journal(url: str, **options: Any) -> Any:
+    """The opened journal (``readonly``, ``group_commit_ms``, ``auto_migrate`` as keywords)."""
+    if backend_of(url) == "sqlite":
+        from gateway.journal.sqlite import open_journal as open_sqlite
+
+        return open_sqlite(url, **options)
+    raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+
+
+def inspect_schema(url: str) -> SchemaStatus:
+    """Where the journal's schema stands, without changing anything (a missing file is version 0)."""
+    if backend_of(url) == "sqlite":
+        from gateway.journal.sqlite import _applied
+
+        path = Path(url[len("sqlite:///") :])
+        if not path.exists():
+            return plan("sqlite", {})
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return plan("sqlite", _applied(conn))
+        finally:
+            conn.close()
+    raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+
+
+def migrate_journal(url: str) -> SchemaStatus:
+    """Apply every pending migration (creating an empty journal if there is none)."""
+    if backend_of(url) == "sqlite":
+        from gateway.journal.sqlite import SqliteJournal
+
+        journal = SqliteJournal(url[len("sqlite:///") :], auto_migrate=True).open()
+        journal.close_sync()
+        assert journal.schema is not None
+        return journal.schema
+    raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for logs and command output)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
