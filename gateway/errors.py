@@ -31,6 +31,7 @@ __all__ = [
     "DestinationError",
     "DestinationUnavailable",
     "DestinationRejected",
+    "OperationError",
 ]
 
 
@@ -109,3 +110,15 @@ class DestinationRejected(DestinationError):
     """Permanent: the destination refused the content; retrying would not help."""
 
     default_code = "DESTINATION_REJECTED"
+
+
+class OperationError(Exception):
+    """An operator action that cannot be done (unknown id, wrong state). ``status`` maps to HTTP.
+
+    Not a ``GatewayError``: nothing is wrong with the gateway or its input, an operator asked
+    for something the journal's state does not allow, and the API answers 404 / 409 / 400.
+    """
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status

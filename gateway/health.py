@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.journal.base import Journal
+
 __all__ = ["DestinationHealth", "destination_health", "FAILED_OUTCOMES", "STALL_MINUTES"]
 
 #: attempt outcomes that did not put the document at the destination
@@ -47,24 +49,24 @@ def _rate(failed: int, total: int) -> float | None:
     return round(failed / total, 3) if total else None
 
 
-def destination_health(tx: Any, *, now: datetime, kinds: dict[str, str]) -> list[DestinationHealth]:
+async def destination_health(journal: Journal, *, now: datetime, kinds: dict[str, str]) -> list[DestinationHealth]:
     """Health of every configured destination (``kinds``: name → kind) and of any with open work."""
     since_60 = (now - timedelta(minutes=60)).isoformat(timespec="microseconds")
     since_5 = (now - timedelta(minutes=5)).isoformat(timespec="microseconds")
     day = (now - timedelta(hours=24)).isoformat(timespec="microseconds")
     counts: dict[str, dict[str, int]] = {}
-    for r in tx.attempt_outcomes_since(since_60):
-        c = counts.setdefault(r["destination"], {"t60": 0, "f60": 0, "t5": 0, "f5": 0})
-        failed = r["outcome"] in FAILED_OUTCOMES
-        c["t60"] += r["n"]
-        c["f60"] += r["n"] if failed else 0
-        if r["finished_at"] >= since_5:
-            c["t5"] += r["n"]
-            c["f5"] += r["n"] if failed else 0
-    last = tx.last_success_since(day)
-    work = tx.open_work()
-    depth = {d: n for d, (n, _) in work.items()}
-    oldest = {d: at for d, (_, at) in work.items()}
+    for r in await journal.attempt_tallies_since(since_60):
+        c = counts.setdefault(r.destination, {"t60": 0, "f60": 0, "t5": 0, "f5": 0})
+        failed = r.outcome in FAILED_OUTCOMES
+        c["t60"] += r.n
+        c["f60"] += r.n if failed else 0
+        if r.finished_at >= since_5:
+            c["t5"] += r.n
+            c["f5"] += r.n if failed else 0
+    last = await journal.last_success_since(day)
+    work = await journal.open_work()
+    depth = {w.destination: w.count for w in work}
+    oldest = {w.destination: w.oldest for w in work}
     out = []
     for name in sorted(set(kinds) | set(depth) | set(counts)):
         c = counts.get(name, {"t60": 0, "f60": 0, "t5": 0, "f5": 0})

@@ -34,7 +34,19 @@ from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.mss.orders import MailOrder, mail_orders
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
-from gateway.journal.tx import Tx, iso
+from gateway.journal.base import Journal
+from gateway.journal.rows import (
+    AdtEffects,
+    EncounterRecord,
+    IdentityContext,
+    IdentityRecord,
+    InboundRecord,
+    NewDelivery,
+    NewDocument,
+    NewEvent,
+    NewExchange,
+    iso,
+)
 from gateway.model import Finding, PatientIdentity
 from gateway.ports import Clock
 from gateway.settings import Settings
@@ -42,9 +54,6 @@ from gateway.settings import Settings
 __all__ = ["Intake", "IntakeResult", "Router", "patient_from_traits", "traits_of"]
 
 log = structlog.get_logger(__name__)
-
-#: Raw bodies above this are committed on their own (see ``SqliteJournal.write``).
-_LARGE_WRITE = 1024 * 1024
 
 
 
@@ -100,7 +109,7 @@ class Intake:
 
     def __init__(
         self,
-        journal: Any,
+        journal: Journal,
         settings: Settings,
         clock: Clock,
         router: Router,
@@ -143,10 +152,7 @@ class Intake:
         except Exception as exc:  # a bug must not lose the message: keep it and say so
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = _crashed(raw)
-        result = await self.journal.write(
-            lambda tx: self._ingest(tx, exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject),
-            large=len(raw) > _LARGE_WRITE,
-        )
+        result = await self._record(exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject)
         result.ack = self._ack(result, raw, now)
         self._log(result, started)
         return result
@@ -165,10 +171,7 @@ class Intake:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = Analysis(kind="cda", ack_code="AE")
             an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
-        result = await self.journal.write(
-            lambda tx: self._ingest(tx, exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject),
-            large=len(data) > _LARGE_WRITE,
-        )
+        result = await self._record(exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject)
         self._log(result, started)
         return result
 
@@ -198,21 +201,14 @@ class Intake:
     ) -> bytes:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
-
-        def op(tx: Tx) -> None:
-            at = iso(now)
-            tx.insert_exchange(
-                dict(
-                    id=exchange_id, received_at=at, listener=listener, peer=peer, raw=raw,
-                    sha256=hashlib.sha256(raw).hexdigest(), size=size, status="rejected",
-                    reason_code=reason.code, reason=reason.message, ack_code="AR",
-                    findings={"errors": [reason.as_dict()], "warnings": []},
-                )
-            )
-            tx.add_event(exchange_id, at, "received", _received(size, tls_subject))
-            tx.add_event(exchange_id, at, "rejected", {"code": reason.code})
-
-        await self.journal.write(op)
+        exchange = NewExchange(
+            id=exchange_id, received_at=iso(now), listener=listener, peer=peer, raw=raw,
+            sha256=hashlib.sha256(raw).hexdigest(), size=size, status="rejected",
+            reason_code=reason.code, reason=reason.message, ack_code="AR",
+            findings={"errors": [reason.as_dict()], "warnings": []},
+        )
+        await self.journal.record_inbound(InboundRecord(exchange, events=[
+            NewEvent("received", _received(size, tls_subject)), NewEvent("rejected", {"code": reason.code})]))
         log.warning("mllp.frame_refused", exchange_id=exchange_id, code=reason.code, size=size)
         return build_ack_unreadable(raw, now=now, control_id=self.clock.new_id()[:20], reason=reason).encode("utf-8")
 
@@ -222,23 +218,15 @@ class Intake:
         Delivery stays idempotent: a document already delivered is found at the destination
         by its uniqueId before anything is sent again.
         """
-        bodies = await self.journal.read(lambda tx: tx.exchange_bodies(exchange_id))
-        if bodies is None or bodies.get("raw") is None:
+        bodies = await self.journal.exchange_bodies(exchange_id)
+        if bodies is None or bodies.raw is None:
             raise KeyError(exchange_id)
-        raw = bytes(bodies["raw"])
-        if bodies["listener"] == "http-cda":
+        raw = bytes(bodies.raw)
+        if bodies.listener == "http-cda":
             result = await self.handle_cda(raw, {"DESTDMP": True}, peer=f"replay:{exchange_id}")
         else:
             result = await self._replay_hl7(raw, exchange_id)
-        now = iso(self.clock.now())
-        await self.journal.write(
-            lambda tx: (
-                tx.add_event(exchange_id, now, "replayed", {"new_exchange": result.exchange_id, "by": actor}),
-                tx.add_event(result.exchange_id, now, "replay-of", {"exchange": exchange_id, "by": actor}),
-                tx.append_audit(at=now, actor=actor, action="replay", target=exchange_id,
-                                detail={"new_exchange": result.exchange_id}),
-            )
-        )
+        await self.journal.record_replay(exchange_id, result.exchange_id, actor=actor, at=iso(self.clock.now()))
         return result
 
     async def reevaluate_holds(self) -> dict[str, int]:
@@ -249,193 +237,154 @@ class Intake:
         a hold whose reason changed gets the new reason. HL7 v2 exchanges only (their raw bytes
         are the whole input); a pruned one is left as it is.
         """
-        held = await self.journal.read(lambda tx: [
-            h for h in tx.held_exchanges() if str(h["reason_code"] or "").startswith("INS_")
-        ])
+        held = [h for h in await self.journal.held_exchanges() if str(h.reason_code or "").startswith("INS_")]
         counts = {"released": 0, "changed": 0}
         for h in held:
-            bodies = await self.journal.read(lambda tx, i=h["id"]: tx.exchange_bodies(i))
-            raw = (bodies or {}).get("raw")
-            if not raw or (bodies or {}).get("listener") in ("http-cda",):
+            bodies = await self.journal.exchange_bodies(h.id)
+            if bodies is None or not bodies.raw or bodies.listener == "http-cda":
                 continue
             now = self.clock.now()
             ids = Ids(now=now, new_uuid=self.clock.new_id)
-            an = await self._analyse(len(raw), analyse_hl7v2, raw, self.options, ids)
+            an = await self._analyse(len(bodies.raw), analyse_hl7v2, bytes(bodies.raw), self.options, ids)
             if an.kind != "document":
                 continue
-            at = iso(now)
-            outcome = await self.journal.write(lambda tx, h=h, an=an, at=at: self._judge_hold(tx, h, an, at))
+            reason = self._gate(await self.journal.identity_context(an.identity.ipp_key, an.identity.ins), an)
+            outcome = await self.journal.rejudge_hold(
+                h.id, release=reason is None, code=reason.code if reason else None,
+                message=reason.message if reason else None, cause="re-evaluated with the current settings",
+                at=iso(now),
+            )
             if outcome:
                 counts[outcome] += 1
         if any(counts.values()):
             log.info("intake.holds_reevaluated", **counts)
         return counts
 
-    def _judge_hold(self, tx: Tx, held: dict[str, Any], an: Analysis, at: str) -> str | None:
-        ex = tx.get_exchange(held["id"])
-        if ex is None or ex["status"] != "held":
-            return None  # released meanwhile
-        reason = self._gate(tx, an, at)
-        if reason is None:
-            tx.conn.execute(
-                "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
-                "WHERE exchange_id = ? AND status = 'waiting'",
-                (at, at, ex["id"]),
-            )
-            tx.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
-            tx.add_event(ex["id"], at, "released", {"cause": "re-evaluated with the current settings",
-                                                    "override": ex["reason_code"]})
-            return "released"
-        if reason.code != ex["reason_code"]:
-            tx.update_exchange(ex["id"], at, reason_code=reason.code, reason=reason.message)
-            tx.add_event(ex["id"], at, "held", {"code": reason.code, "message": reason.message,
-                                                "was": ex["reason_code"]})
-            return "changed"
-        return None
-
     async def _replay_hl7(self, raw: bytes, original_id: str) -> IntakeResult:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         an = await self._analyse(len(raw), analyse_hl7v2, raw, self.options, Ids(now=now, new_uuid=self.clock.new_id))
-        return await self.journal.write(
-            lambda tx: self._ingest(tx, exchange_id, raw, an, f"replay:{original_id}", "replay", now, dedup=False)
-        )
+        return await self._record(exchange_id, raw, an, f"replay:{original_id}", "replay", now, dedup=False)
 
-    # -- the journal transaction -------------------------------------------------------
-    def _ingest(
-        self, tx: Tx, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
+    # -- what the journal records ----------------------------------------------------------
+    async def _record(
+        self, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
         now: datetime, *, dedup: bool = True, tls_subject: str | None = None,
     ) -> IntakeResult:
-        """One exchange's rows; the raw bytes are written last, in the same transaction.
+        """Judge the exchange on what the registry says, then record it in one transaction.
 
-        SQLite rewrites a whole row, blob included, on every UPDATE: the row is inserted
-        without its bytes and walks through its statuses while small, then gets them once.
+        The journal re-checks inside that transaction what may have changed since the
+        registry was read (a duplicate arriving at once, an ADT qualifying the identity).
         """
-        result = self._ingest_rows(tx, exchange_id, raw, an, peer, listener, now, dedup=dedup,
-                                   tls_subject=tls_subject)
-        tx.conn.execute("UPDATE exchanges SET raw = ? WHERE id = ?", (raw, exchange_id))
+        ctx = IdentityContext()
+        if an.kind in ("document", "cda") and an.ack_code == "AA":
+            ctx = await self.journal.identity_context(an.identity.ipp_key, an.identity.ins)
+        record, result = self._plan(exchange_id, raw, an, peer, listener, now, ctx, dedup=dedup,
+                                    tls_subject=tls_subject)
+        outcome = await self.journal.record_inbound(record)
+        result.status = outcome.status
+        result.released = list(outcome.released)
+        if outcome.duplicate_of is not None:
+            result.duplicate_of = outcome.duplicate_of
+            result.ack_code = outcome.ack_code or "AA"
+            result.application_ack_queued = False  # a duplicate is answered like the first, not processed
         return result
 
-    def _ingest_rows(
-        self, tx: Tx, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str,
-        now: datetime, *, dedup: bool = True, tls_subject: str | None = None,
-    ) -> IntakeResult:
+    def _plan(
+        self, exchange_id: str, raw: bytes, an: Analysis, peer: str | None, listener: str, now: datetime,
+        ctx: IdentityContext, *, dedup: bool, tls_subject: str | None,
+    ) -> tuple[InboundRecord, IntakeResult]:
         at = iso(now)
         sha = hashlib.sha256(raw).hexdigest()
         s = an.summary
-        base = dict(
-            id=exchange_id, received_at=at, listener=listener, peer=peer, raw=b"", sha256=sha, size=len(raw),
-            sender_app=s.get("sender_app"), sender_facility=s.get("sender_facility"),
+        ex = NewExchange(
+            id=exchange_id, received_at=at, listener=listener, peer=peer, raw=raw, sha256=sha, size=len(raw),
+            status="received", sender_app=s.get("sender_app"), sender_facility=s.get("sender_facility"),
             control_id=s.get("control_id"), message_type=s.get("message_type"), version=s.get("version"),
             charset=s.get("charset"),
         )
         if an.kind == "ack":
-            return self._record_ack(tx, exchange_id, base, an, at)
-        if dedup and listener != "http-cda" and s.get("control_id"):
-            original = tx.find_duplicate(s.get("sender_app") or "", s.get("sender_facility") or "", s["control_id"], sha)
-            if original is not None:
-                prev = tx.get_exchange(original)
-                ack_code = (prev or {}).get("ack_code") or "AA"
-                tx.insert_exchange({**base, "status": "duplicate", "duplicate_of": original, "ack_code": ack_code})
-                tx.add_event(exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject)})
-                tx.add_event(exchange_id, at, "duplicate", {"of": original})
-                return IntakeResult(exchange_id, "duplicate", ack_code, an, duplicate_of=original)
-
+            ex.findings = an.findings_json()
+            record = InboundRecord(ex, events=[NewEvent("received", {"listener": listener, "size": len(raw)})],
+                                   ack=True, acknowledges=an.acknowledges, acknowledgement_code=an.acknowledgement)
+            return record, IntakeResult(exchange_id, "recorded", "", an)
+        record = InboundRecord(
+            ex, dedup=dedup and listener != "http-cda" and bool(s.get("control_id")),
+            duplicate_events=[NewEvent("received", {"listener": listener, **_received(len(raw), tls_subject)})],
+        )
         first_doc = an.documents[0] if an.documents else None
         ident = an.identity
-        rec = {
-            **base,
-            "status": "received",
-            "ack_code": an.ack_code,
-            "findings": an.findings_json(),
-            "patient_ins": ident.ins,
-            "patient_ipp": ident.ipp_key,
-            "document_id": first_doc.unique_id if first_doc else None,
-            "dmp_bound": int(an.dmp_bound),
-            "ack_reception": int(an.ack_reception),
-        }
-        reason = None
-        if an.ack_code != "AA":
-            # with the row rather than by a later UPDATE (see _ingest)
-            reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
-            rec.update(status="rejected", reason_code=reason.code, reason=reason.message)
-        tx.insert_exchange(rec)
-        tx.add_event(
-            exchange_id, at, "received", {"listener": listener, **_received(len(raw), tls_subject), "sha256": sha}
-        )
+        ex.ack_code, ex.findings = an.ack_code, an.findings_json()
+        ex.patient_ins, ex.patient_ipp = ident.ins, ident.ipp_key
+        ex.document_id = first_doc.unique_id if first_doc else None
+        ex.dmp_bound, ex.ack_reception = int(an.dmp_bound), int(an.ack_reception)
+        record.events.append(
+            NewEvent("received", {"listener": listener, **_received(len(raw), tls_subject), "sha256": sha}))
         result = IntakeResult(exchange_id, "received", an.ack_code, an)
-        if reason is not None:
-            tx.add_event(exchange_id, at, "rejected", {"errors": [f.as_dict() for f in an.errors]})
+        if an.ack_code != "AA":
+            reason = an.errors[0] if an.errors else Finding("REJECTED", "rejected", None)
+            ex.status, ex.reason_code, ex.reason = "rejected", reason.code, reason.message
+            record.events.append(NewEvent("rejected", {"errors": [f.as_dict() for f in an.errors]}))
             result.status = "rejected"
-            self._queue_application_ack(tx, result, now)
-            return result
-        result = self._accepted(tx, exchange_id, an, result, at)
-        self._queue_application_ack(tx, result, now)
-        return result
+        else:
+            self._accepted(record, an, result, at, ctx)
+        self._application_ack(record, result, now)
+        return record, result
 
-    def _accepted(self, tx: Tx, exchange_id: str, an: Analysis, result: IntakeResult, at: str) -> IntakeResult:
+    def _accepted(self, record: InboundRecord, an: Analysis, result: IntakeResult, at: str,
+                  ctx: IdentityContext) -> None:
+        ex = record.exchange
         ident = an.identity
-        tx.add_event(exchange_id, at, "parsed", {"kind": an.kind, "warnings": len(an.warnings)})
-
+        record.events.append(NewEvent("parsed", {"kind": an.kind, "warnings": len(an.warnings)}))
         if an.kind == "adt":
-            result.status = "accepted"
-            tx.update_exchange(exchange_id, at, status="accepted")
-            result.released = self._apply_adt(tx, exchange_id, an, at)
-            return result
-
-        self._content_type_from_encounter(tx, exchange_id, an, at)
-        for doc in an.documents:
-            tx.insert_document(exchange_id, doc.index, doc.unique_id, doc.action, doc.cda, doc.xds, doc.fhir)
-        tx.add_event(exchange_id, at, "normalised", {"documents": [d.unique_id for d in an.documents]})
+            ex.status = result.status = "accepted"
+            record.adt = self._adt_effects(record, an, at)
+            return
+        self._content_type_from_encounter(record, an, ctx)
+        record.documents = [NewDocument(d.index, d.unique_id, d.action, d.cda, d.xds, d.fhir) for d in an.documents]
+        record.events.append(NewEvent("normalised", {"documents": [d.unique_id for d in an.documents]}))
         destinations = self.router.for_analysis(an)
-        mail = self._mail_orders(tx, exchange_id, an, at)
+        mail = self._mail_orders(record, an)
         if not destinations and not mail:
-            tx.update_exchange(exchange_id, at, status="accepted")
-            result.status = "accepted"
-            return result
-
+            ex.status = result.status = "accepted"
+            return
         # Patient-bound mail goes to an address derived from the INS: gated like the DMP.
         gated = bool(destinations) or any(o.audience == "patient" for o in mail)
-        hold = self._gate(tx, an, at) if gated else None
-        tx.add_event(
-            exchange_id, at, "identity",
-            {"qualified": ident.qualified, "hold": hold.code if hold else None},
-        )
-        patient_key = ident.ipp_key or ident.ins or exchange_id
+        hold = self._gate(ctx, an) if gated else None
+        record.events.append(NewEvent("identity", {"qualified": ident.qualified, "hold": hold.code if hold else None}))
+        patient_key = ident.ipp_key or ident.ins or ex.id
         for doc in an.documents:
             for dest in destinations:
-                tx.insert_delivery(
-                    dict(
-                        id=self.clock.new_id(), exchange_id=exchange_id, destination=dest, kind="document",
-                        status="waiting" if hold else "queued", next_attempt_at=at, patient_key=patient_key,
-                        unique_id=doc.unique_id, doc_index=doc.index, action=doc.action, created_at=at,
-                    )
-                )
+                record.deliveries.append(NewDelivery(
+                    id=self.clock.new_id(), exchange_id=ex.id, destination=dest, kind="document",
+                    status="waiting" if hold else "queued", next_attempt_at=at, patient_key=patient_key,
+                    unique_id=doc.unique_id, doc_index=doc.index, action=doc.action, created_at=at,
+                ))
             for order in mail:  # one delivery per (document, recipient): its own Message-ID and reports
-                tx.insert_delivery(
-                    dict(
-                        id=self.clock.new_id(), exchange_id=exchange_id, destination=self.router.mail_destination,
-                        kind="mail", status="waiting" if hold and order.audience == "patient" else "queued",
-                        next_attempt_at=at, patient_key=f"{patient_key}|{order.recipient.lower()}",
-                        unique_id=doc.unique_id, doc_index=doc.index, action=doc.action,
-                        payload=order.to_json(), created_at=at,
-                    )
-                )
+                record.deliveries.append(NewDelivery(
+                    id=self.clock.new_id(), exchange_id=ex.id, destination=str(self.router.mail_destination),
+                    kind="mail", status="waiting" if hold and order.audience == "patient" else "queued",
+                    next_attempt_at=at, patient_key=f"{patient_key}|{order.recipient.lower()}",
+                    unique_id=doc.unique_id, doc_index=doc.index, action=doc.action,
+                    payload=order.to_json(), created_at=at,
+                ))
         if hold:
-            tx.update_exchange(
-                exchange_id, at, status="held", reason_code=hold.code, reason=hold.message, held_since=at
-            )
-            tx.add_event(exchange_id, at, "held", hold.as_dict())
+            ex.status, ex.reason_code, ex.reason, ex.held_since = "held", hold.code, hold.message, at
+            record.events.append(NewEvent("held", hold.as_dict()))
             result.status = "held"
+            if hold is ident.reason and hold.code == "INS_NOT_QUALIFIED" and ident.ins_valid:
+                record.hold_unless_qualified = ident.ins  # an ADT may qualify it before we commit
         else:
-            tx.update_exchange(exchange_id, at, status="queued")
-            tx.add_event(exchange_id, at, "queued", {"destinations": list(destinations) + (
-                [f"{self.router.mail_destination} x{len(mail)}"] if mail else [])})
-            result.status = "queued"
-        self._remember_identity(tx, an, at)
-        return result
+            ex.status = result.status = "queued"
+            record.events.append(NewEvent("queued", {"destinations": list(destinations) + (
+                [f"{self.router.mail_destination} x{len(mail)}"] if mail else [])}))
+        if ident.ipp_key and an.patient is not None:
+            record.remember_identity = IdentityRecord(
+                ipp_key=ident.ipp_key, ins=ident.ins, ins_oid=ident.ins_oid, traits=traits_of(an.patient),
+                status="~".join(an.patient.status), qualified=ident.qualified, updated_at=at,
+            )
 
-    def _mail_orders(self, tx: Tx, exchange_id: str, an: Analysis, at: str) -> list[MailOrder]:
+    def _mail_orders(self, record: InboundRecord, an: Analysis) -> list[MailOrder]:
         """MSSanté mails this document message asks for (DESTMSSANTEPS / DESTMSSANTEPAT)."""
         dm = an.doc_message
         if self.router.mail_destination is None or dm is None or an.kind != "document":
@@ -443,17 +392,17 @@ class Intake:
         if not (dm.flags.get("DESTMSSANTEPS") or dm.flags.get("DESTMSSANTEPAT")):
             return []
         if dm.action == "delete":
-            tx.add_event(exchange_id, at, "mss:skipped", {"reason": "a deletion is not mailed"})
+            record.events.append(NewEvent("mss:skipped", {"reason": "a deletion is not mailed"}))
             return []
         orders, findings = mail_orders(dm, an.identity.ins)
-        tx.add_event(exchange_id, at, "mss:orders", {
+        record.events.append(NewEvent("mss:orders", {
             "recipients": len(orders), "patient": any(o.audience == "patient" for o in orders),
             "warnings": [f.code for f in findings],
-        })
+        }))
         return orders
 
     @staticmethod
-    def _content_type_from_encounter(tx: Tx, exchange_id: str, an: Analysis, at: str) -> None:
+    def _content_type_from_encounter(record: InboundRecord, an: Analysis, ctx: IdentityContext) -> None:
         """A document message without PV1-2 takes the patient class of the encounter PAM-FR left.
 
         The volet maps PV1-2 to the submission-set contentTypeCode (mapping page: I→03,
@@ -461,16 +410,16 @@ class Intake:
         hospital's ADT feed still knows where the patient is.
         """
         dm = an.doc_message
-        if dm is None or dm.patient_class or not an.identity.ipp_key:
+        encounter = ctx.encounter
+        if dm is None or dm.patient_class or not an.identity.ipp_key or encounter is None:
             return
-        encounter = tx.current_encounter(an.identity.ipp_key)
-        if encounter is None or not encounter.get("patient_class"):
+        if not encounter.patient_class:
             return
         from gateway.core.fhir.actors import codeable
         from gateway.core.fhir.pdsm import DESIGNATION_TYPE_URL
         from gateway.core.terminology import content_type_for_patient_class
 
-        content_type = content_type_for_patient_class(encounter["patient_class"])
+        content_type = content_type_for_patient_class(encounter.patient_class)
         for doc in an.documents:
             doc.xds["submissionSet"] = {**doc.xds["submissionSet"], "contentTypeCode": content_type}
             for entry in (doc.fhir or {}).get("entry", []):
@@ -478,21 +427,20 @@ class Intake:
                 for ext in resource.get("extension") or [] if resource.get("resourceType") == "List" else []:
                     if ext.get("url") == DESIGNATION_TYPE_URL:
                         ext["valueCodeableConcept"] = codeable(content_type)
-        tx.add_event(exchange_id, at, "encounter", {"contentTypeCode": content_type["code"],
-                                                    "from": encounter["exchange_id"]})
+        record.events.append(NewEvent("encounter", {"contentTypeCode": content_type["code"],
+                                                    "from": encounter.exchange_id}))
 
     # -- identity gate and registry ------------------------------------------------------
-    def _gate(self, tx: Tx, an: Analysis, at: str) -> Finding | None:
+    def _gate(self, ctx: IdentityContext, an: Analysis) -> Finding | None:
         """Why this DMP-bound document must wait, or None when it may go now."""
         ident = an.identity
         patient = an.patient or PatientIdentity()
-        if ident.ipp_key:
-            known = tx.get_identity(ident.ipp_key)
-            if known and known.get("ins") and ident.ins and known["ins"] != ident.ins:
-                return Finding("INS_CONFLICT", "this IPP is known with a different INS", "PID-3")
+        known = ctx.by_ipp
+        if ident.ipp_key and known and known.ins and ident.ins and known.ins != ident.ins:
+            return Finding("INS_CONFLICT", "this IPP is known with a different INS", "PID-3")
         if ident.ins:
-            for known in tx.identities_with_ins(ident.ins):
-                differing = strict_traits_differ(patient, patient_from_traits(known["traits"]))
+            for other in ctx.with_ins:
+                differing = strict_traits_differ(patient, patient_from_traits(other.traits))
                 if differing:
                     return Finding(
                         "INS_TRAITS_MISMATCH",
@@ -501,171 +449,52 @@ class Intake:
                     )
         if ident.reason is None:
             return None
-        if ident.reason.code == "INS_NOT_QUALIFIED" and ident.ins_valid and self._registry_qualified(tx, an):
+        if ident.reason.code == "INS_NOT_QUALIFIED" and ident.ins_valid and _registry_qualified(ctx, ident.ins):
             return None
         return ident.reason
 
-    def _registry_qualified(self, tx: Tx, an: Analysis) -> bool:
-        ident = an.identity
-        rows = [tx.get_identity(ident.ipp_key)] if ident.ipp_key else []
-        rows += tx.identities_with_ins(ident.ins) if ident.ins else []
-        return any(r and r.get("qualified") and r.get("ins") == ident.ins for r in rows)
-
-    def _remember_identity(self, tx: Tx, an: Analysis, at: str) -> None:
-        """Documents feed the registry too, but never downgrade what an ADT established."""
-        ident = an.identity
-        if not ident.ipp_key or an.patient is None:
-            return
-        known = tx.get_identity(ident.ipp_key)
-        if known is not None:
-            return
-        tx.upsert_identity(
-            dict(
-                ipp_key=ident.ipp_key, ins=ident.ins, ins_oid=ident.ins_oid, traits=traits_of(an.patient),
-                status="~".join(an.patient.status), qualified=int(ident.qualified), updated_at=at,
-            )
-        )
-
-    def _apply_adt(self, tx: Tx, exchange_id: str, an: Analysis, at: str) -> list[str]:
+    def _adt_effects(self, record: InboundRecord, an: Analysis, at: str) -> AdtEffects | None:
         event = an.adt
         assert event is not None and an.patient is not None
         ident = an.identity
         key = ident.ipp_key or (f"ins:{ident.ins}" if ident.ins else None)
-        released: list[str] = []
         if key is None:
-            tx.add_event(exchange_id, at, "identity", {"registry": "no IPP nor INS: nothing to record"})
-            return released
+            record.events.append(NewEvent("identity", {"registry": "no IPP nor INS: nothing to record"}))
+            return None
         trigger = event.trigger
+        merged: tuple[str, ...] = ()
         if trigger == "A40":
-            for old in event.merged_identifiers:
-                old_key = ipp_key(old)
-                if not old_key or old_key == key:
-                    continue
-                tx.conn.execute(
-                    "UPDATE identities SET merged_into = ?, updated_at = ? WHERE ipp_key = ?", (key, at, old_key)
-                )
-                moved = tx.exchanges_for_patient(ins=None, ipp=old_key, statuses=("held", "queued", "received"))
-                for ex in moved:
-                    tx.update_exchange(ex["id"], at, patient_ipp=key)
-                    tx.add_event(ex["id"], at, "re-keyed", {"from": old_key, "to": key, "by": exchange_id})
-                tx.conn.execute(
-                    "UPDATE deliveries SET patient_key = ?, updated_at = ? WHERE patient_key = ? "
-                    "AND status IN ('waiting', 'queued', 'failed', 'in_flight')",
-                    (key, at, old_key),
-                )
+            merged = tuple(k for k in (ipp_key(old) for old in event.merged_identifiers) if k and k != key)
         removed_ins = event.removed_ins.value if trigger == "A47" and event.removed_ins is not None else None
         qualified = ident.qualified and trigger != "A47"
-        tx.upsert_identity(
-            dict(
-                ipp_key=key, ins=ident.ins if ident.ins_valid or ident.ins else None, ins_oid=ident.ins_oid,
-                traits=traits_of(an.patient), status="~".join(an.patient.status), qualified=int(qualified),
-                merged_into=None, updated_at=at,
-            )
+        link_to = unlink_from = None
+        other = event.other_patient if trigger in ("A24", "A37") else None
+        if other is not None:  # A24 links the two patients of the message; A37, its cancellation, unlinks
+            other_key = ipp_key(other.ipp) or (f"ins:{other.ins.value}" if other.ins else None)
+            if other_key is not None and other_key != key:
+                link_to, unlink_from = (other_key, None) if trigger == "A24" else (None, other_key)
+        encounter = detail = None
+        if event.is_encounter:  # PV1-2 as the ITI-31 events leave it feeds the DMP contentTypeCode
+            visit_key = event.visit_number or f"patient:{key}"
+            cancelled = trigger in ("A11", "A38", "A27")  # admission / pre-admission / pending admission undone
+            encounter = EncounterRecord(visit_key, key, event.patient_class, trigger, cancelled)
+            detail = {"visit": visit_key, "class": event.patient_class, "trigger": trigger}
+            if event.cancels:
+                detail["cancels"] = event.cancels
+        return AdtEffects(
+            key=key, trigger=trigger, merged_keys=merged,
+            identity=IdentityRecord(key, ident.ins, ident.ins_oid, traits_of(an.patient),
+                                    "~".join(an.patient.status), qualified, at),
+            rehold=trigger == "A47" or (trigger != "A40" and not qualified and bool(removed_ins)),
+            rehold_ins=removed_ins or ident.ins, link_to=link_to, unlink_from=unlink_from,
+            encounter=encounter, encounter_detail=detail,
+            # every PAM-FR event carries the current identity in PID (a transfer as much as an
+            # admission): a qualified one releases what waited for it. A47 never does.
+            release=qualified, release_ins=ident.ins,
         )
-        tx.add_event(exchange_id, at, "identity", {"registry": "updated", "qualified": qualified, "trigger": trigger})
-        if trigger == "A47" or (trigger != "A40" and not qualified and removed_ins):
-            self._rehold(tx, exchange_id, removed_ins or ident.ins, key, at)
-        self._apply_link(tx, exchange_id, an, key, at)
-        if event.is_encounter:
-            self._apply_encounter(tx, exchange_id, an, key, at)
-        # Every PAM-FR event carries the current identity in PID (a transfer as much as an
-        # admission): a qualified one releases what waited for it. A47 never does.
-        if qualified and trigger != "A47":
-            released = self._release(tx, exchange_id, an, key, at)
-        return released
-
-    @staticmethod
-    def _apply_link(tx: Tx, exchange_id: str, an: Analysis, key: str, at: str) -> None:
-        """A24 links the two patients of the message; A37, its cancellation, removes the link."""
-        event = an.adt
-        assert event is not None
-        if event.trigger not in ("A24", "A37") or event.other_patient is None:
-            return
-        other = event.other_patient
-        other_key = ipp_key(other.ipp) or (f"ins:{other.ins.value}" if other.ins else None)
-        if other_key is None or other_key == key:
-            return
-        if event.trigger == "A24":
-            tx.link_identities(key, other_key, at, exchange_id)
-            tx.add_event(exchange_id, at, "identity", {"registry": "linked", "to": other_key})
-        else:
-            removed = tx.unlink_identities(key, other_key)
-            tx.add_event(exchange_id, at, "identity", {"registry": "unlinked", "from": other_key, "found": bool(removed)})
-
-    @staticmethod
-    def _apply_encounter(tx: Tx, exchange_id: str, an: Analysis, key: str, at: str) -> None:
-        """Keep the encounter as the ITI-31 events leave it: PV1-2 feeds the DMP contentTypeCode."""
-        event = an.adt
-        assert event is not None
-        visit_key = event.visit_number or f"patient:{key}"
-        cancelled = event.trigger in ("A11", "A38", "A27")  # admission / pre-admission / pending admission undone
-        tx.upsert_encounter(
-            dict(
-                visit_key=visit_key, ipp_key=key, patient_class=event.patient_class, trigger=event.trigger,
-                cancelled=int(cancelled), updated_at=at, exchange_id=exchange_id,
-            )
-        )
-        detail: dict[str, Any] = {"visit": visit_key, "class": event.patient_class, "trigger": event.trigger}
-        if event.cancels:
-            detail["cancels"] = event.cancels
-        tx.add_event(exchange_id, at, "encounter", detail)
-
-    def _release(self, tx: Tx, by_exchange: str, an: Analysis, key: str, at: str) -> list[str]:
-        ident = an.identity
-        released: list[str] = []
-        candidates = tx.exchanges_for_patient(ins=ident.ins, ipp=key, statuses=("held",))
-        for ex in candidates:
-            if ex["reason_code"] not in ("INS_NOT_QUALIFIED",) or ex["patient_ins"] != ident.ins:
-                continue  # conflicts and broken INS need an operator
-            tx.conn.execute(
-                "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
-                "WHERE exchange_id = ? AND status = 'waiting'",
-                (at, at, ex["id"]),
-            )
-            tx.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
-            tx.add_event(ex["id"], at, "released", {"by": by_exchange, "cause": "identity qualified by ADT"})
-            released.append(ex["id"])
-        return released
-
-    def _rehold(self, tx: Tx, by_exchange: str, ins: str | None, key: str, at: str) -> None:
-        """A47: documents not yet delivered for this patient go back on hold.
-
-        Queued and failed deliveries wait again at once; an attempt already in flight
-        cannot be recalled, but if it fails it waits instead of retrying (dispatcher).
-        """
-        reason = "INS removed or downgraded by ADT^A47"
-        for ex in tx.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",)):
-            tx.conn.execute(
-                "UPDATE deliveries SET status = 'waiting', updated_at = ? WHERE exchange_id = ? "
-                "AND kind = 'document' AND status IN ('queued', 'failed')",
-                (at, ex["id"]),
-            )
-            tx.update_exchange(
-                ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=reason, held_since=at
-            )
-            tx.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": reason, "by": by_exchange})
 
     # -- acknowledgements ----------------------------------------------------------------------
-    def _record_ack(self, tx: Tx, exchange_id: str, base: dict[str, Any], an: Analysis, at: str) -> IntakeResult:
-        """An inbound ACK: journaled, matched to the ZAM / application ACK it answers, never answered.
-
-        HL7 v2.5 ch. 2 §2.9.2: acknowledgements are not acknowledged (an ACK of an ACK
-        would loop between two systems that both follow the rule).
-        """
-        tx.insert_exchange({**base, "status": "recorded", "ack_code": None, "findings": an.findings_json()})
-        tx.add_event(exchange_id, at, "received", {"listener": base["listener"], "size": base["size"]})
-        matched = tx.outbound_by_control_id(an.acknowledges) if an.acknowledges else None
-        if matched is not None:
-            tx.add_event(exchange_id, at, "ack:matched", {"delivery": matched["id"], "exchange": matched["exchange_id"]})
-            tx.add_event(
-                matched["exchange_id"], at, f"{matched['kind']}:acknowledged",
-                {"by": exchange_id, "code": an.acknowledgement},
-            )
-        else:
-            tx.add_event(exchange_id, at, "ack:unmatched", {"acknowledges_known": False})
-        return IntakeResult(exchange_id, "recorded", "", an)
-
-    def _queue_application_ack(self, tx: Tx, result: IntakeResult, now: datetime) -> None:
+    def _application_ack(self, record: InboundRecord, result: IntakeResult, now: datetime) -> None:
         """Enhanced mode: the application ACK goes to the sender's return address, durably.
 
         It is a delivery like a ZAM (kind ``ack``), to the ``[[creator]]`` matched on
@@ -683,8 +512,8 @@ class Intake:
         creator = find_creator(self.settings, s.get("sender_app") or "", s.get("sender_facility") or "")
         if creator is None:
             # kept in the journal for the operator: the sender asked for an answer we cannot send
-            tx.add_event(result.exchange_id, at, "ack:no-return-address",
-                         {"sender_app": s.get("sender_app"), "sender_facility": s.get("sender_facility")})
+            record.events.append(NewEvent("ack:no-return-address",
+                                          {"sender_app": s.get("sender_app"), "sender_facility": s.get("sender_facility")}))
             log.warning("intake.application_ack_without_return_address", exchange_id=result.exchange_id)
             return
         control_id = "ACA" + self.clock.new_id().replace("-", "")[:17]
@@ -694,15 +523,13 @@ class Intake:
             facility=g.facility, text=self._ack_text(result), enhanced=False, charset=self._ack_charset(an),
             ack_types=("AL", "NE"),
         )
-        tx.insert_delivery(
-            dict(
-                id=self.clock.new_id(), exchange_id=result.exchange_id,
-                destination=f"zam:{creator.application}|{creator.facility}", kind="ack", status="queued",
-                next_attempt_at=at, patient_key=f"ack:{result.exchange_id}", unique_id=control_id,
-                payload=self._encode_ack(an, text), created_at=at,
-            )
-        )
-        tx.add_event(result.exchange_id, at, "ack:queued", {"code": result.ack_code, "control_id": control_id})
+        record.deliveries.append(NewDelivery(
+            id=self.clock.new_id(), exchange_id=result.exchange_id,
+            destination=f"zam:{creator.application}|{creator.facility}", kind="ack", status="queued",
+            next_attempt_at=at, patient_key=f"ack:{result.exchange_id}", unique_id=control_id,
+            payload=self._encode_ack(an, text), created_at=at,
+        ))
+        record.events.append(NewEvent("ack:queued", {"code": result.ack_code, "control_id": control_id}))
         result.application_ack_queued = True
 
     @staticmethod
@@ -788,6 +615,11 @@ class Intake:
             errors=[f.code for f in an.errors],
             ms=round(elapsed * 1000, 2),
         )
+
+
+def _registry_qualified(ctx: IdentityContext, ins: str | None) -> bool:
+    rows = [ctx.by_ipp, *ctx.with_ins]
+    return any(r is not None and r.qualified and r.ins == ins for r in rows)
 
 
 def _received(size: int, tls_subject: str | None) -> dict[str, Any]:

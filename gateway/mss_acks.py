@@ -6,7 +6,7 @@ The outcome of a mail reaches the gateway three ways — the SMTP server refusin
 MLLP return address, through the same durable path as ZAM^Z01.
 
 At most one Z02 and one Z03 per mail delivery: the ZAM delivery's ``unique_id`` is
-``Z02:<mail delivery id>`` / ``Z03:<mail delivery id>``, checked before inserting, so a report
+``Z02:<mail delivery id>`` / ``Z03:<mail delivery id>``, checked by the journal before inserting, so a report
 read twice (a crash between the journal commit and the IMAP ``\\Seen`` flag) is harmless.
 A ``delayed`` DSN is journaled but sends nothing: it is not an outcome.
 """
@@ -20,7 +20,8 @@ from gateway.core.charset import decode_message, encode_for
 from gateway.core.hl7v2.reader import Message
 from gateway.core.mss.orders import MailOrder
 from gateway.core.mss.zam import MssAck, build_zam_z02, build_zam_z03
-from gateway.journal.tx import Tx
+from gateway.journal.base import Journal
+from gateway.journal.rows import Delivery, NewDelivery, ZamFollowUp, iso
 from gateway.ports import Clock
 from gateway.settings import Settings
 
@@ -37,52 +38,48 @@ def smtp_error_ack(order: MailOrder, error: str | None) -> MssAck:
 
 
 class MssAcks:
-    """Builds and records Z02/Z03 deliveries inside a journal transaction."""
+    """Builds the Z02/Z03 deliveries; the journal queues each one once, in the outcome's transaction."""
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.clock = clock
 
-    def already(self, tx: Tx, trigger: str, mail_delivery_id: str) -> bool:
-        row = tx.conn.execute(
-            "SELECT 1 FROM deliveries WHERE kind = 'zam' AND unique_id = ?", (f"{trigger}:{mail_delivery_id}",)
-        ).fetchone()
-        return row is not None
-
-    def zam(self, tx: Tx, mail_delivery: dict[str, Any], trigger: str, ack: MssAck) -> dict[str, Any] | None:
-        """The ZAM delivery row for one recipient's outcome, or None (not requested / already sent / no creator)."""
+    async def zam(self, journal: Journal, mail_delivery: Delivery, trigger: str, ack: MssAck,
+                  event: dict[str, Any] | None = None) -> ZamFollowUp | None:
+        """The ZAM for one recipient's outcome, or None (not requested / no creator / no raw message)."""
         from gateway.dispatcher import find_creator  # the creator table lives with the Z01 logic
 
-        if self.already(tx, trigger, mail_delivery["id"]):
+        ex = await journal.get_exchange(str(mail_delivery.exchange_id))
+        if ex is None or mail_delivery.payload is None:
             return None
-        ex = tx.get_exchange(mail_delivery["exchange_id"])
-        payload = mail_delivery.get("payload")
-        if ex is None or payload is None:
-            return None
-        order = MailOrder.from_json(bytes(payload))
+        order = MailOrder.from_json(bytes(mail_delivery.payload))
         if (trigger == "Z02" and not order.dsn) or (trigger == "Z03" and not order.mdn):
             return None  # ACK_RECEPTION / ACK_LECTURE_MSS not asked for
-        creator = find_creator(self.settings, ex.get("sender_app") or "", ex.get("sender_facility") or "")
-        bodies = tx.exchange_bodies(ex["id"]) or {}
-        if creator is None or bodies.get("raw") is None:
+        creator = find_creator(self.settings, ex.sender_app or "", ex.sender_facility or "")
+        bodies = await journal.exchange_bodies(ex.id)
+        if creator is None or bodies is None or bodies.raw is None:
             return None
-        decoded = decode_message(bytes(bodies["raw"]), self.settings.pipeline.default_charset)
+        decoded = decode_message(bytes(bodies.raw), self.settings.pipeline.default_charset)
         original = Message.parse(decoded.text)
         build = build_zam_z02 if trigger == "Z02" else build_zam_z03
         g = self.settings.gateway
+        now = self.clock.now()
         text = build(
-            original, ack, now=self.clock.now(),
+            original, ack, now=now,
             control_id="ZAM" + self.clock.new_id().replace("-", "")[:17], app=g.application, facility=g.facility,
         )
-        return dict(
-            id=self.clock.new_id(), exchange_id=ex["id"], destination=f"zam:{creator.application}|{creator.facility}",
-            kind="zam", status="queued", patient_key=f"zam:{ex['id']}", unique_id=f"{trigger}:{mail_delivery['id']}",
+        at = iso(now)
+        delivery = NewDelivery(
+            id=self.clock.new_id(), exchange_id=ex.id, destination=f"zam:{creator.application}|{creator.facility}",
+            kind="zam", status="queued", next_attempt_at=at, created_at=at, patient_key=f"zam:{ex.id}",
+            unique_id=f"{trigger}:{mail_delivery.id}",
             payload=encode_for(decoded.declared, text, self.settings.pipeline.default_charset),
         )
+        return ZamFollowUp(delivery, "once", ack.positive, event={"trigger": trigger, **(event or {})})
 
-    def for_dead_mail(self, tx: Tx, delivery: dict[str, Any], error: str | None) -> dict[str, Any] | None:
+    async def for_dead_mail(self, journal: Journal, delivery: Delivery, error: str | None) -> ZamFollowUp | None:
         """Dispatcher hook: the SMTP server refused the mail for good → ZAM^Z02 N with the SMTP code."""
-        full = tx.get_delivery(delivery["id"]) or delivery
-        if full.get("payload") is None:
+        if delivery.payload is None:
             return None
-        return self.zam(tx, full, "Z02", smtp_error_ack(MailOrder.from_json(bytes(full["payload"])), error))
+        ack = smtp_error_ack(MailOrder.from_json(bytes(delivery.payload)), error)
+        return await self.zam(journal, delivery, "Z02", ack)

@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from gateway.journal.tx import Tx, iso
+from gateway.journal.base import Journal
+from gateway.journal.rows import iso
 from gateway.ports import Clock
 from gateway.settings import Settings
 
-__all__ = ["RetentionPolicy", "RetentionTask", "prune_once", "prune_once_sync", "retention_policy"]
+__all__ = ["RetentionPolicy", "RetentionTask", "prune_once", "retention_policy"]
 
 log = structlog.get_logger(__name__)
-
-Write = Callable[[Callable[[Tx], Any]], Awaitable[Any]]
-
 
 @dataclass(frozen=True)
 class RetentionPolicy:
@@ -57,60 +55,37 @@ def retention_policy(settings: Settings, older_than: timedelta | None = None) ->
     )
 
 
-def _batch(policy: RetentionPolicy, before: str, at: str) -> Callable[[Tx], int]:
-    def op(tx: Tx) -> int:
-        return tx.prune_batch(before=before, at=at, limit=policy.batch_size, errors_only=policy.errors_only)
-
-    return op
-
-
-def _audit(policy: RetentionPolicy, actor: str, at: str, n: int) -> Callable[[Tx], None]:
-    def op(tx: Tx) -> None:
-        tx.append_audit(at=at, actor=actor, action="prune", target=None, detail={
-            "older_than_seconds": policy.older_than.total_seconds(), "exchanges": n,
-            "errors_only": policy.errors_only,
-        })
-
-    return op
+def _audit_detail(policy: RetentionPolicy, n: int) -> dict[str, Any]:
+    return {"older_than_seconds": policy.older_than.total_seconds(), "exchanges": n,
+            "errors_only": policy.errors_only}
 
 
 async def prune_once(
-    write: Write, policy: RetentionPolicy, *, now: datetime, actor: str, vacuum: bool, pause: float = 0.0
+    journal: Journal, policy: RetentionPolicy, *, now: datetime, actor: str, vacuum: bool, pause: float = 0.0,
+    audit_empty: bool = False,
 ) -> int:
-    """One retention pass through ``write`` (the journal's async write); returns exchanges pruned."""
+    """One retention pass, in batches; returns the exchanges pruned (one audit row for the pass).
+
+    ``audit_empty``: record the pass even when it pruned nothing (an operator's command is
+    an action to account for; the periodic task only audits what it did).
+    """
     before, at = policy.cutoff(now), iso(now)
     total = 0
     while True:
-        n = await write(_batch(policy, before, at))
+        n = await journal.prune(before=before, at=at, limit=policy.batch_size, errors_only=policy.errors_only)
         total += n
         if n < policy.batch_size:
             break
         await asyncio.sleep(pause)  # let the messages that arrived meanwhile commit first
-    if total:
-        await write(_audit(policy, actor, at, total))
-        # vacuum in steps too: one big step would hold the writer (and every ACK) for seconds
-        while vacuum:
-            freed = await write(lambda tx: tx.incremental_vacuum(policy.vacuum_pages))
-            if freed < policy.vacuum_pages:
-                break
-            await asyncio.sleep(pause)
-    return total
-
-
-def prune_once_sync(
-    write: Callable[[Callable[[Tx], Any]], Any], policy: RetentionPolicy, *, now: datetime, actor: str, vacuum: bool
-) -> int:
-    """:func:`prune_once` for the CLI (a journal's ``write_sync``); one audit row for the pass."""
-    before, at = policy.cutoff(now), iso(now)
-    total = 0
-    while True:
-        n = write(_batch(policy, before, at))
-        total += n
-        if n < policy.batch_size:
+    if total or audit_empty:
+        await journal.append_audit(at=at, actor=actor, action="prune", target=None,
+                                   detail=_audit_detail(policy, total))
+    # vacuum in steps too: one big step would hold the writer (and every ACK) for seconds
+    while total and vacuum:
+        freed = await journal.vacuum(policy.vacuum_pages)
+        if freed < policy.vacuum_pages:
             break
-    write(_audit(policy, actor, at, total))
-    while total and vacuum and write(lambda tx: tx.incremental_vacuum(policy.vacuum_pages)) >= policy.vacuum_pages:
-        pass
+        await asyncio.sleep(pause)
     return total
 
 
@@ -118,10 +93,11 @@ class RetentionTask:
     """Applies the policy every ``interval`` seconds until stopped."""
 
     def __init__(
-        self, write: Write, policy: RetentionPolicy, clock: Clock, *, interval: float, vacuum: bool,
-        on_pruned: Callable[[int], None] | None = None,
+        self, journal: Journal, policy: RetentionPolicy, clock: Clock, *, interval: float, vacuum: bool,
+        on_pruned: Callable[[int], None] | None = None, holder: str = "retention",
     ) -> None:
-        self._write = write
+        self._journal = journal
+        self._holder = holder
         self.policy = policy
         self._clock = clock
         self._interval = interval
@@ -140,7 +116,10 @@ class RetentionTask:
             self._task = None
 
     async def run_once(self) -> int:
-        n = await prune_once(self._write, self.policy, now=self._clock.now(), actor="retention",
+        # several instances on one journal: one of them prunes at a time (a lease, not a lock a pooler can lose)
+        if not await self._journal.hold_lease("retention", self._holder, max(self._interval * 2, 60.0)):
+            return 0
+        n = await prune_once(self._journal, self.policy, now=self._clock.now(), actor="retention",
                              vacuum=self._vacuum, pause=0.01)
         if n:
             log.info("retention.pruned", exchanges=n, errors_only=self.policy.errors_only)

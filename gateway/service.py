@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway.dispatcher import Dispatcher, find_creator
 from gateway.intake import Intake, Router
+from gateway.journal.base import Journal
 from gateway.journal.instance_lock import InstanceLock
 from gateway.journal.open import open_journal
 from gateway.listeners.http import build_app
@@ -175,7 +176,7 @@ class Service:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.ready = False
-        self.journal: Any = None
+        self.journal: Journal = None  # type: ignore[assignment]
         self.intake: Intake = None  # type: ignore[assignment]
         self.dispatcher: Dispatcher | None = None
         self.destinations: dict[str, Destination] = {}
@@ -203,13 +204,18 @@ class Service:
             self._instance_lock = InstanceLock(s.journal_url[len("sqlite:///") :])
             self._instance_lock.acquire()
         self.journal = open_journal(
-            s.journal_url, group_commit_ms=s.journal.group_commit_ms, auto_migrate=s.journal.auto_migrate
+            s.journal_url, group_commit_ms=s.journal.group_commit_ms, auto_migrate=s.journal.auto_migrate,
+            clock=self.clock,
         )
         _record_effective_config(s)
         journal = self.journal
-        self.metrics.watch_journal(lambda: (journal.commits, journal.commit_errors))
+        def commits() -> tuple[int, int]:
+            stats = journal.stats()
+            return stats.commits, stats.commit_errors
+
+        self.metrics.watch_journal(commits)
         self.readiness = Readiness(
-            self.journal, Path(self.journal.path).parent, min_free_bytes=s.journal.min_free_bytes,
+            self.journal, self.journal.location, min_free_bytes=s.journal.min_free_bytes,
             interval=s.journal.ready_probe_seconds, now=self.clock.now,
         )
         self.destinations = build_destinations(s, self.clock)
@@ -231,12 +237,12 @@ class Service:
         self._reevaluation = asyncio.create_task(self._reevaluate_holds(), name="hold-reevaluation")
         self.dispatcher.start()
         if s.retention.days > 0:
-            if not self.journal.auto_vacuum:
+            if self.journal.location is not None and not self.journal.can_vacuum:
                 log.warning("journal.vacuum_unavailable", hint="relais prune --vacuum (offline) lets retention "
                             "give space back; this journal predates auto_vacuum")
             self.retention = RetentionTask(
-                self.journal.write, retention_policy(s), self.clock, interval=s.retention.interval_minutes * 60,
-                vacuum=self.journal.auto_vacuum, on_pruned=self.metrics.pruned.inc,
+                self.journal, retention_policy(s), self.clock, interval=s.retention.interval_minutes * 60,
+                vacuum=self.journal.can_vacuum, on_pruned=self.metrics.pruned.inc, holder=self.dispatcher.worker_id,
             )
             self.retention.start()
         self._start_mail_poller(mail_dest, mss_acks)
@@ -392,15 +398,13 @@ class Service:
         def age(at: str | None) -> float:
             return max((now - datetime.fromisoformat(at)).total_seconds(), 0.0) if at else 0.0
 
-        def read(tx: Any) -> JournalHealth:
-            work = tx.open_work()
-            return JournalHealth(
-                by_status=tx.count_exchanges_by_status(), depth={d: n for d, (n, _) in work.items()},
-                oldest_queued={d: age(at) for d, (_, at) in work.items()},
-                oldest_held=age(tx.oldest_held_since()), zam=tx.zam_trouble(),
-            )
-
-        health = await self.journal.read(read)
+        j = self.journal
+        work = await j.open_work()
+        health = JournalHealth(
+            by_status=await j.count_by_status(), depth={w.destination: w.count for w in work},
+            oldest_queued={w.destination: age(w.oldest) for w in work},
+            oldest_held=age(await j.oldest_held_since()), zam=await j.zam_trouble(),
+        )
         self.metrics.refresh(health, list(self.destinations), ready=self.ready, data_dir=self.settings.data_dir)
 
 

@@ -31,7 +31,8 @@ from gateway.core import cda as cda_mod
 from gateway.core.identity.ins import validate_ins
 from gateway.core.mss.lps import MailContext, build_lps_mdm
 from gateway.errors import GatewayError
-from gateway.journal.tx import Tx, iso
+from gateway.journal.base import Journal
+from gateway.journal.rows import InboundRecord, NewDelivery, NewEvent, NewExchange, iso
 from gateway.model import CdaHeader, Finding
 from gateway.ports import Clock
 from gateway.settings import Settings
@@ -74,7 +75,7 @@ def extract_document(msg: EmailMessage, *, max_bytes: int = 64 * 1024 * 1024) ->
 class MailIntake:
     """Journal, check and queue one inbound mail (``ReportPoller.on_inbound``)."""
 
-    def __init__(self, journal: Any, settings: Settings, config: MssanteConfig, clock: Clock) -> None:
+    def __init__(self, journal: Journal, settings: Settings, config: MssanteConfig, clock: Clock) -> None:
         self.journal = journal
         self.settings = settings
         self.config = config
@@ -93,7 +94,8 @@ class MailIntake:
             log.exception("mssante.inbound_crashed", exchange_id=exchange_id, error=type(exc).__name__)
             outcome = Finding("INTERNAL_ERROR", "the gateway could not process this mail", None)
         message_id = str(msg.get("Message-ID") or f"uid:{uid}")
-        status = await self.journal.write(lambda tx: self._ingest(tx, exchange_id, raw, message_id, outcome, now))
+        recorded = await self.journal.record_inbound(self._record(exchange_id, raw, message_id, outcome, now))
+        status = recorded.status
         log.info("mssante.inbound", exchange_id=exchange_id, status=status,
                  reason=outcome.code if isinstance(outcome, Finding) else None)
         return True
@@ -126,34 +128,33 @@ class MailIntake:
         )
         return data, header, form, text
 
-    def _ingest(self, tx: Tx, exchange_id: str, raw: bytes, message_id: str,
-                outcome: tuple[bytes, CdaHeader, str, str] | Finding, now: Any) -> str:
+    def _record(self, exchange_id: str, raw: bytes, message_id: str,
+                outcome: tuple[bytes, CdaHeader, str, str] | Finding, now: Any) -> InboundRecord:
         at = iso(now)
         sha = hashlib.sha256(raw).hexdigest()
-        base = dict(id=exchange_id, received_at=at, listener="mssante", peer=self.config.mailbox, raw=raw,
-                    sha256=sha, size=len(raw), sender_app="MSSANTE", sender_facility=self.config.mailbox,
-                    control_id=message_id[:200], message_type="MAIL")
-        original = tx.find_duplicate("MSSANTE", self.config.mailbox, message_id[:200], sha)
-        if original is not None:
-            tx.insert_exchange({**base, "status": "duplicate", "duplicate_of": original})
-            tx.add_event(exchange_id, at, "duplicate", {"of": original})
-            return "duplicate"
+        ex = NewExchange(id=exchange_id, received_at=at, listener="mssante", peer=self.config.mailbox, raw=raw,
+                         sha256=sha, size=len(raw), status="received", sender_app="MSSANTE",
+                         sender_facility=self.config.mailbox, control_id=message_id[:200], message_type="MAIL")
+        # the same mail read twice (a crash before the IMAP \Seen flag) is recorded as a duplicate
+        record = InboundRecord(ex, dedup=True)
         if isinstance(outcome, Finding):
-            tx.insert_exchange({**base, "status": "rejected", "reason_code": outcome.code, "reason": outcome.message,
-                                "findings": {"errors": [outcome.as_dict()], "warnings": []}})
-            tx.add_event(exchange_id, at, "received", {"listener": "mssante", "size": len(raw)})
-            tx.add_event(exchange_id, at, "rejected", {"errors": [outcome.as_dict()]})
-            return "rejected"
-        data, header, form, text = outcome
-        tx.insert_exchange({**base, "status": "queued", "document_id": header.document_id,
-                            "patient_ins": header.patient.ins.value if header.patient.ins else None,
-                            "findings": {"errors": [], "warnings": []}})
-        tx.add_event(exchange_id, at, "received", {"listener": "mssante", "size": len(raw), "sha256": sha})
-        tx.add_event(exchange_id, at, "parsed", {"kind": f"mail+{form}", "document": header.document_id})
-        tx.insert_delivery(dict(
+            ex.status, ex.reason_code, ex.reason = "rejected", outcome.code, outcome.message
+            ex.findings = {"errors": [outcome.as_dict()], "warnings": []}
+            record.events += [NewEvent("received", {"listener": "mssante", "size": len(raw)}),
+                              NewEvent("rejected", {"errors": [outcome.as_dict()]})]
+            return record
+        _data, header, form, text = outcome
+        ex.status, ex.document_id = "queued", header.document_id
+        ex.patient_ins = header.patient.ins.value if header.patient.ins else None
+        ex.findings = {"errors": [], "warnings": []}
+        record.events += [
+            NewEvent("received", {"listener": "mssante", "size": len(raw), "sha256": sha}),
+            NewEvent("parsed", {"kind": f"mail+{form}", "document": header.document_id}),
+            NewEvent("queued", {"destinations": [self.config.inbound_destination], "as": "LPS MDM"}),
+        ]
+        record.deliveries.append(NewDelivery(
             id=self.clock.new_id(), exchange_id=exchange_id, destination=self.config.inbound_destination,
             kind="hl7", status="queued", next_attempt_at=at, patient_key=f"lps:{header.document_id}",
             unique_id=header.document_id, payload=text.encode("utf-8"), created_at=at,
         ))
-        tx.add_event(exchange_id, at, "queued", {"destinations": [self.config.inbound_destination], "as": "LPS MDM"})
-        return "queued"
+        return record

@@ -22,7 +22,6 @@ import contextlib
 import email
 import email.policy
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 
@@ -31,7 +30,8 @@ from adapters.mssante.mailbox import open_mailbox
 from adapters.mssante.mime import delivery_of_message_id
 from gateway.core.mss.reports import Report, parse_report, smtp_code
 from gateway.core.mss.zam import READ_ERROR_CODES, MssAck
-from gateway.journal.tx import Tx, iso
+from gateway.journal.base import Journal
+from gateway.journal.rows import Delivery, NewEvent, ZamFollowUp, iso
 from gateway.mss_acks import MssAcks
 from gateway.ports import Clock
 
@@ -46,7 +46,7 @@ class ReportPoller:
     """Polls one application mailbox; see the module docstring."""
 
     def __init__(
-        self, config: MssanteConfig, journal: Any, acks: MssAcks, clock: Clock, *,
+        self, config: MssanteConfig, journal: Journal, acks: MssAcks, clock: Clock, *,
         on_inbound: Inbound | None = None, wake: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
@@ -110,34 +110,36 @@ class ReportPoller:
     async def _handle(self, raw: bytes, uid: str) -> bool:
         report = parse_report(raw)
         if report is not None:
-            await self.journal.write(lambda tx: self._apply_report(tx, report))
+            await self._apply_report(report)
             return True
         head = email.message_from_bytes(raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=email.policy.compat32)
         own = delivery_of_message_id(head.get("Message-ID"), self.config.mailbox)
-        if own is not None and await self.journal.read(lambda tx: tx.get_delivery(own)) is not None:
+        if own is not None and await self.journal.get_delivery(own) is not None:
             return True  # our own copy: the lookup's proof, nothing to do
         if self.on_inbound is not None:
             return await self.on_inbound(raw, uid)
         return False
 
-    # -- reports → journal (inside one transaction) ---------------------------------------
-    def _mail_delivery(self, tx: Tx, report: Report) -> dict[str, Any] | None:
+    # -- reports → journal (one transaction) -------------------------------------------------
+    async def _mail_delivery(self, report: Report) -> Delivery | None:
         for candidate in (report.envelope_id, delivery_of_message_id(report.original_message_id, self.config.mailbox)):
             if candidate:
-                row = tx.get_delivery(candidate)
-                if row is not None and row["kind"] == "mail":
+                row = await self.journal.get_delivery(candidate)
+                if row is not None and row.kind == "mail":
                     return row
         return None
 
-    def _apply_report(self, tx: Tx, report: Report) -> None:
+    async def _apply_report(self, report: Report) -> None:
         at = iso(self.clock.now())
-        delivery = self._mail_delivery(tx, report)
+        delivery = await self._mail_delivery(report)
         if delivery is None:
             log.warning("mssante.report_unmatched", kind=report.kind)
             return
+        events: list[NewEvent] = []
+        zams: list[ZamFollowUp] = []
         for line in report.recipients:
-            detail = {"delivery": delivery["id"], "action": line.action, "status": line.status[:40]}
-            tx.add_event(delivery["exchange_id"], at, f"mss:{report.kind}", detail)
+            events.append(NewEvent(f"mss:{report.kind}", {"delivery": delivery.id, "action": line.action,
+                                                          "status": line.status[:40]}))
             if report.kind == "dsn":
                 if not line.final:
                     continue
@@ -151,10 +153,10 @@ class ReportPoller:
                 ack = MssAck(line.address, line.positive, error_code="" if line.positive else "906",
                              error_label="" if line.positive else f"{READ_ERROR_CODES['906']}: {line.action}")
                 trigger = "Z03"
-            zam = self.acks.zam(tx, delivery, trigger, ack)
+            zam = await self.acks.zam(self.journal, delivery, trigger, ack, event={"delivery": delivery.id})
             if zam is not None:
-                tx.insert_delivery(zam | {"created_at": at, "next_attempt_at": at})
-                tx.add_event(delivery["exchange_id"], at, "zam:queued",
-                             {"positive": line.positive, "trigger": trigger, "delivery": delivery["id"]})
+                zams.append(zam)
+        # a report read twice (crash before \Seen) queues nothing twice: one Z02 / Z03 per mail
+        await self.journal.record_follow_up(str(delivery.exchange_id), at=at, events=events, zams=zams)
         log.info("mssante.report", kind=report.kind, delivery_id=delivery["id"],
                  actions=[r.action for r in report.recipients])

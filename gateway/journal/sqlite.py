@@ -28,8 +28,11 @@ from typing import Any, TypeVar
 import structlog
 
 from gateway.errors import JournalError
+from gateway.journal.engine import SessionJournal
 from gateway.journal.migrate import MIGRATIONS_DDL, SchemaStatus, plan, require_current, split_statements
+from gateway.journal.rows import JournalStats
 from gateway.journal.tx import Tx
+from gateway.ports import Clock
 
 __all__ = ["SqliteJournal", "open_journal"]
 
@@ -55,16 +58,25 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class SqliteJournal:
-    """The embedded journal. ``write`` is durable on return; ``read`` sees committed data."""
+class SqliteJournal(SessionJournal):
+    """The embedded journal. ``write`` is durable on return; ``read`` sees committed data.
+
+    One instance per file (``serve`` holds ``InstanceLock``), so claims need no row locks:
+    the writer thread runs one transaction at a time.
+    """
+
+    backend = "sqlite"
 
     def __init__(
-        self, path: str | Path, *, group_commit_ms: float = 2.0, readonly: bool = False, auto_migrate: bool = True
+        self, path: str | Path, *, group_commit_ms: float = 2.0, readonly: bool = False, auto_migrate: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         self.path = str(path)
         self.readonly = readonly
         self.auto_migrate = auto_migrate
         self.schema: SchemaStatus | None = None
+        if clock is not None:
+            self.clock = clock
         self._group_wait = max(group_commit_ms, 0.0) / 1000.0
         self._queue: queue.Queue[tuple[Callable[[Tx], Any], Future[Any]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -115,6 +127,24 @@ class SqliteJournal:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
+
+    # -- the port's needs ---------------------------------------------------------------
+    @property
+    def location(self) -> Path | None:
+        return Path(self.path).parent
+
+    @property
+    def can_vacuum(self) -> bool:
+        return self.auto_vacuum
+
+    def stats(self) -> JournalStats:
+        return JournalStats(self.commits, self.commit_errors)
+
+    async def _write(self, fn: Callable[[Tx], T], *, large: bool = False) -> T:
+        return await self.write(fn, large=large)
+
+    async def _read(self, fn: Callable[[Tx], T]) -> T:
+        return await self.read(fn)
 
     # -- writes -----------------------------------------------------------------
     async def write(self, fn: Callable[[Tx], T], *, large: bool = False) -> T:
@@ -271,12 +301,14 @@ def migrate_sqlite(conn: sqlite3.Connection, *, apply: bool = True) -> SchemaSta
 
 
 def open_journal(
-    url: str, *, group_commit_ms: float = 2.0, readonly: bool = False, auto_migrate: bool = True
+    url: str, *, group_commit_ms: float = 2.0, readonly: bool = False, auto_migrate: bool = True,
+    clock: Clock | None = None,
 ) -> SqliteJournal:
     """Open the journal named by ``url`` (``sqlite:///path``). PostgreSQL is not built yet."""
     if url.startswith("sqlite:///"):
         return SqliteJournal(
-            url[len("sqlite:///") :], group_commit_ms=group_commit_ms, readonly=readonly, auto_migrate=auto_migrate
+            url[len("sqlite:///") :], group_commit_ms=group_commit_ms, readonly=readonly, auto_migrate=auto_migrate,
+            clock=clock,
         ).open()
     if url.startswith(("postgresql://", "postgres://")):
         raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
