@@ -452,11 +452,7 @@ class Dispatcher:
                     return  # released (or re-keyed) since it was read: nothing to expire
                 zam = self._zam_delivery_for_hold(tx, h)  # decided with the outcome, in its transaction
                 reason = f"held longer than {self.settings.identity.hold_max_hours:g} h: {h['reason_code']}"
-                tx.conn.execute(
-                    "UPDATE deliveries SET status = 'dead', last_error = ?, updated_at = ? "
-                    "WHERE exchange_id = ? AND status = 'waiting'",
-                    (reason, at, h["id"]),
-                )
+                tx.kill_waiting_deliveries(h["id"], reason, at)
                 tx.update_exchange(h["id"], at, status="dead", reason=reason)
                 tx.add_event(h["id"], at, "dead", {"code": h["reason_code"], "message": reason})
                 if zam is not None:

@@ -277,11 +277,7 @@ class Intake:
             return None  # released meanwhile
         reason = self._gate(tx, an, at)
         if reason is None:
-            tx.conn.execute(
-                "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
-                "WHERE exchange_id = ? AND status = 'waiting'",
-                (at, at, ex["id"]),
-            )
+            tx.queue_waiting_deliveries(ex["id"], at)
             tx.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
             tx.add_event(ex["id"], at, "released", {"cause": "re-evaluated with the current settings",
                                                     "override": ex["reason_code"]})
@@ -313,7 +309,7 @@ class Intake:
         """
         result = self._ingest_rows(tx, exchange_id, raw, an, peer, listener, now, dedup=dedup,
                                    tls_subject=tls_subject)
-        tx.conn.execute("UPDATE exchanges SET raw = ? WHERE id = ?", (raw, exchange_id))
+        tx.set_exchange_raw(exchange_id, raw)
         return result
 
     def _ingest_rows(
@@ -541,18 +537,12 @@ class Intake:
                 old_key = ipp_key(old)
                 if not old_key or old_key == key:
                     continue
-                tx.conn.execute(
-                    "UPDATE identities SET merged_into = ?, updated_at = ? WHERE ipp_key = ?", (key, at, old_key)
-                )
+                tx.merge_identity(old_key, key, at)
                 moved = tx.exchanges_for_patient(ins=None, ipp=old_key, statuses=("held", "queued", "received"))
                 for ex in moved:
                     tx.update_exchange(ex["id"], at, patient_ipp=key)
                     tx.add_event(ex["id"], at, "re-keyed", {"from": old_key, "to": key, "by": exchange_id})
-                tx.conn.execute(
-                    "UPDATE deliveries SET patient_key = ?, updated_at = ? WHERE patient_key = ? "
-                    "AND status IN ('waiting', 'queued', 'failed', 'in_flight')",
-                    (key, at, old_key),
-                )
+                tx.rekey_open_deliveries(old_key, key, at)
         removed_ins = event.removed_ins.value if trigger == "A47" and event.removed_ins is not None else None
         qualified = ident.qualified and trigger != "A47"
         tx.upsert_identity(
@@ -617,11 +607,7 @@ class Intake:
         for ex in candidates:
             if ex["reason_code"] not in ("INS_NOT_QUALIFIED",) or ex["patient_ins"] != ident.ins:
                 continue  # conflicts and broken INS need an operator
-            tx.conn.execute(
-                "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
-                "WHERE exchange_id = ? AND status = 'waiting'",
-                (at, at, ex["id"]),
-            )
+            tx.queue_waiting_deliveries(ex["id"], at)
             tx.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
             tx.add_event(ex["id"], at, "released", {"by": by_exchange, "cause": "identity qualified by ADT"})
             released.append(ex["id"])
@@ -635,11 +621,7 @@ class Intake:
         """
         reason = "INS removed or downgraded by ADT^A47"
         for ex in tx.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",)):
-            tx.conn.execute(
-                "UPDATE deliveries SET status = 'waiting', updated_at = ? WHERE exchange_id = ? "
-                "AND kind = 'document' AND status IN ('queued', 'failed')",
-                (at, ex["id"]),
-            )
+            tx.hold_open_document_deliveries(ex["id"], at)
             tx.update_exchange(
                 ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=reason, held_since=at
             )

@@ -44,10 +44,7 @@ class MssAcks:
         self.clock = clock
 
     def already(self, tx: Tx, trigger: str, mail_delivery_id: str) -> bool:
-        row = tx.conn.execute(
-            "SELECT 1 FROM deliveries WHERE kind = 'zam' AND unique_id = ?", (f"{trigger}:{mail_delivery_id}",)
-        ).fetchone()
-        return row is not None
+        return tx.zam_exists(f"{trigger}:{mail_delivery_id}")
 
     def zam(self, tx: Tx, mail_delivery: dict[str, Any], trigger: str, ack: MssAck) -> dict[str, Any] | None:
         """The ZAM delivery row for one recipient's outcome, or None (not requested / already sent / no creator)."""

@@ -43,11 +43,7 @@ def release_exchange(tx: Tx, exchange_id: str, *, operator: str, reason: str, at
         raise OperationError(f"exchange {ex['id']} is {ex['status']}, not held")
     if not reason.strip() or not operator.strip():
         raise OperationError("an operator name and a reason are required", 400)
-    tx.conn.execute(
-        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? "
-        "WHERE exchange_id = ? AND status = 'waiting'",
-        (at, at, ex["id"]),
-    )
+    tx.queue_waiting_deliveries(ex["id"], at)
     # the hold reason goes from the summary (the exchange is no longer held for it); the
     # event and the audit row keep which hold the operator overrode
     tx.update_exchange(ex["id"], at, status="queued", held_since=None, reason_code=None, reason=None)

@@ -79,13 +79,13 @@ def _check_columns(table: str, rec: Mapping[str, Any], columns: Sequence[str]) -
 def _insert_params(
     table: str, rec: Mapping[str, Any], columns: Sequence[str], defaults: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Every column of an explicit INSERT: the record's value, else the column's default."""
+    """Every column of an explicit insert: the record's value, else the column's default."""
     _check_columns(table, rec, columns)
     return {c: rec[c] if c in rec else defaults.get(c) for c in columns}
 
 
 def _flags(rec: Mapping[str, Any], columns: Sequence[str]) -> dict[str, bool]:
-    """``set_<column>``: whether an explicit UPDATE (or upsert) changes that column."""
+    """``set_<column>``: whether the explicit update (or upsert) changes that column."""
     return {f"set_{c}": c in rec for c in columns}
 
 
