@@ -54,6 +54,23 @@ _IDENTITY_COLUMNS = ("ipp_key", "ins", "ins_oid", "traits", "status", "qualified
 _IDENTITY_DEFAULTS = {"qualified": 0}
 _ENCOUNTER_COLUMNS = ("visit_key", "ipp_key", "patient_class", "trigger", "cancelled", "updated_at", "exchange_id")
 _ENCOUNTER_DEFAULTS = {"cancelled": 0}
+# the field sets the gateway updates all the time, each with a statement naming only those
+# columns (so SQLite touches only their indexes); any other set takes the generic statement
+_EXCHANGE_UPDATES = {
+    frozenset({"status"}): "update_exchange_status",
+    frozenset({"status", "reason_code", "reason", "held_since"}): "update_exchange_hold",
+    frozenset({"status", "reason_code", "reason"}): "update_exchange_outcome",
+    frozenset({"status", "reason"}): "update_exchange_status_reason",
+    frozenset({"reason_code", "reason"}): "update_exchange_reason",
+    frozenset({"patient_ipp"}): "update_exchange_patient_ipp",
+}
+_DELIVERY_UPDATES = {
+    frozenset({"status", "next_attempt_at"}): "update_delivery_due",
+    frozenset({"status", "next_attempt_at", "last_error"}): "update_delivery_retry",
+    frozenset({"status", "next_attempt_at", "last_error", "claimed_by", "lease_until"}): "update_delivery_outcome",
+    frozenset({"status", "last_error", "claimed_by", "lease_until"}): "update_delivery_park",
+    frozenset({"destination", "status", "attempts", "next_attempt_at", "last_error"}): "update_delivery_reroute",
+}
 
 
 def like_escape(value: str) -> str:
@@ -114,6 +131,22 @@ class Tx:
     def _all(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return [dict(r) for r in self._exec(name, params).fetchall()]
 
+    def _update(
+        self, table: str, row_id: str, fields: dict[str, Any], columns: Sequence[str],
+        specific: Mapping[frozenset[str], str], generic: str,
+    ) -> None:
+        """``fields`` (``updated_at`` included) of row ``row_id``: the statement for exactly these
+        columns if there is one, else the generic one (every column, ``set_<column>`` flags)."""
+        _check_columns(table, fields, columns[1:])  # the id is not updatable
+        name = specific.get(frozenset(fields) - {"updated_at"})
+        if name is None:
+            name = generic
+            params = {c: fields.get(c) for c in columns} | _flags(fields, columns)
+        else:
+            params = dict(fields)
+        params["id"] = row_id
+        self._exec(name, params)
+
     def _next_seq(self, name: str) -> int:
         row = self._exec(name).fetchone()
         return int(row[0])
@@ -132,10 +165,7 @@ class Tx:
         if fields.get("findings") is not None and not isinstance(fields["findings"], str):
             fields["findings"] = json.dumps(fields["findings"], ensure_ascii=False)
         fields["updated_at"] = at
-        _check_columns("exchanges", fields, _EXCHANGE_COLUMNS[1:])  # the id is not updatable
-        params = {c: fields.get(c) for c in _EXCHANGE_COLUMNS} | _flags(fields, _EXCHANGE_COLUMNS)
-        params["id"] = exchange_id
-        self._exec("update_exchange", params)
+        self._update("exchanges", exchange_id, fields, _EXCHANGE_COLUMNS, _EXCHANGE_UPDATES, "update_exchange")
 
     def set_exchange_raw(self, exchange_id: str, raw: bytes) -> None:
         """Store the raw bytes of an exchange whose rows were written without them (see intake)."""
@@ -471,10 +501,7 @@ class Tx:
 
     def update_delivery(self, delivery_id: str, at: str, **fields: Any) -> None:
         fields["updated_at"] = at
-        _check_columns("deliveries", fields, _DELIVERY_COLUMNS[1:])  # the id is not updatable
-        params = {c: fields.get(c) for c in _DELIVERY_COLUMNS} | _flags(fields, _DELIVERY_COLUMNS)
-        params["id"] = delivery_id
-        self._exec("update_delivery", params)
+        self._update("deliveries", delivery_id, fields, _DELIVERY_COLUMNS, _DELIVERY_UPDATES, "update_delivery")
 
     def queue_waiting_deliveries(self, exchange_id: str, at: str) -> None:
         """The exchange's deliveries held by the identity gate (``waiting``) are due now."""

@@ -166,3 +166,11 @@ def test_a_name_defined_twice_fails_at_load(tmp_path: Path, monkeypatch: pytest.
             Queries.load("sqlite")
     finally:
         Queries.load.cache_clear()
+
+
+def test_each_column_set_update_names_exactly_its_columns(q: Queries) -> None:
+    from gateway.journal.tx import _DELIVERY_UPDATES, _EXCHANGE_UPDATES
+
+    for updates in (_EXCHANGE_UPDATES, _DELIVERY_UPDATES):
+        for columns, name in updates.items():
+            assert set(_params(q[name])) == set(columns) | {"updated_at", "id"}, name

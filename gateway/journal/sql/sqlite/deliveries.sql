@@ -37,6 +37,34 @@ UPDATE deliveries SET
     updated_at = :updated_at
 WHERE id = :id
 
+-- The updates the dispatcher makes all the time, one statement per column set (see
+-- update_exchange_status in exchanges.sql for why). Tx.update_delivery picks one by its fields.
+
+-- name: update_delivery_due
+UPDATE deliveries SET status = :status, next_attempt_at = :next_attempt_at, updated_at = :updated_at
+WHERE id = :id
+
+-- name: update_delivery_retry
+UPDATE deliveries SET status = :status, next_attempt_at = :next_attempt_at, last_error = :last_error,
+    updated_at = :updated_at
+WHERE id = :id
+
+-- name: update_delivery_outcome
+-- an attempt ended: the claim goes, the next attempt (if any) is scheduled
+UPDATE deliveries SET status = :status, next_attempt_at = :next_attempt_at, last_error = :last_error,
+    claimed_by = :claimed_by, lease_until = :lease_until, updated_at = :updated_at
+WHERE id = :id
+
+-- name: update_delivery_park
+UPDATE deliveries SET status = :status, last_error = :last_error, claimed_by = :claimed_by,
+    lease_until = :lease_until, updated_at = :updated_at
+WHERE id = :id
+
+-- name: update_delivery_reroute
+UPDATE deliveries SET destination = :destination, status = :status, attempts = :attempts,
+    next_attempt_at = :next_attempt_at, last_error = :last_error, updated_at = :updated_at
+WHERE id = :id
+
 -- name: get_delivery
 SELECT * FROM deliveries WHERE id = :id
 

@@ -50,6 +50,32 @@ UPDATE exchanges SET
     updated_at = :updated_at
 WHERE id = :id
 
+-- The updates the gateway makes all the time, one statement per column set: naming only
+-- those columns keeps SQLite from rewriting the entries of every index of the table
+-- (the generic update_exchange names them all). Tx.update_exchange picks one by its fields.
+
+-- name: update_exchange_status
+UPDATE exchanges SET status = :status, updated_at = :updated_at WHERE id = :id
+
+-- name: update_exchange_hold
+-- held, released or re-queued: the hold's code, message and start go with the status
+UPDATE exchanges SET status = :status, reason_code = :reason_code, reason = :reason, held_since = :held_since,
+    updated_at = :updated_at
+WHERE id = :id
+
+-- name: update_exchange_outcome
+UPDATE exchanges SET status = :status, reason_code = :reason_code, reason = :reason, updated_at = :updated_at
+WHERE id = :id
+
+-- name: update_exchange_status_reason
+UPDATE exchanges SET status = :status, reason = :reason, updated_at = :updated_at WHERE id = :id
+
+-- name: update_exchange_reason
+UPDATE exchanges SET reason_code = :reason_code, reason = :reason, updated_at = :updated_at WHERE id = :id
+
+-- name: update_exchange_patient_ipp
+UPDATE exchanges SET patient_ipp = :patient_ipp, updated_at = :updated_at WHERE id = :id
+
 -- name: set_exchange_raw
 -- the raw bytes go in last, once: SQLite rewrites the whole row (blob included) on every UPDATE
 UPDATE exchanges SET raw = :raw WHERE id = :id
