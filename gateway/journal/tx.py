@@ -1,8 +1,12 @@
-"""The journal's transaction object: every read and write the gateway makes, as plain SQL.
+"""The journal's transaction object: every read and write the gateway makes, as named SQL.
 
 A ``Tx`` wraps one connection. Writes only ever run inside the journal's writer
 thread (see ``sqlite.py``), reads on a read-only connection. Rows come back as
 dicts. Times are ISO 8601 UTC strings, which sort like the instants they name.
+
+The SQL lives in ``sql/sqlite/*.sql`` as named queries (see ``queries.py``), with named
+parameters only. Nothing here builds SQL text except the exchange search, which joins
+WHERE fragments that are themselves named queries of ``search.sql``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+from gateway.journal.queries import Queries
 
 __all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "DESTINATION_UNKNOWN", "iso", "like_escape"]
 
@@ -26,6 +32,45 @@ OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
 #: hold / last_error code of work whose destination is no longer configured
 DESTINATION_UNKNOWN = "DESTINATION_UNKNOWN"
 GENESIS_HASH = "0" * 64
+
+# the columns the explicit INSERT / UPDATE statements name, with the schema's defaults
+_EXCHANGE_COLUMNS = (
+    "id", "seq", "received_at", "listener", "peer", "raw", "sha256", "size", "sender_app", "sender_facility",
+    "control_id", "message_type", "version", "charset", "status", "reason_code", "reason", "ack_code",
+    "duplicate_of", "patient_ins", "patient_ipp", "document_id", "dmp_bound", "ack_reception", "held_since",
+    "findings", "pruned_at", "updated_at",
+)
+_EXCHANGE_DEFAULTS = {"dmp_bound": 0, "ack_reception": 0}
+_DELIVERY_COLUMNS = (
+    "id", "seq", "exchange_id", "destination", "kind", "status", "attempts", "next_attempt_at", "claimed_by",
+    "lease_until", "last_error", "patient_key", "unique_id", "doc_index", "action", "payload", "created_at",
+    "updated_at",
+)
+_DELIVERY_DEFAULTS = {"attempts": 0}
+_ATTEMPT_COLUMNS = (
+    "id", "delivery_id", "number", "started_at", "finished_at", "outcome", "error", "request", "response", "duration",
+)
+_IDENTITY_COLUMNS = ("ipp_key", "ins", "ins_oid", "traits", "status", "qualified", "merged_into", "updated_at")
+_IDENTITY_DEFAULTS = {"qualified": 0}
+_ENCOUNTER_COLUMNS = ("visit_key", "ipp_key", "patient_class", "trigger", "cancelled", "updated_at", "exchange_id")
+_ENCOUNTER_DEFAULTS = {"cancelled": 0}
+# the field sets the gateway updates all the time, each with a statement naming only those
+# columns (so SQLite touches only their indexes); any other set takes the generic statement
+_EXCHANGE_UPDATES = {
+    frozenset({"status"}): "update_exchange_status",
+    frozenset({"status", "reason_code", "reason", "held_since"}): "update_exchange_hold",
+    frozenset({"status", "reason_code", "reason"}): "update_exchange_outcome",
+    frozenset({"status", "reason"}): "update_exchange_status_reason",
+    frozenset({"reason_code", "reason"}): "update_exchange_reason",
+    frozenset({"patient_ipp"}): "update_exchange_patient_ipp",
+}
+_DELIVERY_UPDATES = {
+    frozenset({"status", "next_attempt_at"}): "update_delivery_due",
+    frozenset({"status", "next_attempt_at", "last_error"}): "update_delivery_retry",
+    frozenset({"status", "next_attempt_at", "last_error", "claimed_by", "lease_until"}): "update_delivery_outcome",
+    frozenset({"status", "last_error", "claimed_by", "lease_until"}): "update_delivery_park",
+    frozenset({"destination", "status", "attempts", "next_attempt_at", "last_error"}): "update_delivery_reroute",
+}
 
 
 def like_escape(value: str) -> str:
@@ -42,61 +87,106 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
+def _check_columns(table: str, rec: Mapping[str, Any], columns: Sequence[str]) -> None:
+    for key in rec:
+        if key not in columns:  # what SQLite said when the column list came from the dict
+            raise sqlite3.OperationalError(f"table {table} has no column named {key}")
+
+
+def _insert_params(
+    table: str, rec: Mapping[str, Any], columns: Sequence[str], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Every column of an explicit insert: the record's value, else the column's default."""
+    _check_columns(table, rec, columns)
+    return {c: rec[c] if c in rec else defaults.get(c) for c in columns}
+
+
+def _flags(rec: Mapping[str, Any], columns: Sequence[str]) -> dict[str, bool]:
+    """``set_<column>``: whether the explicit update (or upsert) changes that column."""
+    return {f"set_{c}": c in rec for c in columns}
+
+
 class Tx:
     """Named operations on the journal tables."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, queries: Queries | None = None) -> None:
+        self._conn = conn
+        self._q = queries or Queries.load("sqlite")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection, for the backend's own transaction control (``sqlite.py``: BEGIN / COMMIT).
+
+        Everything else goes through a named method: no SQL outside ``gateway/journal``.
+        """
+        return self._conn
 
     # -- generic ------------------------------------------------------------------
-    def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
-        return _row(self.conn.execute(sql, args).fetchone())
+    def _exec(self, name: str, params: Mapping[str, Any] | None = None) -> sqlite3.Cursor:
+        return self._conn.execute(self._q[name], params or {})
 
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(sql, args).fetchall()]
+    def _one(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        return _row(self._exec(name, params).fetchone())
 
-    def _next_seq(self, table: str) -> int:
-        row = self.conn.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table}").fetchone()  # noqa: S608
+    def _all(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._exec(name, params).fetchall()]
+
+    def _update(
+        self, table: str, row_id: str, fields: dict[str, Any], columns: Sequence[str],
+        specific: Mapping[frozenset[str], str], generic: str,
+    ) -> None:
+        """``fields`` (``updated_at`` included) of row ``row_id``: the statement for exactly these
+        columns if there is one, else the generic one (every column, ``set_<column>`` flags)."""
+        _check_columns(table, fields, columns[1:])  # the id is not updatable
+        name = specific.get(frozenset(fields) - {"updated_at"})
+        if name is None:
+            name = generic
+            params = {c: fields.get(c) for c in columns} | _flags(fields, columns)
+        else:
+            params = dict(fields)
+        params["id"] = row_id
+        self._exec(name, params)
+
+    def _next_seq(self, name: str) -> int:
+        row = self._exec(name).fetchone()
         return int(row[0])
 
     # -- exchanges ------------------------------------------------------------------
     def insert_exchange(self, rec: dict[str, Any]) -> None:
         rec = dict(rec)
-        rec.setdefault("seq", self._next_seq("exchanges"))
+        if "seq" not in rec:
+            rec["seq"] = self._next_seq("next_exchange_seq")
         rec.setdefault("updated_at", rec["received_at"])
         if rec.get("findings") is not None and not isinstance(rec["findings"], str):
             rec["findings"] = json.dumps(rec["findings"], ensure_ascii=False)
-        cols = ", ".join(rec)
-        marks = ", ".join("?" for _ in rec)
-        self.conn.execute(f"INSERT INTO exchanges ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
+        self._exec("insert_exchange", _insert_params("exchanges", rec, _EXCHANGE_COLUMNS, _EXCHANGE_DEFAULTS))
 
     def update_exchange(self, exchange_id: str, at: str, **fields: Any) -> None:
         if fields.get("findings") is not None and not isinstance(fields["findings"], str):
             fields["findings"] = json.dumps(fields["findings"], ensure_ascii=False)
         fields["updated_at"] = at
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        self.conn.execute(
-            f"UPDATE exchanges SET {sets} WHERE id = ?",  # noqa: S608
-            [*fields.values(), exchange_id],
-        )
+        self._update("exchanges", exchange_id, fields, _EXCHANGE_COLUMNS, _EXCHANGE_UPDATES, "update_exchange")
+
+    def set_exchange_raw(self, exchange_id: str, raw: bytes) -> None:
+        """Store the raw bytes of an exchange whose rows were written without them (see intake)."""
+        self._exec("set_exchange_raw", {"id": exchange_id, "raw": raw})
 
     def find_duplicate(self, sender_app: str, sender_facility: str, control_id: str, sha256: str) -> str | None:
-        row = self.conn.execute(
-            "SELECT id FROM exchanges WHERE sender_app = ? AND sender_facility = ? AND control_id = ? "
-            "AND sha256 = ? AND status != 'duplicate' ORDER BY seq LIMIT 1",
-            (sender_app, sender_facility, control_id, sha256),
+        row = self._exec(
+            "find_duplicate",
+            {"sender_app": sender_app, "sender_facility": sender_facility, "control_id": control_id, "sha256": sha256},
         ).fetchone()
         return row[0] if row else None
 
     def get_exchange(self, exchange_id: str, *, bodies: bool = False) -> dict[str, Any] | None:
-        cols = "*" if bodies else EXCHANGE_SUMMARY_COLUMNS + ", findings, patient_ins, patient_ipp"
-        row = self._one(f"SELECT {cols} FROM exchanges WHERE id = ?", (exchange_id,))  # noqa: S608
+        exact, by_prefix = (
+            ("get_exchange_with_bodies", "get_exchange_with_bodies_by_prefix") if bodies
+            else ("get_exchange", "get_exchange_by_prefix")
+        )
+        row = self._one(exact, {"id": exchange_id})
         if row is None:
             # let operators use a unique prefix of the id
-            rows = self._all(
-                f"SELECT {cols} FROM exchanges WHERE id LIKE ? ESCAPE '\\' LIMIT 2",  # noqa: S608
-                (like_escape(exchange_id) + "%",),
-            )
+            rows = self._all(by_prefix, {"id_like": like_escape(exchange_id) + "%"})
             row = rows[0] if len(rows) == 1 else None
         if row is None:
             return None
@@ -145,15 +235,21 @@ class Tx:
         if sender:
             pairs = list(self._sender_pairs(sender)) or [("\x00none", "\x00none")]
         return [dict(filters, message_type=t, sender_pair=p) for t in types for p in pairs]
+
+    def _search(self, head: str, fragments: list[str], tail: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """``head [WHERE f1 AND f2 ...] tail``: every piece a named query of search.sql."""
+        parts = [self._q[head]]
+        if fragments:
+            parts.append("WHERE " + " AND ".join(self._q[f] for f in fragments))
+        parts.append(self._q[tail])
+        return [dict(r) for r in self._conn.execute("\n".join(parts), params).fetchall()]
+
     def _page(self, filters: dict[str, Any], before_seq: int | None, limit: int, offset: int) -> list[dict[str, Any]]:
-        clause, args = self._exchange_filter(**filters)
+        fragments, params = self._exchange_filter(**filters)
         if before_seq is not None:
-            clause = f"{clause} AND seq < ?" if clause else "WHERE seq < ?"
-            args.append(before_seq)
-        return self._all(
-            f"SELECT {EXCHANGE_SUMMARY_COLUMNS} FROM exchanges {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",  # noqa: S608
-            [*args, limit, offset],
-        )
+            fragments.append("where_before_seq")
+            params["before_seq"] = before_seq
+        return self._search("page_head", fragments, "page_tail", params | {"limit": limit, "offset": offset})
 
     def _sender_pairs(self, sender: str) -> list[tuple[str | None, str | None]]:
         """The (MSH-3, MSH-4) pairs ``sender`` names: ``APP|FACILITY``, or an application or a facility."""
@@ -161,35 +257,16 @@ class Tx:
             app, _, facility = sender.partition("|")
             return [(app, facility)]
         out: list[tuple[str | None, str | None]] = []
-        for app in self._distinct_after("sender_app", "1", ()):
-            for facility in self._distinct_after("sender_facility", "sender_app IS ?", (app,)):
+        # distinct values by skip-scans of exchanges_sender_seq, one index seek per value
+        for app in [r["x"] for r in self._all("distinct_sender_apps")]:
+            for facility in [r["x"] for r in self._all("distinct_sender_facilities", {"sender_app": app})]:
                 if app == sender or facility == sender:
                     out.append((app, facility))
         return out
 
-    def _distinct_after(self, column: str, where: str, args: tuple[Any, ...]) -> list[Any]:
-        """Distinct non-null values of an indexed column: a skip-scan, one index seek per value."""
-        rows = self._all(
-            f"WITH RECURSIVE t(x) AS ("  # noqa: S608 - column and where are ours, not input
-            f" SELECT (SELECT MIN({column}) FROM exchanges WHERE {where})"
-            f" UNION ALL SELECT (SELECT MIN({column}) FROM exchanges WHERE {where} AND {column} > t.x)"
-            f" FROM t WHERE t.x IS NOT NULL) SELECT x FROM t WHERE x IS NOT NULL",
-            (*args, *args),
-        )
-        return [r["x"] for r in rows]
-
     def _types_with_prefix(self, prefix: str) -> list[str]:
         """The distinct message types starting with ``prefix``: an index skip-scan, a few lookups per type."""
-        rows = self._all(
-            "WITH RECURSIVE t(x) AS ("
-            " SELECT (SELECT MIN(message_type) FROM exchanges WHERE message_type >= ?1 AND message_type < ?2)"
-            " UNION ALL"
-            " SELECT (SELECT MIN(message_type) FROM exchanges WHERE message_type > t.x AND message_type < ?2)"
-            " FROM t WHERE t.x IS NOT NULL"
-            ") SELECT x FROM t WHERE x IS NOT NULL",
-            (prefix, prefix + "\uffff"),
-        )
-        return [r["x"] for r in rows]
+        return [r["x"] for r in self._all("types_with_prefix", {"low": prefix, "high": prefix + "\uffff"})]
 
     def count_exchanges(self, *, cap: int = 10_000, **filters: Any) -> tuple[int, bool]:
         """How many exchanges match, counting at most ``cap`` (so a count stays cheap at any size).
@@ -200,12 +277,9 @@ class Tx:
         filters.setdefault("message_type", None)
         n = 0
         for alt in self._alternatives(dict(filters), sender):  # disjoint cases: their counts add up
-            clause, args = self._exchange_filter(**alt)
-            row = self._one(
-                f"SELECT COUNT(*) AS n FROM (SELECT 1 FROM exchanges {clause} LIMIT ?)",  # noqa: S608
-                [*args, cap + 1 - n],
-            )
-            n += int(row["n"]) if row else 0
+            fragments, params = self._exchange_filter(**alt)
+            rows = self._search("count_head", fragments, "count_tail", params | {"cap": cap + 1 - n})
+            n += int(rows[0]["n"]) if rows else 0
             if n > cap:
                 break
         return min(n, cap), n > cap
@@ -223,91 +297,77 @@ class Tx:
         patient: str | None = None,
         document: str | None = None,
         control_or_id: str | None = None,
-    ) -> tuple[str, list[Any]]:
+    ) -> tuple[list[str], dict[str, Any]]:
+        """The names of the search.sql WHERE fragments for these filters, and their parameters."""
         where: list[str] = []
-        args: list[Any] = []
+        params: dict[str, Any] = {}
         if status:
-            where.append("status = ?")
-            args.append(status)
+            where.append("where_status")
+            params["status"] = status
         if message_type:
             if "*" in message_type:
-                where.append("message_type LIKE ? ESCAPE '\\'")
-                args.append(like_escape(message_type).replace("*", "%"))
+                where.append("where_message_type_like")
+                params["message_type_like"] = like_escape(message_type).replace("*", "%")
             else:  # exact: a prefix was resolved to its event types by _alternatives
-                where.append("message_type = ?")
-                args.append(message_type)
+                where.append("where_message_type")
+                params["message_type"] = message_type
         if sender_pair is not None:
-            where.append("sender_app IS ? AND sender_facility IS ?")
-            args += list(sender_pair)
+            where.append("where_sender_pair")
+            params["sender_app"], params["sender_facility"] = sender_pair
         if control_id:
-            where.append("control_id = ?")
-            args.append(control_id)
+            where.append("where_control_id")
+            params["control_id"] = control_id
         if q:
-            where.append("(control_id = ? OR id LIKE ? ESCAPE '\\' OR document_id = ?)")
-            args += [q, like_escape(q) + "%", q]  # q=% must not match every row
+            where.append("where_q")
+            params["q"] = q
+            params["q_like"] = like_escape(q) + "%"  # q=% must not match every row
         if since:
-            where.append("received_at >= ?")
-            where.append(f"seq >= COALESCE(({_FIRST_SEQ_AT}), 9223372036854775807)")
-            args += [since, since]
+            where.append("where_since")
+            params["since"] = since
         if until:
-            where.append("received_at < ?")
-            args.append(until)
-            # seq and received_at both grow in arrival order: bounding seq lets the newest-first
-            # walk start at `until` instead of reading every newer row first
-            where.append(f"seq < COALESCE(({_FIRST_SEQ_AT}), 9223372036854775807)")
-            args.append(until)
+            where.append("where_until")
+            params["until"] = until
         if patient:
             if "|" in patient:
-                where.append("patient_ipp = ?")
-                args.append(patient)
+                where.append("where_patient_ipp")
             elif _INS.fullmatch(patient):
-                where.append("patient_ins = ?")
-                args.append(patient)
+                where.append("where_patient_ins")
             else:  # an IPP without its authority (exchanges_ipp_value index)
-                where.append("substr(patient_ipp, instr(patient_ipp, '|') + 1) = ?")
-                args.append(patient)
+                where.append("where_patient_ipp_value")
+            params["patient"] = patient
         if document:
-            where.append("id IN (SELECT exchange_id FROM documents WHERE unique_id = ?)")
-            args.append(document)
+            where.append("where_document")
+            params["document"] = document
         if control_or_id:
-            # a range on the primary key, not LIKE: LIKE is case-insensitive and cannot use the index
-            where.append("(control_id = ? OR (id >= ? AND id < ?))")
-            args += [control_or_id, control_or_id.lower(), control_or_id.lower() + "\uffff"]
-        return (("WHERE " + " AND ".join(where)) if where else ""), args
+            where.append("where_control_or_id")
+            params["control_or_id"] = control_or_id
+            params["id_low"] = control_or_id.lower()
+            params["id_high"] = control_or_id.lower() + "\uffff"
+        return where, params
 
     def count_exchanges_by_status(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in self._all("SELECT status, COUNT(*) AS n FROM exchanges GROUP BY status")}
+        return {r["status"]: r["n"] for r in self._all("count_exchanges_by_status")}
 
     def exchanges_for_patient(
         self, *, ins: str | None, ipp: str | None, statuses: Iterable[str]
     ) -> list[dict[str, Any]]:
-        statuses = list(statuses)
-        marks = ", ".join("?" for _ in statuses)
-        keys: list[str] = []
-        args: list[Any] = list(statuses)
-        if ins:
-            keys.append("patient_ins = ?")
-            args.append(ins)
-        if ipp:
-            keys.append("patient_ipp = ?")
-            args.append(ipp)
-        if not keys:
+        if not ins and not ipp:
             return []
         return self._all(
-            f"SELECT id, status, reason_code, patient_ins, patient_ipp, held_since, dmp_bound FROM exchanges "  # noqa: S608
-            f"WHERE status IN ({marks}) AND ({' OR '.join(keys)}) ORDER BY seq",
-            args,
+            "exchanges_for_patient",
+            {"statuses": json.dumps(list(statuses)), "ins": ins or None, "ipp": ipp or None},
         )
 
     def held_exchanges(self) -> list[dict[str, Any]]:
-        return self._all(
-            "SELECT id, control_id, message_type, reason_code, reason, held_since, patient_ins, patient_ipp "
-            "FROM exchanges WHERE status = 'held' ORDER BY seq"
-        )
+        return self._all("held_exchanges")
+
+    def exchanges_per_minute(self, since: str) -> dict[str, int]:
+        """Exchanges received since ``since`` per minute (``YYYY-MM-DDTHH:MM``), among the latest 500,000."""
+        return {r["minute"]: r["n"] for r in self._all("exchanges_per_minute", {"since": since})}
 
     def exchange_bodies(self, exchange_id: str) -> dict[str, Any] | None:
         """Raw bytes and listener of an exchange, with its first document's CDA, Bundle and metadata."""
-        row = self._one("SELECT raw, listener FROM exchanges WHERE id = ?", (exchange_id,))
+        row = self._one("exchange_raw", {"id": exchange_id})
         if row is None:
             return None
         doc = self.get_document(exchange_id, 1) or {}
@@ -317,39 +377,33 @@ class Tx:
     # -- documents -------------------------------------------------------------------------
     def insert_document(self, exchange_id: str, idx: int, unique_id: str, action: str, cda: bytes,
                         xds: dict[str, Any], fhir: dict[str, Any] | None) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO documents (exchange_id, idx, unique_id, action, cda, xds, fhir) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (exchange_id, idx, unique_id, action, cda, json.dumps(xds, ensure_ascii=False),
-             json.dumps(fhir, ensure_ascii=False) if fhir is not None else None),
-        )
+        self._exec("insert_document", {
+            "exchange_id": exchange_id, "idx": idx, "unique_id": unique_id, "action": action, "cda": cda,
+            "xds": json.dumps(xds, ensure_ascii=False),
+            "fhir": json.dumps(fhir, ensure_ascii=False) if fhir is not None else None,
+        })
 
     def get_document(self, exchange_id: str, idx: int) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM documents WHERE exchange_id = ? AND idx = ?", (exchange_id, idx))
+        row = self._one("get_document", {"exchange_id": exchange_id, "idx": idx})
         if row:
             for key in ("xds", "fhir"):
                 row[key] = json.loads(row[key]) if row.get(key) else None
         return row
 
     def documents_for(self, exchange_id: str) -> list[dict[str, Any]]:
-        return self._all(
-            "SELECT exchange_id, idx, unique_id, action FROM documents WHERE exchange_id = ? ORDER BY idx",
-            (exchange_id,),
-        )
+        return self._all("documents_for", {"exchange_id": exchange_id})
 
     # -- events -------------------------------------------------------------------------
     def probe(self, at: str) -> None:
         """Rewrite the readiness probe row: proves that a transaction can still commit."""
-        self.conn.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (at,))
+        self._exec("probe", {"at": at})
 
     def add_event(self, exchange_id: str, at: str, stage: str, detail: dict[str, Any] | None = None) -> None:
-        self.conn.execute(
-            "INSERT INTO events (exchange_id, at, stage, detail) VALUES (?, ?, ?, ?)",
-            (exchange_id, at, stage, json.dumps(detail or {}, ensure_ascii=False)),
-        )
+        self._exec("add_event", {"exchange_id": exchange_id, "at": at, "stage": stage,
+                                 "detail": json.dumps(detail or {}, ensure_ascii=False)})
 
     def events(self, exchange_id: str) -> list[dict[str, Any]]:
-        rows = self._all("SELECT at, stage, detail FROM events WHERE exchange_id = ? ORDER BY id", (exchange_id,))
+        rows = self._all("events", {"exchange_id": exchange_id})
         for r in rows:
             r["detail"] = json.loads(r["detail"] or "{}")
         return rows
@@ -357,19 +411,18 @@ class Tx:
     # -- deliveries ------------------------------------------------------------------------
     def insert_delivery(self, rec: dict[str, Any]) -> None:
         rec = dict(rec)
-        rec.setdefault("seq", self._next_seq("deliveries"))
+        if "seq" not in rec:
+            rec["seq"] = self._next_seq("next_delivery_seq")
         rec.setdefault("updated_at", rec["created_at"])
-        cols = ", ".join(rec)
-        marks = ", ".join("?" for _ in rec)
-        self.conn.execute(f"INSERT INTO deliveries ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
+        self._exec("insert_delivery", _insert_params("deliveries", rec, _DELIVERY_COLUMNS, _DELIVERY_DEFAULTS))
 
     def outbound_by_control_id(self, control_id: str) -> dict[str, Any] | None:
         """The ZAM or application ACK we sent with this MSH-10 (kept in ``unique_id``)."""
-        return self._one(
-            "SELECT id, exchange_id, kind, status FROM deliveries WHERE kind IN ('zam', 'ack') AND unique_id = ? "
-            "ORDER BY seq DESC LIMIT 1",
-            (control_id,),
-        )
+        return self._one("outbound_by_control_id", {"control_id": control_id})
+
+    def zam_exists(self, unique_id: str) -> bool:
+        """Whether a ZAM delivery with this ``unique_id`` was already recorded (sent or to send)."""
+        return self._exec("zam_exists", {"unique_id": unique_id}).fetchone() is not None
 
     def claim_due(self, *, now: str, worker: str, lease_until: str, limit: int) -> list[dict[str, Any]]:
         """Claim due deliveries, oldest first, at most one in flight per (destination, patient).
@@ -379,23 +432,11 @@ class Tx:
         never overtakes the submission it refers to. PostgreSQL does the same with
         ``FOR UPDATE SKIP LOCKED``; here the single writer thread serialises claims.
         """
-        rows = self._all(
-            "SELECT d.id FROM deliveries d "
-            "WHERE d.status IN ('queued', 'failed') AND d.next_attempt_at <= ? "
-            "AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination "
-            "  AND e.patient_key = d.patient_key AND e.seq < d.seq "
-            "  AND e.status IN ('waiting', 'queued', 'in_flight', 'failed')) "
-            "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-            (now, limit),
-        )
+        rows = self._all("due_delivery_ids", {"now": now, "limit": limit})
         claimed: list[dict[str, Any]] = []
         for r in rows:
-            self.conn.execute(
-                "UPDATE deliveries SET status = 'in_flight', claimed_by = ?, lease_until = ?, "
-                "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (worker, lease_until, now, r["id"]),
-            )
-            row = self._one("SELECT * FROM deliveries WHERE id = ?", (r["id"],))
+            self._exec("claim_delivery", {"worker": worker, "lease_until": lease_until, "now": now, "id": r["id"]})
+            row = self._one("get_delivery", {"id": r["id"]})
             assert row is not None
             claimed.append(row)
         return claimed
@@ -405,13 +446,7 @@ class Tx:
 
         Their outcome is unknown, so the next attempt asks the destination first.
         """
-        cond = "status = 'in_flight'" + (" AND lease_until < ?" if expired_only else "")
-        args: list[Any] = [now, now] + ([now] if expired_only else [])
-        cur = self.conn.execute(
-            f"UPDATE deliveries SET status = 'failed', next_attempt_at = ?, updated_at = ?, "  # noqa: S608
-            f"last_error = 'outcome unknown: interrupted in flight' WHERE {cond}",
-            args,
-        )
+        cur = self._exec("recover_expired_in_flight" if expired_only else "recover_in_flight", {"now": now})
         return cur.rowcount
 
     def park_for_unknown_destination(self, delivery: dict[str, Any], *, at: str) -> None:
@@ -431,11 +466,8 @@ class Tx:
         """Deliveries parked for a destination that is configured again go back in the queue."""
         if not names:
             return 0
-        marks = ", ".join("?" for _ in names)
         rows = self._all(
-            f"SELECT id, exchange_id FROM deliveries WHERE status = 'waiting' AND last_error LIKE ? "  # noqa: S608
-            f"AND destination IN ({marks})",
-            [f"{DESTINATION_UNKNOWN}:%", *names],
+            "parked_for_destinations", {"parked_like": f"{DESTINATION_UNKNOWN}:%", "names": json.dumps(list(names))}
         )
         for r in rows:
             self.update_delivery(r["id"], at, status="queued", next_attempt_at=at, last_error=None)
@@ -448,12 +480,7 @@ class Tx:
         A delivery held by the identity gate stays waiting (only its destination changes); the
         rest is due now, with its attempt count reset: ``target`` never saw these documents.
         """
-        rows = self._all(
-            "SELECT id, exchange_id, status, last_error FROM deliveries WHERE destination = ? "
-            "AND kind IN ('document', 'mail', 'hl7') AND status IN ('waiting', 'queued', 'failed', 'dead') "
-            "ORDER BY seq",
-            (source,),
-        )
+        rows = self._all("reroute_candidates", {"source": source})
         for r in rows:
             parked = str(r["last_error"] or "").startswith(DESTINATION_UNKNOWN)
             identity_hold = r["status"] == "waiting" and not parked
@@ -474,165 +501,118 @@ class Tx:
 
     def update_delivery(self, delivery_id: str, at: str, **fields: Any) -> None:
         fields["updated_at"] = at
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        self.conn.execute(f"UPDATE deliveries SET {sets} WHERE id = ?", [*fields.values(), delivery_id])  # noqa: S608
+        self._update("deliveries", delivery_id, fields, _DELIVERY_COLUMNS, _DELIVERY_UPDATES, "update_delivery")
+
+    def queue_waiting_deliveries(self, exchange_id: str, at: str) -> None:
+        """The exchange's deliveries held by the identity gate (``waiting``) are due now."""
+        self._exec("queue_waiting_deliveries", {"exchange_id": exchange_id, "at": at})
+
+    def kill_waiting_deliveries(self, exchange_id: str, reason: str, at: str) -> None:
+        """The exchange's held deliveries give up (``dead``, ``reason`` as their last error)."""
+        self._exec("kill_waiting_deliveries", {"exchange_id": exchange_id, "reason": reason, "at": at})
+
+    def hold_open_document_deliveries(self, exchange_id: str, at: str) -> None:
+        """The exchange's queued or failed document deliveries wait again (an in-flight one cannot be recalled)."""
+        self._exec("hold_open_document_deliveries", {"exchange_id": exchange_id, "at": at})
+
+    def rekey_open_deliveries(self, old_key: str, new_key: str, at: str) -> None:
+        """Unfinished deliveries ordered under patient ``old_key`` move to ``new_key`` (ADT^A40 merge)."""
+        self._exec("rekey_open_deliveries", {"old_key": old_key, "new_key": new_key, "at": at})
 
     def held_worklist(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
         """The oldest held exchanges (first ``limit``) and how many are held."""
-        rows = self._all(
-            "SELECT id, control_id, message_type, reason_code, reason, held_since FROM exchanges "
-            "WHERE status = 'held' ORDER BY seq LIMIT ?",
-            (limit,),
-        )
-        total = self._one("SELECT COUNT(*) AS n FROM exchanges WHERE status = 'held'")
+        rows = self._all("held_worklist", {"limit": limit})
+        total = self._one("held_count")
         return rows, int(total["n"]) if total else 0
 
     def dead_worklist(self, limit: int = 20) -> tuple[list[dict[str, Any]], int]:
         """The oldest dead deliveries (first ``limit``) with their exchange, and how many are dead."""
-        rows = self._all(
-            "SELECT d.id, d.exchange_id, d.destination, d.kind, d.attempts, d.last_error, d.updated_at, "
-            "e.control_id, e.message_type FROM deliveries d JOIN exchanges e ON e.id = d.exchange_id "
-            "WHERE d.status = 'dead' ORDER BY d.seq LIMIT ?",
-            (limit,),
-        )
-        total = self._one("SELECT COUNT(*) AS n FROM deliveries WHERE status = 'dead'")
+        rows = self._all("dead_worklist", {"limit": limit})
+        total = self._one("dead_count")
         return rows, int(total["n"]) if total else 0
 
     def dead_delivery_ids(self, *, destination: str | None = None) -> list[str]:
         """Dead deliveries, oldest first (the ``deliveries_due`` index leads with status)."""
-        sql = "SELECT id FROM deliveries WHERE status = 'dead'"
-        args: list[Any] = []
         if destination:
-            sql += " AND destination = ?"
-            args.append(destination)
-        return [r["id"] for r in self._all(sql + " ORDER BY seq", args)]
+            rows = self._all("dead_delivery_ids_for_destination", {"destination": destination})
+        else:
+            rows = self._all("dead_delivery_ids")
+        return [r["id"] for r in rows]
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        return self._one("get_delivery", {"id": delivery_id})
 
     def deliveries_for(self, exchange_id: str) -> list[dict[str, Any]]:
-        return self._all(
-            "SELECT id, exchange_id, destination, kind, status, attempts, next_attempt_at, last_error, "
-            "unique_id, created_at, updated_at FROM deliveries WHERE exchange_id = ? ORDER BY seq",
-            (exchange_id,),
-        )
+        return self._all("deliveries_for", {"exchange_id": exchange_id})
 
     def open_deliveries_for_exchanges(self, exchange_ids: Sequence[str]) -> list[dict[str, Any]]:
         if not exchange_ids:
             return []
-        marks = ", ".join("?" for _ in exchange_ids)
-        return self._all(
-            f"SELECT * FROM deliveries WHERE exchange_id IN ({marks}) "  # noqa: S608
-            "AND status IN ('waiting', 'queued', 'failed')",
-            list(exchange_ids),
-        )
+        return self._all("open_deliveries_for_exchanges", {"exchange_ids": json.dumps(list(exchange_ids))})
 
     def open_work(self) -> dict[str, tuple[int, str]]:
         """Per destination: how many deliveries are not yet done, and when the oldest was created."""
-        return {
-            r["destination"]: (r["n"], r["oldest"])
-            for r in self._all(
-                "SELECT destination, COUNT(*) AS n, MIN(created_at) AS oldest FROM deliveries "
-                "WHERE status IN ('queued', 'in_flight', 'failed') GROUP BY destination"
-            )
-        }
+        return {r["destination"]: (r["n"], r["oldest"]) for r in self._all("open_work")}
 
     def attempt_outcomes_since(self, since: str) -> list[dict[str, Any]]:
         """Attempts finished since ``since`` by destination, outcome and minute (``attempts_finished`` index)."""
-        return self._all(
-            "SELECT d.destination AS destination, a.outcome AS outcome, substr(a.finished_at, 1, 16) AS minute, "
-            "MAX(a.finished_at) AS finished_at, COUNT(*) AS n FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
-            "WHERE a.finished_at >= ? GROUP BY d.destination, a.outcome, minute",
-            (since,),
-        )
+        return self._all("attempt_outcomes_since", {"since": since})
 
     def last_success_since(self, since: str) -> dict[str, str]:
         """Per destination, the last attempt since ``since`` that reached it."""
-        return {
-            r["destination"]: r["at"]
-            for r in self._all(
-                "SELECT d.destination AS destination, MAX(a.finished_at) AS at FROM attempts a "
-                "JOIN deliveries d ON d.id = a.delivery_id "
-                "WHERE a.finished_at >= ? AND a.outcome IN ('delivered', 'found-existing') GROUP BY d.destination",
-                (since,),
-            )
-        }
+        return {r["destination"]: r["at"] for r in self._all("last_success_since", {"since": since})}
 
     def oldest_held_since(self) -> str | None:
-        row = self._one("SELECT MIN(held_since) AS oldest FROM exchanges WHERE status = 'held'")
+        row = self._one("oldest_held_since")
         return row["oldest"] if row else None
 
     def zam_trouble(self) -> dict[str, int]:
         """Business acknowledgements being retried (``failed``) or given up (``dead``)."""
-        return {
-            r["status"]: r["n"]
-            for r in self._all(
-                "SELECT status, COUNT(*) AS n FROM deliveries WHERE kind = 'zam' AND status IN ('failed', 'dead') "
-                "GROUP BY status"
-            )
-        }
+        return {r["status"]: r["n"] for r in self._all("zam_trouble")}
 
     def insert_attempt(self, rec: dict[str, Any]) -> int:
-        cols = ", ".join(rec)
-        marks = ", ".join("?" for _ in rec)
-        cur = self.conn.execute(f"INSERT INTO attempts ({cols}) VALUES ({marks})", list(rec.values()))  # noqa: S608
+        cur = self._exec("insert_attempt", _insert_params("attempts", rec, _ATTEMPT_COLUMNS, {}))
         return int(cur.lastrowid or 0)
 
     def attempts_for(self, delivery_id: str, *, bodies: bool = False) -> list[dict[str, Any]]:
-        cols = "*" if bodies else "id, delivery_id, number, started_at, finished_at, outcome, error, duration"
-        return self._all(
-            f"SELECT {cols} FROM attempts WHERE delivery_id = ? ORDER BY id",  # noqa: S608
-            (delivery_id,),
-        )
+        return self._all("attempts_with_bodies_for" if bodies else "attempts_for", {"delivery_id": delivery_id})
 
     # -- identities --------------------------------------------------------------------------
     def link_identities(self, a: str, b: str, at: str, exchange_id: str) -> None:
         """ADT^A24: both records stay, known as the same person (stored both ways)."""
         for x, y in ((a, b), (b, a)):
-            self.conn.execute(
-                "INSERT OR IGNORE INTO identity_links (ipp_key, linked_key, created_at, exchange_id) VALUES (?, ?, ?, ?)",
-                (x, y, at, exchange_id),
-            )
+            self._exec("link_identity", {"ipp_key": x, "linked_key": y, "at": at, "exchange_id": exchange_id})
 
     def unlink_identities(self, a: str, b: str) -> int:
         """ADT^A37: undo an A24; returns how many link rows went."""
-        cur = self.conn.execute(
-            "DELETE FROM identity_links WHERE (ipp_key = ? AND linked_key = ?) OR (ipp_key = ? AND linked_key = ?)",
-            (a, b, b, a),
-        )
-        return cur.rowcount
+        return self._exec("unlink_identities", {"a": a, "b": b}).rowcount
 
     def linked_identities(self, ipp_key: str) -> list[str]:
-        return [r["linked_key"] for r in self._all(
-            "SELECT linked_key FROM identity_links WHERE ipp_key = ? ORDER BY linked_key", (ipp_key,))]
+        return [r["linked_key"] for r in self._all("linked_identities", {"ipp_key": ipp_key})]
+
+    def merge_identity(self, old_key: str, into_key: str, at: str) -> None:
+        """ADT^A40: the record ``old_key`` is merged into ``into_key`` (kept, pointing at it)."""
+        self._exec("merge_identity", {"old_key": old_key, "into_key": into_key, "at": at})
 
     def upsert_encounter(self, rec: dict[str, Any]) -> None:
-        cols = ", ".join(rec)
-        marks = ", ".join("?" for _ in rec)
-        updates = ", ".join(f"{k} = excluded.{k}" for k in rec if k != "visit_key")
-        self.conn.execute(
-            f"INSERT INTO encounters ({cols}) VALUES ({marks}) ON CONFLICT(visit_key) DO UPDATE SET {updates}",  # noqa: S608
-            list(rec.values()),
-        )
+        params = _insert_params("encounters", rec, _ENCOUNTER_COLUMNS, _ENCOUNTER_DEFAULTS)
+        self._exec("upsert_encounter", params | _flags(rec, _ENCOUNTER_COLUMNS))
 
     def current_encounter(self, ipp_key: str) -> dict[str, Any] | None:
         """The patient's latest encounter that was not cancelled (A11 / A38 / A27)."""
-        return self._one(
-            "SELECT * FROM encounters WHERE ipp_key = ? AND cancelled = 0 ORDER BY updated_at DESC LIMIT 1",
-            (ipp_key,),
-        )
+        return self._one("current_encounter", {"ipp_key": ipp_key})
 
     def get_encounter(self, visit_key: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM encounters WHERE visit_key = ?", (visit_key,))
+        return self._one("get_encounter", {"visit_key": visit_key})
 
     def get_identity(self, ipp_key: str) -> dict[str, Any] | None:
-        row = self._one("SELECT * FROM identities WHERE ipp_key = ?", (ipp_key,))
+        row = self._one("get_identity", {"ipp_key": ipp_key})
         if row and row.get("traits"):
             row["traits"] = json.loads(row["traits"])
         return row
 
     def identities_with_ins(self, ins: str) -> list[dict[str, Any]]:
-        rows = self._all("SELECT * FROM identities WHERE ins = ? AND merged_into IS NULL", (ins,))
+        rows = self._all("identities_with_ins", {"ins": ins})
         for r in rows:
             r["traits"] = json.loads(r["traits"] or "{}")
         return rows
@@ -641,16 +621,11 @@ class Tx:
         rec = dict(rec)
         if not isinstance(rec.get("traits"), str):
             rec["traits"] = json.dumps(rec.get("traits") or {}, ensure_ascii=False)
-        cols = ", ".join(rec)
-        marks = ", ".join("?" for _ in rec)
-        updates = ", ".join(f"{k} = excluded.{k}" for k in rec if k != "ipp_key")
-        self.conn.execute(
-            f"INSERT INTO identities ({cols}) VALUES ({marks}) ON CONFLICT(ipp_key) DO UPDATE SET {updates}",  # noqa: S608
-            list(rec.values()),
-        )
+        params = _insert_params("identities", rec, _IDENTITY_COLUMNS, _IDENTITY_DEFAULTS)
+        self._exec("upsert_identity", params | _flags(rec, _IDENTITY_COLUMNS))
 
     def list_identities(self) -> list[dict[str, Any]]:
-        rows = self._all("SELECT * FROM identities ORDER BY updated_at DESC")
+        rows = self._all("list_identities")
         for r in rows:
             r["traits"] = json.loads(r["traits"] or "{}")
         return rows
@@ -662,18 +637,16 @@ class Tx:
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     def append_audit(self, *, at: str, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> str:
-        row = self.conn.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self._exec("last_audit_hash").fetchone()
         prev = row[0] if row else GENESIS_HASH
         detail_text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
         digest = self.audit_hash(prev, at, actor, action, target, detail_text)
-        self.conn.execute(
-            "INSERT INTO audit (at, actor, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (at, actor, action, target, detail_text, prev, digest),
-        )
+        self._exec("insert_audit", {"at": at, "actor": actor, "action": action, "target": target,
+                                    "detail": detail_text, "prev_hash": prev, "hash": digest})
         return digest
 
     def audit_rows(self) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM audit ORDER BY seq")
+        return self._all("audit_rows")
 
     # -- retention ---------------------------------------------------------------------------------
     def prune_batch(self, *, before: str, at: str, limit: int, errors_only: bool = False) -> int:
@@ -684,47 +657,21 @@ class Tx:
         well (accepted, delivered, duplicate) go entirely, so only errors keep a summary.
         The ``exchanges_unpruned`` partial index keeps this cheap however much was pruned before.
         """
-        ids = [
-            r["id"]
-            for r in self._all(
-                "SELECT id FROM exchanges WHERE pruned_at IS NULL AND received_at < ? "
-                # never held/queued/dead work: it may still be sent (a dead delivery can be retried)
-                "AND status IN ('delivered', 'accepted', 'rejected', 'duplicate') ORDER BY received_at LIMIT ?",
-                (before, limit),
-            )
-        ]
+        ids = [r["id"] for r in self._all("prune_candidates", {"before": before, "limit": limit})]
         if not ids:
             return 0
-        marks = ", ".join("?" for _ in ids)
-        in_deliveries = f"SELECT id FROM deliveries WHERE exchange_id IN ({marks})"  # noqa: S608
-        self.conn.execute(
-            f"UPDATE attempts SET request = NULL, response = NULL WHERE delivery_id IN ({in_deliveries})", ids  # noqa: S608
-        )
-        self.conn.execute(f"UPDATE deliveries SET payload = NULL WHERE exchange_id IN ({marks})", ids)  # noqa: S608
-        self.conn.execute(
-            f"UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id IN ({marks})", ids  # noqa: S608
-        )
-        self.conn.execute(
-            f"UPDATE exchanges SET raw = NULL, pruned_at = ?, updated_at = ? WHERE id IN ({marks})",  # noqa: S608
-            [at, at, *ids],
-        )
+        batch = {"ids": json.dumps(ids)}
+        self._exec("prune_attempt_bodies", batch)
+        self._exec("prune_delivery_payloads", batch)
+        self._exec("prune_document_bodies", batch)
+        self._exec("prune_exchange_raw", batch | {"at": at})
         if errors_only:
-            ok = ("accepted", "delivered", "duplicate")
-            gone = [
-                r["id"]
-                for r in self._all(
-                    f"SELECT id FROM exchanges WHERE id IN ({marks}) AND status IN (?, ?, ?)", [*ids, *ok]  # noqa: S608
-                )
-            ]
+            gone = [r["id"] for r in self._all("ended_well_among", batch)]
             if gone:
-                g = ", ".join("?" for _ in gone)
-                self.conn.execute(
-                    f"DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE exchange_id IN ({g}))",  # noqa: S608
-                    gone,
-                )
-                for table in ("deliveries", "documents", "events"):
-                    self.conn.execute(f"DELETE FROM {table} WHERE exchange_id IN ({g})", gone)  # noqa: S608
-                self.conn.execute(f"DELETE FROM exchanges WHERE id IN ({g})", gone)  # noqa: S608
+                these = {"ids": json.dumps(gone)}
+                for name in ("delete_attempts_of", "delete_deliveries_of", "delete_documents_of",
+                             "delete_events_of", "delete_exchanges"):
+                    self._exec(name, these)
         return len(ids)
 
     def incremental_vacuum(self, pages: int) -> int:
@@ -734,13 +681,10 @@ class Tx:
         result columns only once, so each call frees one page (executescript would, but it
         commits the writer's transaction first). Returns the pages freed.
         """
-        free = int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+        free = int(self._exec("freelist_count").fetchone()[0])
         for _ in range(min(free, pages)):
-            self.conn.execute("PRAGMA incremental_vacuum(1)")
+            self._exec("incremental_vacuum_step")
         return min(free, pages)
 
 
-# the first exchange received at or after a time, found through the received_at index; its seq
-# bounds a range scan of (status, seq), (message_type, seq) or seq itself
-_FIRST_SEQ_AT = "SELECT seq FROM exchanges WHERE received_at >= ? ORDER BY received_at LIMIT 1"
 _INS = re.compile(r"\d{13}(\d{2})?")  # a NIR/NIA with or without its key: 13 or 15 digits

@@ -31,9 +31,7 @@ def mss(status: bytes, control: bytes) -> bytes:
 
 def mails(service, exchange_id: str) -> dict[str, dict]:  # type: ignore[no-untyped-def,type-arg]
     def read(tx):  # type: ignore[no-untyped-def]
-        rows = tx.conn.execute("SELECT * FROM deliveries WHERE exchange_id = ? AND kind = 'mail'",
-                               (exchange_id,)).fetchall()
-        return [dict(r) for r in rows]
+        return [tx.get_delivery(d["id"]) for d in tx.deliveries_for(exchange_id) if d["kind"] == "mail"]
     return {MailOrder.from_json(bytes(r["payload"])).audience: r for r in service.journal.read_sync(read)}
 
 
@@ -100,8 +98,7 @@ async def test_a_report_read_twice_sends_one_zam(tmp_path) -> None:
         assert await poller._handle(dsn, "1") and await poller._handle(dsn, "1")
 
         def zams(tx):  # type: ignore[no-untyped-def]
-            return tx.conn.execute("SELECT unique_id FROM deliveries WHERE kind = 'zam' AND exchange_id = ?",
-                                   (ex["id"],)).fetchall()
-        assert [r[0] for r in service.journal.read_sync(zams)] == [f"Z02:{ps['id']}"]
+            return [d["unique_id"] for d in tx.deliveries_for(ex["id"]) if d["kind"] == "zam"]
+        assert service.journal.read_sync(zams) == [f"Z02:{ps['id']}"]
         stages = [e["stage"] for e in service.journal.read_sync(lambda tx: tx.events(ex["id"]))]
         assert stages.count("mss:dsn") == 2 and stages.count("zam:queued") == 1
