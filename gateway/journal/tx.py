@@ -441,13 +441,30 @@ class Tx:
             claimed.append(row)
         return claimed
 
-    def recover_in_flight(self, *, now: str, expired_only: bool = False) -> int:
+    def recover_in_flight(self, *, now: str, expired_only: bool = False, worker: str | None = None) -> int:
         """Put in-flight deliveries back in the queue (after a crash or an expired lease).
 
         Their outcome is unknown, so the next attempt asks the destination first.
         """
+        if worker is not None:
+            return self._exec("recover_worker_in_flight", {"now": now, "worker": worker}).rowcount
         cur = self._exec("recover_expired_in_flight" if expired_only else "recover_in_flight", {"now": now})
         return cur.rowcount
+
+    def extend_leases(self, worker: str, ids: Sequence[str], until: str) -> int:
+        """Heartbeat: the leases of ``ids`` that ``worker`` still holds now run until ``until``."""
+        return self._exec("extend_leases", {"worker": worker, "ids": json.dumps(list(ids)), "until": until}).rowcount
+
+    def hold_lease(self, name: str, holder: str, now: str, until: str) -> bool:
+        """Take the lease ``name`` (free or run out) or renew it (ours); False while another holds it."""
+        cur = self._exec("hold_lease", {"name": name, "holder": holder, "now": now, "until": until})
+        return cur.rowcount > 0
+
+    def lock_key(self, key: str) -> None:
+        """Serialise transactions about ``key`` (a patient, a sender's control id). One writer: nothing to do."""
+
+    def lock_exchange(self, exchange_id: str) -> None:
+        """Serialise outcomes of one exchange. One writer: nothing to do."""
 
     def park_for_unknown_destination(self, delivery: dict[str, Any], *, at: str) -> None:
         """A delivery whose destination left the configuration: kept (``waiting``), its exchange
