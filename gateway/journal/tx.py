@@ -466,6 +466,9 @@ class Tx:
     def lock_exchange(self, exchange_id: str) -> None:
         """Serialise outcomes of one exchange. One writer: nothing to do."""
 
+    def notify_work(self) -> None:
+        """Tell other instances, at commit, that deliveries may be due. One instance: nothing to do."""
+
     def park_for_unknown_destination(self, delivery: dict[str, Any], *, at: str) -> None:
         """A delivery whose destination left the configuration: kept (``waiting``), its exchange
         held with ``DESTINATION_UNKNOWN`` until the destination comes back or an operator re-routes."""

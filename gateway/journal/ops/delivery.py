@@ -62,6 +62,8 @@ def record_attempt(s: Session, rec: AttemptRecord) -> AttemptRecorded:
             zams.append(follow.delivery.id)
     if d["kind"] not in _DECIDING and status == DeliveryStatus.DELIVERED:
         s.add_event(exchange_id, at, f"{d['kind']}:sent", {"delivery": rec.delivery_id})
+    if zams or status == DeliveryStatus.FAILED:
+        s.notify_work()  # a ZAM to send, or a retry that any instance may take when it is due
     return AttemptRecorded(status, exchange_status, tuple(zams))
 
 
@@ -130,4 +132,6 @@ def record_follow_up(s: Session, exchange_id: str, at: str, events: Sequence[New
             insert_delivery(s, follow.delivery)
             s.add_event(exchange_id, at, "zam:queued", {"positive": follow.positive, **follow.event})
             queued.append(follow.delivery.id)
+    if queued:
+        s.notify_work()
     return queued

@@ -84,6 +84,8 @@ def record_inbound(s: Session, r: InboundRecord) -> InboundOutcome:
         # documents feed the registry too, but never downgrade what an ADT established
         s.upsert_identity(_identity_row(r.remember_identity))
     s.set_exchange_raw(ex.id, ex.raw or b"")
+    if r.deliveries or released:
+        s.notify_work()
     return InboundOutcome(ex.id, status, ex.ack_code, released=tuple(released))
 
 
@@ -195,6 +197,7 @@ def rejudge_hold(s: Session, exchange_id: str, release: bool, code: str | None, 
         s.queue_waiting_deliveries(ex["id"], at)
         s.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
         s.add_event(ex["id"], at, "released", {"cause": cause, "override": ex["reason_code"]})
+        s.notify_work()
         return "released"
     if code != ex["reason_code"]:
         s.update_exchange(ex["id"], at, reason_code=code, reason=message)

@@ -32,6 +32,7 @@ def release_exchange(s: Session, exchange_id: str, operator: str, reason: str, a
     s.add_event(ex["id"], at, "released", {"by": operator, "reason": reason, "override": ex["reason_code"]})
     s.append_audit(at=at, actor=operator, action="release", target=ex["id"],
                    detail={"reason": reason, "hold_code": ex["reason_code"]})
+    s.notify_work()
     return Exchange.of({**ex, "status": "queued", "held_since": None, "reason_code": None, "reason": None})
 
 
@@ -64,6 +65,7 @@ def retry_delivery(s: Session, delivery_id: str, operator: str, reason: str, at:
     detail = {"delivery": delivery_id} | ({"reason": reason} if reason else {})
     s.add_event(d["exchange_id"], at, "retry", detail | {"by": operator})
     s.append_audit(at=at, actor=operator, action="retry", target=d["exchange_id"], detail=detail)
+    s.notify_work()
     return Delivery.of({**d, "status": "failed", "next_attempt_at": at})
 
 
@@ -90,6 +92,8 @@ def reroute(s: Session, source: str, target: str, operator: str, reason: str, at
         detail = {"delivery": r["id"], "from": source, "to": target, "reason": reason}
         s.add_event(r["exchange_id"], at, "rerouted", detail | {"by": operator})
         s.append_audit(at=at, actor=operator, action="reroute", target=r["exchange_id"], detail=detail)
+    if moved:
+        s.notify_work()
     return [Delivery.of(r) for r in moved]
 
 
