@@ -161,8 +161,8 @@ async def test_exchanges_filters_by_patient_document_sender_and_time(
     await gw.mllp.send(with_control_id((FIXTURES / "adt_a01_vali.hl7").read_bytes(), "ADT1"))
     await gw.mllp.send(with_control_id((FIXTURES / "mdm_t02_initial.hl7").read_bytes(), "MDM1"))
     mdm = await gw.latest(control_id="MDM1")
-    detail = await gw.service.journal.read(lambda tx: tx.documents_for(mdm["id"]))
-    unique_id = detail[0]["unique_id"]
+    detail = await gw.service.journal.documents_for(mdm["id"])
+    unique_id = detail[0].unique_id
 
     async def ids(*argv: str) -> list[str]:
         code, out, _ = await relais(capsys, "exchanges", "--json", "--data-dir", data, *argv)
