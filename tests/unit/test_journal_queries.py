@@ -193,6 +193,7 @@ _IN_LIST_INDEX = {
     "delete_documents_of": "sqlite_autoindex_documents_1",
     "delete_events_of": "events_exchange",
     "delete_exchanges": "sqlite_autoindex_exchanges_1",
+    "extend_leases": "deliveries_due",  # in flight: a handful of rows, whatever the size of the queue
 }
 
 
