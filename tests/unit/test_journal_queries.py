@@ -197,3 +197,31 @@ def test_each_column_set_update_names_exactly_its_columns(q: Queries) -> None:
     for updates in (_EXCHANGE_UPDATES, _DELIVERY_UPDATES):
         for columns, name in updates.items():
             assert set(_params(q[name])) == set(columns) | {"updated_at", "id"}, name
+
+
+# the index each IN-list query searches first, as with the old "IN (?, ?, ...)" statements: the
+# planner cannot tell how short a json_each list is, so a status term could win otherwise
+_IN_LIST_INDEX = {
+    "parked_for_destinations": "deliveries_due",
+    "open_deliveries_for_exchanges": "deliveries_exchange",
+    "exchanges_for_patient": "exchanges_patient_ins",
+    "prune_attempt_bodies": "attempts_delivery",
+    "prune_delivery_payloads": "deliveries_exchange",
+    "prune_document_bodies": "sqlite_autoindex_documents_1",
+    "prune_exchange_raw": "sqlite_autoindex_exchanges_1",
+    "ended_well_among": "sqlite_autoindex_exchanges_1",
+    "delete_attempts_of": "attempts_delivery",
+    "delete_deliveries_of": "deliveries_exchange",
+    "delete_documents_of": "sqlite_autoindex_documents_1",
+    "delete_events_of": "events_exchange",
+    "delete_exchanges": "sqlite_autoindex_exchanges_1",
+    "extend_leases": "deliveries_due",  # in flight: a handful of rows, whatever the size of the queue
+}
+
+
+def test_in_list_queries_keep_their_index(conn: sqlite3.Connection, q: Queries) -> None:
+    assert {name for name in q if "json_each" in q[name]} == set(_IN_LIST_INDEX)
+    for name, index in _IN_LIST_INDEX.items():
+        plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q[name], dict.fromkeys(_params(q[name]), "[]"))]
+        first = next(step for step in plan if step.startswith("SEARCH"))
+        assert f"USING INDEX {index} " in first, (name, plan)
