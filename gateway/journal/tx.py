@@ -708,6 +708,9 @@ class Tx:
     audit_hash = staticmethod(audit_hash)
 
     def append_audit(self, *, at: str, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> str:
+        # instances append one after the other: each reads the last hash once the previous
+        # appender committed (a row lock on the last row would hand back the row it waited for)
+        self.lock_key("audit-chain")
         row = self._one("last_audit_hash")
         prev = row["hash"] if row else GENESIS_HASH
         detail_text = json.dumps(detail, ensure_ascii=False, sort_keys=True)

@@ -273,6 +273,20 @@ async def test_hold_lease_is_exclusive_across_instances_and_taken_over_after_exp
     assert await (a if holder == "a" else b).hold_lease("retention", holder, 10) is False
 
 
+async def test_audit_appends_from_two_instances_make_one_chain(pair: tuple[PostgresJournal, ...]) -> None:
+    from gateway.journal.audit_chain import GENESIS_HASH
+
+    a, b = pair
+    await asyncio.gather(*(j.append_audit(at=_now(), actor=f"op{i}", action="release", target=None, detail={"i": i})
+                           for i in range(40) for j in (a, b)))
+    entries = await a.audit_entries()
+    assert len(entries) == 80
+    prev = GENESIS_HASH
+    for e in entries:  # no fork: each row chains onto the one before it
+        assert e.prev_hash == prev
+        prev = e.hash
+
+
 # -- LISTEN / NOTIFY ----------------------------------------------------------------------------------------------
 async def test_work_made_due_by_one_instance_wakes_the_other(pair: tuple[PostgresJournal, ...]) -> None:
     a, b = pair
