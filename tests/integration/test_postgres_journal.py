@@ -127,6 +127,21 @@ def test_an_instance_without_auto_migrate_refuses_an_old_schema(pg_url: str, mon
     upgraded.close_sync()
 
 
+async def test_a_read_only_journal_reads_and_refuses_writes(pg_url: str) -> None:
+    writer = open_journal(pg_url)
+    ex = _exchange("ro")
+    await writer.record_inbound(InboundRecord(exchange=ex))
+    reader = open_journal(pg_url, readonly=True)
+    try:
+        got = await reader.get_exchange(ex.id)
+        assert got is not None and got.id == ex.id
+        with pytest.raises(JournalError):
+            await reader.probe(_now())
+    finally:
+        await reader.close()
+        await writer.close()
+
+
 def test_errors_name_the_database_without_its_password() -> None:
     with pytest.raises(JournalError) as failed:
         open_journal("postgresql://relais:s3cret@127.0.0.1:1/relais")
