@@ -506,8 +506,8 @@ class MemorySession:
             elif "^" in t:
                 tests.append(lambda r: _eq(r["message_type"], t))
             else:  # "ADT": every event type that starts so (binary, case-sensitive: an index range)
-                high = t + "\uffff"
-                tests.append(lambda r: isinstance(r["message_type"], str) and t <= r["message_type"] < high)
+                type_high = t + "\uffff"
+                tests.append(lambda r: isinstance(r["message_type"], str) and t <= r["message_type"] < type_high)
         if sender:
             if "|" in sender:
                 app, _, facility = sender.partition("|")
@@ -539,10 +539,10 @@ class MemorySession:
             ids = {d["exchange_id"] for d in self._store.scan("documents") if _eq(d["unique_id"], document)}
             tests.append(lambda r: r["id"] in ids)
         if control_or_id:
-            low = control_or_id.lower()
-            high = low + "\uffff"
+            id_low = control_or_id.lower()
+            id_high = id_low + "\uffff"
             tests.append(lambda r: _eq(r["control_id"], control_or_id)
-                         or (isinstance(r["id"], str) and low <= r["id"] < high))
+                         or (isinstance(r["id"], str) and id_low <= r["id"] < id_high))
         return lambda r: all(test(r) for test in tests)
 
     def _first_seq_received_from(self, at: str) -> int:
@@ -827,8 +827,11 @@ class MemorySession:
         if not exchange_ids:
             return []
         wanted = set(exchange_ids)
-        return [dict(d) for d in self._store.scan("deliveries")
+        rows = [dict(d) for d in self._store.scan("deliveries")
                 if d["exchange_id"] in wanted and d["status"] in ("waiting", "queued", "failed")]
+        # no ORDER BY in the SQL; SQLite walks the deliveries_exchange index: by exchange, then table order
+        rows.sort(key=lambda d: d["exchange_id"])
+        return rows
 
     def open_work(self) -> dict[str, tuple[int, str]]:
         out: dict[str, tuple[int, str]] = {}
@@ -934,7 +937,7 @@ class MemorySession:
         rows = [r for r in self._store.scan("encounters") if _eq(r["ipp_key"], ipp_key) and r["cancelled"] == 0]
         if not rows:
             return None
-        return dict(max(reversed(rows), key=lambda r: r["updated_at"]))  # the first of equals
+        return dict(max(rows, key=lambda r: r["updated_at"]))  # the first of equals in table order
 
     def get_encounter(self, visit_key: str) -> dict[str, Any] | None:
         found = self._store.get("encounters", visit_key)
@@ -988,7 +991,8 @@ class MemorySession:
         candidates = [r for r in self._store.scan("exchanges")
                       if r["pruned_at"] is None and r["received_at"] < before
                       and r["status"] in ("delivered", "accepted", "rejected", "duplicate")]
-        candidates.sort(key=lambda r: r["received_at"])  # stable: equals in table order, as the index has them
+        # equal times in the order SQLite's plan reads them (exchanges_status_seq: status, then seq)
+        candidates.sort(key=lambda r: (r["received_at"], r["status"], r["seq"]))
         ids = {r["id"] for r in (candidates if limit < 0 else candidates[:limit])}
         if not ids:
             return 0
