@@ -1046,7 +1046,8 @@ class MemoryJournal(SessionJournal):
             self.clock = clock
         self.store = MemoryStore()
         self.schema: SchemaStatus | None = latest_schema()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._writer: int | None = None  # the thread inside write_sync, if any
         self._closed = False
         self.commits = 0
         self.commit_errors = 0
@@ -1068,15 +1069,15 @@ class MemoryJournal(SessionJournal):
 
     # -- the port's needs -------------------------------------------------------------------------
     async def _write(self, fn: Callable[[Session], T], *, large: bool = False) -> T:
-        return self.write_sync(fn)
+        result = self.write_sync(fn)
+        await asyncio.sleep(0)  # as a real journal would, let other tasks run at a commit
+        return result
 
     async def _read(self, fn: Callable[[Session], T]) -> T:
         return self.read_sync(fn)
 
     async def write(self, fn: Callable[[Session], T], *, large: bool = False) -> T:
-        result = self.write_sync(fn)
-        await asyncio.sleep(0)  # as a real journal would, let other tasks run at a commit
-        return result
+        return await self._write(fn, large=large)
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         return self.read_sync(fn)
@@ -1085,22 +1086,33 @@ class MemoryJournal(SessionJournal):
         """Run ``fn`` as one transaction: all of its changes, or none if it raises."""
         if self._closed:
             raise JournalError("journal is closed", code="JOURNAL_CLOSED")
+        self._not_inside_a_write()
         with self._lock:
+            self._writer = threading.get_ident()
             self.store.begin()
             try:
                 value = fn(MemorySession(self.store))
             except BaseException:
                 self.store.rollback()
                 raise
-            self.store.commit()
-            self.commits += 1
-            self.writes += 1
-            return value
+            else:
+                self.store.commit()
+                self.commits += 1
+                self.writes += 1
+                return value
+            finally:
+                self._writer = None
 
     def read_sync(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` on committed data (a read-only session: a write raises, as on SQLite's reader)."""
+        self._not_inside_a_write()
         with self._lock:
             return fn(MemorySession(self.store, readonly=True))
+
+    def _not_inside_a_write(self) -> None:
+        """A journal call from inside a write function would see (or make) uncommitted changes, or deadlock."""
+        if self._writer == threading.get_ident():
+            raise JournalError("a journal call inside a write function", code="JOURNAL_REENTRANT")
 
 
 def latest_schema() -> SchemaStatus:

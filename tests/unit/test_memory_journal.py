@@ -119,6 +119,16 @@ def test_a_read_cannot_write(journal: MemoryJournal) -> None:
     assert journal.read_sync(lambda s: s.count_exchanges()) == (0, False)
 
 
+def test_a_journal_call_inside_a_write_is_refused_not_shown_uncommitted_data(journal: MemoryJournal) -> None:
+    def nested(s: Session) -> Any:
+        s.insert_exchange(exchange("ex1"))
+        return journal.read_sync(lambda r: r.get_exchange("ex1"))
+
+    with pytest.raises(Exception, match="inside a write"):
+        journal.write_sync(nested)
+    assert journal.read_sync(lambda s: s.get_exchange("ex1")) is None
+
+
 def test_values_are_stored_as_sqlite_would(journal: MemoryJournal) -> None:
     journal.write_sync(lambda s: s.insert_exchange(exchange("ex1", dmp_bound=True, control_id=42)))
     ex = journal.read_sync(lambda s: s.get_exchange("ex1"))
