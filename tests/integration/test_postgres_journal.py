@@ -414,6 +414,32 @@ async def test_a_month_without_a_partition_falls_back_to_default(pg_url: str) ->
         journal.close_sync()
 
 
+def test_a_write_that_meets_a_serialization_failure_or_a_deadlock_runs_again(
+    journals: tuple[PostgresJournal, PostgresJournal],
+) -> None:
+    a, _ = journals
+    calls: list[int] = []
+
+    def fn(s: object) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise psycopg.errors.SerializationFailure("could not serialize access")
+        if len(calls) == 2:
+            raise psycopg.errors.DeadlockDetected("deadlock detected")
+        return "done"
+
+    before = a.stats().commits
+    assert a.write_sync(fn) == "done"
+    assert len(calls) == 3 and a.retries == 2 and a.stats().commits == before + 1
+
+    def broken(s: object) -> None:
+        raise psycopg.errors.UniqueViolation("duplicate key")
+
+    with pytest.raises(psycopg.errors.UniqueViolation):  # not retried: the caller's error
+        a.write_sync(broken)
+    assert a.retries == 2
+
+
 def test_stats_and_properties(journals: tuple[PostgresJournal, PostgresJournal]) -> None:
     a, _ = journals
     assert a.shared and a.backend == "postgres" and a.location is None and not a.can_vacuum
