@@ -183,7 +183,7 @@ class Tx:
     # -- exchanges ------------------------------------------------------------------
     def insert_exchange(self, rec: dict[str, Any]) -> None:
         rec = dict(rec)
-        if "seq" not in rec:
+        if "seq" not in rec and not self._pg:  # PostgreSQL: the identity sequence, in the INSERT
             rec["seq"] = self._next_seq("next_exchange_seq")
         rec.setdefault("updated_at", rec["received_at"])
         if rec.get("findings") is not None and not isinstance(rec["findings"], str):
@@ -440,7 +440,7 @@ class Tx:
     # -- deliveries ------------------------------------------------------------------------
     def insert_delivery(self, rec: dict[str, Any]) -> None:
         rec = dict(rec)
-        if "seq" not in rec:
+        if "seq" not in rec and not self._pg:  # PostgreSQL: the identity sequence, in the INSERT
             rec["seq"] = self._next_seq("next_delivery_seq")
         rec.setdefault("updated_at", rec["created_at"])
         self._exec("insert_delivery", _insert_params("deliveries", rec, _DELIVERY_COLUMNS, _DELIVERY_DEFAULTS))

@@ -2,6 +2,7 @@
 -- response in attempt_bodies, partitioned by the month of the exchange's received_at).
 
 -- name: next_delivery_seq
+-- (insert_delivery takes the next value itself when no seq is given: one round trip less)
 SELECT nextval(pg_get_serial_sequence('deliveries', 'seq')) AS seq
 
 -- name: insert_delivery
@@ -10,7 +11,7 @@ INSERT INTO deliveries (
     lease_until, last_error, patient_key, unique_id, doc_index, action, payload, created_at,
     updated_at
 ) VALUES (
-    :id, :seq, :exchange_id, :destination, :kind, :status, :attempts, :next_attempt_at,
+    :id, COALESCE(CAST(:seq AS bigint), nextval(pg_get_serial_sequence('deliveries', 'seq'))), :exchange_id, :destination, :kind, :status, :attempts, :next_attempt_at,
     :claimed_by, :lease_until, :last_error, :patient_key, :unique_id, :doc_index, :action,
     :payload, :created_at, :updated_at
 )

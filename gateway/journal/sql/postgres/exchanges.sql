@@ -2,6 +2,7 @@
 -- in exchange_raw, partitioned by the month of received_at (see 0001_initial.sql).
 
 -- name: next_exchange_seq
+-- (insert_exchange takes the next value itself when no seq is given: one round trip less)
 SELECT nextval(pg_get_serial_sequence('exchanges', 'seq')) AS seq
 
 -- name: insert_exchange
@@ -13,7 +14,7 @@ WITH ex AS (
         duplicate_of, patient_ins, patient_ipp, document_id, dmp_bound, ack_reception, held_since,
         findings, pruned_at, updated_at
     ) VALUES (
-        :id, :seq, :received_at, :listener, :peer, :sha256, :size, :sender_app, :sender_facility,
+        :id, COALESCE(CAST(:seq AS bigint), nextval(pg_get_serial_sequence('exchanges', 'seq'))), :received_at, :listener, :peer, :sha256, :size, :sender_app, :sender_facility,
         :control_id, :message_type, :version, :charset, :status, :reason_code, :reason, :ack_code,
         :duplicate_of, :patient_ins, :patient_ipp, :document_id, CAST(:dmp_bound AS integer),
         CAST(:ack_reception AS integer), :held_since, CAST(:findings AS jsonb), :pruned_at, :updated_at
