@@ -160,8 +160,10 @@ class PostgresJournal(SessionJournal):
                                code="JOURNAL_UNAVAILABLE") from None
         require_current(self.schema, where)
         self._pool = ConnectionPool(
+            # no check on checkout (a round trip per transaction): a connection found broken
+            # before COMMIT is simply retried on another (see write_sync / read_sync)
             self.url, min_size=1, max_size=self.pool_size, configure=_configure, open=False,
-            check=ConnectionPool.check_connection, name="relais-journal",
+            name="relais-journal",
             kwargs={"connect_timeout": int(self.connect_timeout)},
         )
         try:
@@ -242,12 +244,14 @@ class PostgresJournal(SessionJournal):
             with self._connection() as conn:
                 tx = Tx(conn, self._queries)
                 tx.writing = True
-                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                 try:
+                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                     result = fn(tx)
                 except psycopg.Error as exc:
                     _rollback(conn)
-                    if exc.sqlstate in RETRYABLE and attempt < WRITE_RETRIES:
+                    # nothing was committed: a conflict, or a connection that died (server restart,
+                    # idle timeout) before COMMIT, runs again on a fresh connection
+                    if (exc.sqlstate in RETRYABLE or conn.broken) and attempt < WRITE_RETRIES:
                         self.retries += 1
                         time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
                         continue
@@ -271,12 +275,18 @@ class PostgresJournal(SessionJournal):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read_sync(self, fn: Callable[[Tx], T]) -> T:
-        with self._connection() as conn:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                return fn(Tx(conn, self._queries))
-            finally:
-                _rollback(conn)
+        for attempt in range(2):
+            with self._connection() as conn:
+                try:
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    return fn(Tx(conn, self._queries))
+                except psycopg.OperationalError:
+                    if conn.broken and attempt == 0:
+                        continue  # a connection that died while idle in the pool: once more, on another
+                    raise
+                finally:
+                    _rollback(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- LISTEN / NOTIFY ------------------------------------------------------------------------
     def on_work(self, wake: Callable[[], None]) -> None:

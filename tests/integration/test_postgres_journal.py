@@ -440,6 +440,20 @@ def test_a_write_that_meets_a_serialization_failure_or_a_deadlock_runs_again(
     assert a.retries == 2
 
 
+async def test_connections_that_died_in_the_pool_are_replaced_without_an_error(pg_url: str) -> None:
+    journal = PostgresJournal(pg_url, pool_size=2).open()
+    try:
+        await journal.probe(_now())
+        # a server restart or an idle timeout: every connection of the pool is gone
+        _sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        await journal.probe(_now())  # a write
+        assert journal.retries >= 1  # it met a dead connection and ran again
+        assert await journal.count_by_status() == {}  # a read
+    finally:
+        journal.close_sync()
+
+
 def test_stats_and_properties(journals: tuple[PostgresJournal, PostgresJournal]) -> None:
     a, _ = journals
     assert a.shared and a.backend == "postgres" and a.location is None and not a.can_vacuum
