@@ -1,7 +1,8 @@
 """The journal's transaction object: every read and write the gateway makes, as named SQL.
 
-A ``Tx`` wraps one connection. Writes only ever run inside the journal's writer
-thread (see ``sqlite.py``), reads on a read-only connection. Rows come back as
+A ``Tx`` wraps one connection. SQLite writes only ever run inside the journal's writer
+thread (see ``sqlite.py``), reads on a read-only connection; PostgreSQL runs each
+transaction on a pooled connection from a thread (see ``postgres.py``). Rows come back as
 dicts. Times are ISO 8601 UTC strings, which sort like the instants they name.
 
 The SQL lives in ``sql/<dialect>/*.sql`` as named queries (see ``queries.py``), with named
