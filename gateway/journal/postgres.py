@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -148,6 +149,8 @@ class PostgresJournal(SessionJournal):
         self.commits = 0
         self.commit_errors = 0
         self.retries = 0  # transactions run again after 40001 / 40P01
+        self._renew_at: datetime | None = None  # when the body partitions ahead are made again
+        self._renewing = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> PostgresJournal:
@@ -240,6 +243,7 @@ class PostgresJournal(SessionJournal):
     # -- transactions (in a pool thread) ---------------------------------------------------------
     def write_sync(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in one transaction and return once it is committed (blocking)."""
+        self._renew_partitions_if_due()
         for attempt in range(WRITE_RETRIES + 1):
             with self._connection() as conn:
                 tx = Tx(conn, self._queries)
@@ -321,7 +325,25 @@ class PostgresJournal(SessionJournal):
         """The body partitions from the month before ``around`` to ``MONTHS_AHEAD`` months after."""
         year, month = (around.year, around.month - 1) if around.month > 1 else (around.year - 1, 12)
         first = f"{year:04d}-{month:02d}-01"
+        nxt = (around.year + 1, 1) if around.month == 12 else (around.year, around.month + 1)
+        # renewed by the first write of next month, so there are always MONTHS_AHEAD ready
+        # (whether retention runs or not: a month without its partition would fill DEFAULT)
+        self._renew_at = datetime(nxt[0], nxt[1], 1, tzinfo=UTC)
         return self.write_sync(lambda s: s.ensure_body_partitions(first, MONTHS_AHEAD + 2))
+
+    def _renew_partitions_if_due(self) -> None:
+        renew_at = self._renew_at
+        if renew_at is None or self.clock.now() < renew_at or not self._renewing.acquire(blocking=False):
+            return
+        try:
+            if self._renew_at is renew_at:  # not renewed meanwhile by another thread
+                self._renew_at = None
+                self.ensure_partitions_sync(self.clock.now())
+        except Exception as exc:  # noqa: BLE001 - retried at the next write; DEFAULT takes bodies meanwhile
+            self._renew_at = renew_at
+            log.warning("journal.partitions_failed", error=type(exc).__name__)
+        finally:
+            self._renewing.release()
 
 
     async def prune(self, *, before: str, at: str, limit: int, errors_only: bool = False) -> int:

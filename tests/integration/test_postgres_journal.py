@@ -402,6 +402,20 @@ async def test_bodies_land_in_their_month_and_retention_drops_old_months(pg_url:
         journal.close_sync()
 
 
+async def test_partitions_ahead_are_renewed_by_the_first_write_of_a_new_month(pg_url: str) -> None:
+    clock = FixedClock(datetime(2031, 1, 31, 23, 59, tzinfo=UTC))
+    journal = PostgresJournal(pg_url, clock=clock).open()
+    try:
+        assert "exchange_raw_p203104" in _partitions(pg_url) and "exchange_raw_p203105" not in _partitions(pg_url)
+        await journal.probe(_now())
+        assert "exchange_raw_p203105" not in _partitions(pg_url)  # same month: nothing to do
+        clock._now = datetime(2031, 2, 1, 0, 1, tzinfo=UTC)
+        await journal.probe(_now())
+        assert "exchange_raw_p203105" in _partitions(pg_url)  # still three months ahead
+    finally:
+        journal.close_sync()
+
+
 async def test_a_month_without_a_partition_falls_back_to_default(pg_url: str) -> None:
     journal = PostgresJournal(pg_url).open()
     try:
