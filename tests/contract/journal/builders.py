@@ -24,11 +24,14 @@ _EXCHANGE_FIELDS = {f.name for f in dataclasses.fields(NewExchange)}
 _RECORD_FIELDS = {f.name for f in dataclasses.fields(InboundRecord)} - {"exchange", "deliveries", "documents"}
 
 
-def delivery(*, destination: str = "dmp", kind: str = "document", status: str = "queued",
+def delivery(clock: Any = None, *, destination: str = "dmp", kind: str = "document", status: str = "queued",
              patient_key: str | None = "P1", **fields: Any) -> NewDelivery:
-    """A delivery to put in ``exchange(deliveries=[...])``; id, exchange and times are filled there."""
-    values: dict[str, Any] = dict(id="", exchange_id="", destination=destination, kind=kind, status=status,
-                                  next_attempt_at="", created_at="", patient_key=patient_key)
+    """A delivery: in ``exchange(deliveries=[...])`` its id, exchange and times are filled there;
+    with ``clock`` (a ZAM to queue later, with ``exchange_id=``) they are filled now."""
+    at = clock.stamp() if clock is not None else ""
+    values: dict[str, Any] = dict(id=clock.new_id() if clock is not None else "", exchange_id="",
+                                  destination=destination, kind=kind, status=status, next_attempt_at=at,
+                                  created_at=at, patient_key=patient_key)
     values.update(fields)
     return NewDelivery(**values)
 
