@@ -1,0 +1,86 @@
+"""Concurrent writers on one journal (every backend), and several instances on one database (PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contract.journal.builders import delivery, exchange, store
+from tests.contract.journal.conftest import SERVER, open_backend
+
+
+async def test_many_concurrent_inbound_exchanges_are_all_stored(journal: Any, clock: Any) -> None:
+    records = [exchange(clock, deliveries=[delivery(patient_key=f"P{i}")], documents=1, dedup=True)
+               for i in range(60)]
+    outcomes = await asyncio.gather(*(journal.record_inbound(r) for r in records))
+    assert [o.status for o in outcomes] == ["queued"] * 60
+    assert await journal.count_exchanges() == (60, False)
+    stored = await journal.list_exchanges(limit=100)
+    assert {e.id for e in stored} == {r.exchange.id for r in records}
+    assert len({e.seq for e in stored}) == 60
+    for r in records[::15]:
+        assert (await journal.exchange_bodies(r.exchange.id)).raw == r.exchange.raw
+        assert len(await journal.deliveries_for(r.exchange.id)) == 1
+
+
+async def _claim_all(journals: list[tuple[Any, str]], rounds: int = 12) -> list[str]:
+    async def worker(journal: Any, name: str) -> list[str]:
+        got: list[str] = []
+        for _ in range(rounds):
+            got += [d.id for d in await journal.claim_due(name, 3, 60)]
+            await asyncio.sleep(0)
+        return got
+
+    results = await asyncio.gather(*(worker(j, n) for j, n in journals for _ in range(2)))
+    return [i for r in results for i in r]
+
+
+async def test_two_workers_claiming_at_once_never_share_a_delivery(journal: Any, clock: Any) -> None:
+    expected = set()
+    for i in range(40):
+        record, _ = await store(journal, clock, deliveries=[delivery(patient_key=f"P{i}")])
+        expected.add(record.deliveries[0].id)
+    claimed = await _claim_all([(journal, "w1"), (journal, "w2")])
+    assert len(claimed) == len(set(claimed)), "a delivery was handed out twice"
+    assert set(claimed) == expected
+    owners = {(await journal.get_delivery(i)).claimed_by for i in claimed}
+    assert owners <= {"w1", "w2"}
+
+
+@pytest.fixture
+async def second(backend: str, request: pytest.FixtureRequest, clock: Any, tmp_path: Path, journal: Any) -> Any:
+    """Another journal object on the same database: a second gateway instance."""
+    other = await open_backend(backend, request, clock, tmp_path, url=request.getfixturevalue("pg_url"))
+    try:
+        yield other
+    finally:
+        await other.close()
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_two_instances_claiming_at_once_never_share_a_delivery(journal: Any, second: Any, clock: Any) -> None:
+    expected = set()
+    for i in range(40):
+        record, _ = await store(journal, clock, deliveries=[delivery(patient_key=f"P{i}")])
+        expected.add(record.deliveries[0].id)
+    claimed = await _claim_all([(journal, "a"), (second, "b")])
+    assert len(claimed) == len(set(claimed)), "a delivery was handed out twice"
+    assert set(claimed) == expected
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_two_instances_receiving_one_message_at_once_take_it_once(journal: Any, second: Any,
+                                                                         clock: Any) -> None:
+    for n in range(5):
+        raw = f"MSH|^~\\&|APP|FAC|||1||MDM^T02|RACE{n}|P|2.5\r".encode()
+        a = exchange(clock, raw=raw, control_id=f"RACE{n}", dedup=True, deliveries=[delivery(patient_key=f"R{n}")])
+        b = exchange(clock, raw=raw, control_id=f"RACE{n}", dedup=True, deliveries=[delivery(patient_key=f"R{n}")])
+        out = await asyncio.gather(journal.record_inbound(a), second.record_inbound(b))
+        assert sorted(o.status for o in out) == ["duplicate", "queued"], out
+        original = next(o for o in out if o.status == "queued")
+        dup = next(o for o in out if o.status == "duplicate")
+        assert dup.duplicate_of == original.exchange_id
+        assert await journal.deliveries_for(dup.exchange_id) == []
