@@ -1,4 +1,5 @@
-"""Open the journal a URL names, whichever backend it is: ``sqlite:///path`` or ``postgresql://…``."""
+"""Open the journal a URL names, whichever backend it is: ``sqlite:///path``, ``postgresql://…``,
+or ``memory://`` (a fresh journal in this process, gone when it ends: for checks and tests)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,27 @@ __all__ = ["open_journal", "inspect_schema", "migrate_journal", "redact_url", "b
 
 
 def backend_of(url: str) -> str:
+    if url.startswith("memory://"):
+        return "memory"
     if url.startswith("sqlite:///"):
         return "sqlite"
     if url.startswith(("postgresql://", "postgres://")):
         return "postgres"
-    raise JournalError(f"unsupported journal url {redact_url(url)!r} (sqlite:///PATH or postgresql://…)",
+    raise JournalError(f"unsupported journal url {redact_url(url)!r} (sqlite:///PATH, postgresql://… or memory://)",
                        code="JOURNAL_BACKEND")
 
 
 def open_journal(url: str, **options: Any) -> Any:
-    """The opened journal (``readonly``, ``group_commit_ms``, ``auto_migrate`` as keywords)."""
-    if backend_of(url) == "sqlite":
+    """The opened journal (``readonly``, ``group_commit_ms``, ``auto_migrate`` as keywords).
+
+    ``memory://`` is a new, empty journal each time (only ``clock`` of the keywords matters to it).
+    """
+    backend = backend_of(url)
+    if backend == "memory":
+        from gateway.journal.memory import MemoryJournal
+
+        return MemoryJournal(clock=options.get("clock"))
+    if backend == "sqlite":
         from gateway.journal.sqlite import open_journal as open_sqlite
 
         return open_sqlite(url, **options)
@@ -33,7 +44,12 @@ def open_journal(url: str, **options: Any) -> Any:
 
 def inspect_schema(url: str) -> SchemaStatus:
     """Where the journal's schema stands, without changing anything (a missing file is version 0)."""
-    if backend_of(url) == "sqlite":
+    backend = backend_of(url)
+    if backend == "memory":  # a memory journal is born with the latest schema
+        from gateway.journal.memory import latest_schema
+
+        return latest_schema()
+    if backend == "sqlite":
         from gateway.journal.sqlite import _applied
 
         path = Path(url[len("sqlite:///") :])
@@ -49,7 +65,12 @@ def inspect_schema(url: str) -> SchemaStatus:
 
 def migrate_journal(url: str) -> SchemaStatus:
     """Apply every pending migration (creating an empty journal if there is none)."""
-    if backend_of(url) == "sqlite":
+    backend = backend_of(url)
+    if backend == "memory":
+        from gateway.journal.memory import latest_schema
+
+        return latest_schema()
+    if backend == "sqlite":
         from gateway.journal.sqlite import SqliteJournal
 
         journal = SqliteJournal(url[len("sqlite:///") :], auto_migrate=True).open()
