@@ -76,25 +76,12 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-async def _opened(value: Any) -> Any:
-    """Backends open synchronously or not; either way, the opened journal."""
-    if inspect.isawaitable(value):
-        value = await value
-    opener = getattr(value, "open", None)
-    if opener is not None:
-        result = opener()
-        if inspect.isawaitable(result):
-            result = await result
-        value = result if result is not None else value
-    return value
-
-
 async def open_backend(backend: str, request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path,
                        url: str | None = None) -> Any:
     if backend == "memory":
         from gateway.journal.memory import MemoryJournal
 
-        return await _opened(MemoryJournal(clock=clock))
+        return MemoryJournal(clock=clock)
     if backend == "sqlite":
         from gateway.journal.sqlite import SqliteJournal
 
