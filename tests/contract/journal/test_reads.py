@@ -223,3 +223,4 @@ async def test_probe_commits_and_the_journal_says_what_it_is(journal: Any, backe
     assert isinstance(journal.can_vacuum, bool)
     assert (journal.location is None) is (backend != "sqlite")
     assert journal.stats().commit_errors == 0
+    journal.on_work(lambda: None)  # a hint hook: registering one never fails
