@@ -205,7 +205,7 @@ class Service:
             self._instance_lock.acquire()
         self.journal = open_journal(
             s.journal_url, group_commit_ms=s.journal.group_commit_ms, auto_migrate=s.journal.auto_migrate,
-            clock=self.clock,
+            clock=self.clock, pool_size=s.journal.pool_size,
         )
         _record_effective_config(s)
         journal = self.journal

@@ -52,6 +52,7 @@ class JournalSettings:
     min_free_bytes: int = 64 * 1024 * 1024  # less free space beside the journal: /readyz answers 503
     ready_probe_seconds: float = 5.0  # /readyz commits a probe row at most this often
     auto_migrate: bool = True  # serve applies pending schema migrations; false: it refuses an old schema
+    pool_size: int = 10  # PostgreSQL: connections (and journal threads) per instance; SQLite ignores it
 
 
 @dataclass(frozen=True)
