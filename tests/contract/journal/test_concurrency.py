@@ -53,7 +53,7 @@ async def test_two_workers_claiming_at_once_never_share_a_delivery(journal: Any,
 @pytest.fixture
 async def second(backend: str, request: pytest.FixtureRequest, clock: Any, tmp_path: Path, journal: Any) -> Any:
     """Another journal object on the same database: a second gateway instance."""
-    other = await open_backend(backend, request, clock, tmp_path, url=request.getfixturevalue("pg_url"))
+    other = await open_backend(backend, request, clock, tmp_path, url=request.getfixturevalue("pg_contract_url"))
     try:
         yield other
     finally:
