@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -345,3 +346,19 @@ async def test_hold_lease_is_exclusive_renewable_and_taken_after_expiry(journal:
     await lapse(0.6)
     assert await journal.hold_lease("expiry", "b", 60)
     assert not await journal.hold_lease("expiry", "a", 60)
+
+
+async def test_deliveries_without_a_patient_are_not_ordered_among_themselves(journal: Any, clock: Any) -> None:
+    await one_delivery(journal, clock, kind="zam", destination="his", patient_key=None)
+    await one_delivery(journal, clock, kind="zam", destination="his", patient_key=None)
+    assert len(await journal.claim_due("w1", 10, 60)) == 2
+
+
+async def test_an_attempt_for_an_unknown_or_unclaimed_delivery_is_stale(journal: Any, clock: Any) -> None:
+    _, d_id = await one_delivery(journal, clock)
+    queued = await journal.get_delivery(d_id)
+    await _stale(journal, clock, queued, worker="w1", attempt_no=0)
+    ghost = dataclasses.replace(queued, id="missing")
+    await _stale(journal, clock, ghost, worker="w1", attempt_no=1)
+    assert await journal.claim_due("w1", 0, 60) == []
+    assert await journal.attempts_for(d_id) == []

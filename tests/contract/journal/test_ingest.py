@@ -271,3 +271,22 @@ async def test_rejudge_hold_releases_changes_or_does_nothing(journal: Any, clock
     assert await journal.rejudge_hold(b.exchange.id, release=False, code="INS_CONFLICT", message="two", **kw) is None
     assert await journal.rejudge_hold(c.exchange.id, release=True, code=None, message=None, **kw) is None
     assert await journal.rejudge_hold("missing", release=True, code=None, message=None, **kw) is None
+
+
+async def test_a_record_that_fails_midway_leaves_nothing_behind(journal: Any, clock: Any) -> None:
+    twin = delivery(id="same-id")
+    record = exchange(clock, documents=1, deliveries=[twin, delivery(id="same-id", destination="mhd")],
+                      remember_identity=identity("IPP7", at=clock.stamp()))
+    try:
+        await journal.record_inbound(record)
+    except Exception:  # noqa: BLE001 - the driver's own error: the contract is that nothing was written
+        pass
+    else:
+        raise AssertionError("two deliveries with one id were both recorded")
+    assert await journal.get_exchange(record.exchange.id) is None
+    assert await journal.events(record.exchange.id) == []
+    assert await journal.documents_for(record.exchange.id) == []
+    assert await journal.get_delivery("same-id") is None
+    assert await journal.get_identity("IPP7") is None
+    _, out = await store(journal, clock)  # and the journal goes on
+    assert out.status == "queued"

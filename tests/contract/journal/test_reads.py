@@ -224,3 +224,10 @@ async def test_probe_commits_and_the_journal_says_what_it_is(journal: Any, backe
     assert (journal.location is None) is (backend != "sqlite")
     assert journal.stats().commit_errors == 0
     journal.on_work(lambda: None)  # a hint hook: registering one never fails
+
+
+async def test_an_id_prefix_is_matched_whatever_its_case(journal: Any, clock: Any) -> None:
+    record, _ = await store(journal, clock, id="abcdef12-0000-0000-0000-000000000001")
+    assert (await journal.get_exchange("ABCDEF12")).id == record.exchange.id
+    assert ids(await journal.list_exchanges(control_or_id="ABCDEF12")) == [record.exchange.id]
+    assert ids(await journal.list_exchanges(q="ABCDEF12")) == [record.exchange.id]
