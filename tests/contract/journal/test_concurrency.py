@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.contract.journal.builders import delivery, exchange, store
+from gateway.journal.rows import ZamFollowUp, iso
+from tests.contract.journal.builders import attempt, delivery, exchange, store
 from tests.contract.journal.conftest import SERVER, open_backend
 
 
@@ -84,3 +86,44 @@ async def test_two_instances_receiving_one_message_at_once_take_it_once(journal:
         dup = next(o for o in out if o.status == "duplicate")
         assert dup.duplicate_of == original.exchange_id
         assert await journal.deliveries_for(dup.exchange_id) == []
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_two_instances_ending_the_last_dmp_deliveries_at_once_queue_one_z01(
+        journal: Any, second: Any, clock: Any) -> None:
+    for n in range(4):
+        record, _ = await store(journal, clock, ack_reception=1,
+                                deliveries=[delivery(patient_key=f"Z{n}"), delivery(destination="dmp2",
+                                                                                    patient_key=f"Z{n}")])
+        ex_id = record.exchange.id
+        [a] = await journal.claim_due("a", 1, 60)
+        [b] = await second.claim_due("b", 1, 60)
+        soon = iso(clock.now() + timedelta(hours=1))
+
+        def z01(ex_id: str = ex_id, soon: str = soon) -> ZamFollowUp:
+            # not due for an hour: the next round's claims must get its documents, not this ZAM
+            return ZamFollowUp(delivery=delivery(clock, kind="zam", destination="his", exchange_id=ex_id,
+                                                 unique_id=f"Z01-{clock.new_id()[:8]}", next_attempt_at=soon),
+                               rule="z01", positive=True, dmp_destinations=frozenset({"dmp", "dmp2"}))
+
+        out = await asyncio.gather(attempt(journal, clock, a, follow_ups=(z01(),)),
+                                   attempt(second, clock, b, follow_ups=(z01(),)))
+        assert sum(len(o.zams) for o in out) == 1, out
+        assert [d.kind for d in await journal.deliveries_for(ex_id)].count("zam") == 1
+        assert (await journal.get_exchange(ex_id)).status == "delivered"
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_two_instances_reporting_one_mail_at_once_queue_its_z02_once(
+        journal: Any, second: Any, clock: Any) -> None:
+    for n in range(4):
+        record, _ = await store(journal, clock, deliveries=[delivery(kind="mail", destination="mss")])
+        ex_id = record.exchange.id
+
+        def once(ex_id: str = ex_id, n: int = n) -> ZamFollowUp:
+            return ZamFollowUp(delivery=delivery(clock, kind="zam", destination="his", exchange_id=ex_id,
+                                                 unique_id=f"Z02:mail-{n}"), rule="once", positive=True)
+
+        out = await asyncio.gather(*(j.record_follow_up(ex_id, at=clock.stamp(), events=[], zams=[once()])
+                                     for j in (journal, second)))
+        assert sum(len(o) for o in out) == 1, out
