@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import OperationError
 from gateway.journal.rows import ZamFollowUp, iso
+from gateway.operations import verify_audit
 from tests.contract.journal.builders import attempt, delivery, exchange, store
 from tests.contract.journal.conftest import SERVER, open_backend
 
@@ -127,3 +129,49 @@ async def test_two_instances_reporting_one_mail_at_once_queue_its_z02_once(
         out = await asyncio.gather(*(j.record_follow_up(ex_id, at=clock.stamp(), events=[], zams=[once()])
                                      for j in (journal, second)))
         assert sum(len(o) for o in out) == 1, out
+
+
+async def test_concurrent_audit_rows_keep_one_intact_chain(journal: Any, clock: Any) -> None:
+    await asyncio.gather(*(journal.append_audit(at=clock.stamp(), actor=f"op{i}", action="note", target=None,
+                                                detail={"i": i}) for i in range(30)))
+    rows = await journal.audit_entries()
+    assert len(rows) == 30
+    assert verify_audit(rows) == (True, None, 30)
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_two_instances_auditing_at_once_keep_one_intact_chain(journal: Any, second: Any, clock: Any) -> None:
+    await asyncio.gather(*(j.append_audit(at=clock.stamp(), actor="op", action="note", target=None, detail={"i": i})
+                           for i in range(15) for j in (journal, second)))
+    rows = await journal.audit_entries()
+    assert len(rows) == 30
+    assert verify_audit(rows) == (True, None, 30)
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_two_instances_taking_one_lease_at_once_give_it_to_one(journal: Any, second: Any) -> None:
+    for n in range(5):
+        got = await asyncio.gather(journal.hold_lease(f"duty{n}", "a", 60), second.hold_lease(f"duty{n}", "b", 60))
+        assert sorted(got) == [False, True]
+
+
+@pytest.mark.parametrize("backend", SERVER)
+async def test_a_release_and_a_hold_expiry_racing_on_two_instances_one_wins(
+        journal: Any, second: Any, clock: Any) -> None:
+    for _ in range(5):
+        record, _ = await store(journal, clock, status="held", deliveries=[delivery(status="waiting")])
+        ex_id = record.exchange.id
+
+        async def release(ex_id: str = ex_id) -> bool:
+            try:
+                await journal.release_exchange(ex_id, operator="op", reason="ok", at=clock.stamp())
+            except OperationError:
+                return False
+            return True
+
+        released, expired = await asyncio.gather(
+            release(), second.expire_hold(ex_id, reason="too long", code="HOLD_EXPIRED", at=clock.stamp(), zam=None))
+        assert released != expired, (released, expired)
+        ex = await journal.get_exchange(ex_id)
+        [d] = await journal.deliveries_for(ex_id)
+        assert (ex.status, d.status) == (("queued", "queued") if released else ("dead", "dead"))
