@@ -171,7 +171,7 @@ async def test_a_release_and_a_hold_expiry_racing_on_two_instances_one_wins(
 
         released, expired = await asyncio.gather(
             release(), second.expire_hold(ex_id, reason="too long", code="HOLD_EXPIRED", at=clock.stamp(), zam=None))
-        assert released != expired, (released, expired)
         ex = await journal.get_exchange(ex_id)
         [d] = await journal.deliveries_for(ex_id)
+        assert released != expired, (released, expired, ex.status, d.status)
         assert (ex.status, d.status) == (("queued", "queued") if released else ("dead", "dead"))
