@@ -3,6 +3,7 @@
     python bench/ingest.py              # full run, a few minutes; writes bench/results.md
     python bench/ingest.py --quick      # smoke run: short windows, no million-exchange rows
     python bench/ingest.py --no-pin     # let the kernel place server and client (both cores)
+    python bench/ingest.py --postgres   # also (d): relais on a PostgreSQL journal (throwaway cluster)
 
 Three servers, each a subprocess started fresh for every row:
 
@@ -83,6 +84,9 @@ START, END = b"\x0b", b"\x1c\x0d"
 TICK = os.sysconf("SC_CLK_TCK")
 ECHO, STORE, RELAIS = "(a) echo", "(b) store", "(c) relais"
 RELAIS_UNPINNED = "(c) relais, unpinned"
+RELAIS_PG = "(d) relais, PostgreSQL"  # `--journal postgresql://…`: a fresh database per row
+#: the PostgreSQL server the (d) rows use (``--postgres``); each row creates its own database in it
+_PG: dict[str, str] = {}
 MIXED = "ADT + 2 Ségur"
 
 
@@ -494,6 +498,7 @@ class Settings:
     kinds: tuple[str, ...] = ("ADT", "MDM", "Ségur", "mixed")  # which loads (a subset reruns disturbed rows)
     journals: tuple[str, ...] = ("empty", "big")
     unpinned_documents: bool = True  # also (c) on documents with nothing pinned: does it use both cores?
+    postgres: bool = False  # also (d): relais on a PostgreSQL journal (ADT, MDM)
 
     @classmethod
     def quick(cls) -> Settings:
@@ -530,8 +535,24 @@ def _server_argv(kind: str, data: Path) -> list[str]:
         return [sys.executable, str(ROOT / "bench" / "servers.py"), "echo", "--port", "0"]
     if kind == STORE:
         return [sys.executable, str(ROOT / "bench" / "servers.py"), "store", "--port", "0", "--db", str(data / "store.db")]
-    return [sys.executable, "-m", "gateway", "serve", "--data-dir", str(data), "--mllp-port", "0",
+    argv = [sys.executable, "-m", "gateway", "serve", "--data-dir", str(data), "--mllp-port", "0",
             "--http-port", "0", "--allow-test-ins"]
+    if kind == RELAIS_PG:
+        argv += ["--journal", _pg_database(data.name)]
+    return argv
+
+
+def _pg_database(name: str) -> str:
+    """A new empty database on the ``--postgres`` server for one row."""
+    import psycopg
+
+    from tests.pg_support import database_url
+
+    dbname = "relais_bench_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+    with psycopg.connect(_PG["server"], autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    return database_url(_PG["server"], dbname)
 
 
 def _clean_env() -> dict[str, str]:
@@ -668,6 +689,18 @@ async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[l
                     say(f"  {_brief(row)}")
                 if size:
                     shutil.rmtree(shared, ignore_errors=True)
+        if cfg.postgres and "empty" in cfg.journals:
+            # single instance on PostgreSQL beside SQLite: ADT and MDM on an empty journal. The
+            # database server's own CPU is not in "server CPU %" (it is in "other load").
+            for p_index, (label, loads) in enumerate(plans):
+                if kinds[p_index] not in ("ADT", "MDM") or kinds[p_index] not in cfg.kinds:
+                    continue
+                say(f"{RELAIS_PG} · empty journal · {label} …")
+                data = Path(tmp) / f"pg-{p_index}"
+                data.mkdir()
+                row = await run_row(RELAIS_PG, "empty", data, loads, cfg, f"{run_tag}p{p_index}E")
+                rows.append(row)
+                say(f"  {_brief(row)}")
         if cfg.pin and cfg.unpinned_documents and RELAIS in cfg.servers and "empty" in cfg.journals:
             pinned_client = os.sched_getaffinity(0)
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
@@ -812,6 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--servers", help="comma-separated subset of echo,store,relais")
     parser.add_argument("--loads", help="comma-separated subset of ADT,MDM,Ségur,mixed")
     parser.add_argument("--journals", help="comma-separated subset of empty,big")
+    parser.add_argument("--postgres", nargs="?", const="", metavar="URL",
+                        help="add (d) rows on PostgreSQL: this server, or a throwaway cluster when no URL is given")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md", help="Markdown output file")
     args = parser.parse_args(argv)
 
@@ -828,12 +863,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["kinds"] = tuple(k.strip() for k in args.loads.split(","))
     if args.journals:
         changes["journals"] = tuple(j.strip() for j in args.journals.split(","))
+    cluster = None
+    if args.postgres is not None:
+        changes["postgres"] = True
+        if args.postgres:
+            _PG["server"] = args.postgres
+        else:
+            from tests.pg_support import start_cluster
+
+            cluster = start_cluster()
+            _PG["server"] = cluster.url
     cfg = replace(cfg, **changes)  # type: ignore[arg-type]
     if cfg.pin:
         os.sched_setaffinity(0, {cfg.client_cpu})  # the load client keeps to its own core
     started = time.monotonic()
     machine = machine_info(cfg)
-    rows, notes = asyncio.run(run_rows(cfg, say=lambda line: print(line, file=sys.stderr, flush=True)))
+    try:
+        rows, notes = asyncio.run(run_rows(cfg, say=lambda line: print(line, file=sys.stderr, flush=True)))
+    finally:
+        if cluster is not None:
+            cluster.stop()
     command = " ".join(["python bench/ingest.py", *(argv if argv is not None else sys.argv[1:])])
     text = render(rows, notes, cfg, machine, time.monotonic() - started, command)
     print(text)

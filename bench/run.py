@@ -559,7 +559,7 @@ async def _drain(service: Any, wait_s: float = 10.0) -> float | None:
     """
     start = time.monotonic()
     while time.monotonic() - start < wait_s:
-        work = await service.journal.read(lambda tx: tx.open_work())
+        work = await service.journal.open_work()
         if not work:  # no destination has a delivery left to do
             return time.monotonic() - start
         service.dispatcher_wake()

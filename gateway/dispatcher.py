@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -92,7 +94,8 @@ class Dispatcher:
         self.on_outcome = on_outcome
         self.rand = rand
         self.mail_zam = mail_zam  # ZAM^Z02 N for a mail the SMTP server refused (gateway.mss_acks)
-        self.worker_id = f"dispatcher-{clock.new_id()[:8]}"
+        # host and pid: an operator (or a test) sees which instance holds a claim or a lease
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{clock.new_id()[:6]}"
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._in_flight: dict[str, Delivery] = {}  # claimed by this worker: their leases get a heartbeat

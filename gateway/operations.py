@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.errors import OperationError
+from gateway.journal.audit_chain import GENESIS_HASH, audit_hash
 from gateway.journal.rows import AuditEntry, iso
-from gateway.journal.tx import GENESIS_HASH, Tx
 
 __all__ = ["verify_audit", "OperationError", "iso", "parse_duration", "audit_detail_json"]
 
@@ -22,7 +22,7 @@ def verify_audit(rows: list[AuditEntry]) -> tuple[bool, int | None, int]:
     """Walk the hash chain. Returns (intact, first broken seq or None, rows checked)."""
     prev = GENESIS_HASH
     for row in rows:
-        expected = Tx.audit_hash(prev, row.at, row.actor, row.action, row.target, row.detail or "")
+        expected = audit_hash(prev, row.at, row.actor, row.action, row.target, row.detail or "")
         if row.prev_hash != prev or row.hash != expected:
             return False, int(row.seq), len(rows)
         prev = row.hash

@@ -240,6 +240,10 @@ def effective_raw(settings: Settings) -> dict[str, Any]:
     """
     raw: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name)) for name in _SECTIONS}
     raw["api"]["tokens"] = ""  # secrets stay in the environment
+    if raw["journal"]["url"]:  # a PostgreSQL password too (RELAIS_JOURNAL_URL)
+        from gateway.journal.open import redact_url
+
+        raw["journal"]["url"] = redact_url(raw["journal"]["url"])
     raw["destination"] = [
         {"name": d.name, "kind": d.kind, "url": d.url, "directory": d.directory, **d.options}
         for d in settings.destinations

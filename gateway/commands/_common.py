@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tomllib
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.journal.base import Journal
 from gateway.journal.open import open_journal
-from gateway.journal.sqlite import SqliteJournal
+from gateway.journal.rows import BulkResult, Row
 from gateway.settings import EFFECTIVE_CONFIG, Settings, load_settings, settings_from_raw
 
 __all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
@@ -72,14 +75,18 @@ def _recorded_config(args: argparse.Namespace) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) else None
 
 
-def open_readonly(args: argparse.Namespace) -> SqliteJournal:
+def open_readonly(args: argparse.Namespace) -> Journal:
+    """The journal for reading; the caller closes it (``await journal.close()``)."""
     settings = settings_from(args)
-    return open_journal(settings.journal_url, readonly=True)
+    journal: Journal = open_journal(settings.journal_url, readonly=True)
+    return journal
 
 
-def open_writable(args: argparse.Namespace, *, prefer_effective: bool = False) -> tuple[Settings, SqliteJournal]:
+def open_writable(args: argparse.Namespace, *, prefer_effective: bool = False) -> tuple[Settings, Journal]:
+    """The settings and the journal for writing; the caller closes it (``await journal.close()``)."""
     settings = settings_from(args, prefer_effective=prefer_effective)
-    return settings, open_journal(settings.journal_url)
+    journal: Journal = open_journal(settings.journal_url)
+    return settings, journal
 
 
 def dump_json(value: Any) -> None:
@@ -87,7 +94,7 @@ def dump_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-def exchange_json(row: dict[str, Any]) -> dict[str, Any]:
+def exchange_json(row: Row | Mapping[str, Any]) -> dict[str, Any]:
     """The public JSON shape of an exchange summary (CLI and API)."""
     sender = "|".join(x for x in (row.get("sender_app"), row.get("sender_facility")) if x) or None
     out = {
@@ -110,27 +117,35 @@ def exchange_json(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: an audited bulk journal operation, given ``operator``, ``reason`` and ``at`` (``journal.release_held`` …)
+BulkCall = Callable[[Journal, str, str, str], Awaitable[BulkResult]]
+
+
 def bulk_operation(
-    args: argparse.Namespace, operation: Any, *, done_key: str, done: str, refused: str, nothing: str
+    args: argparse.Namespace, operation: BulkCall, *, done: str, refused: str, nothing: str
 ) -> int:
-    """Run an audited bulk ``operation(tx, operator=, reason=, at=)`` and print one line per item.
+    """Run an audited bulk ``operation(journal, operator, reason, at)`` and print one line per item.
 
     ``done`` / ``refused`` are formats with ``{id}`` (and ``{reason}``); ``nothing`` is printed
     when a selection (not ids) found nothing. Exit 1 when anything was refused.
     """
-    from gateway.operations import iso
+    return asyncio.run(_bulk(args, operation, done=done, refused=refused, nothing=nothing))
+
+
+async def _bulk(args: argparse.Namespace, operation: BulkCall, *, done: str, refused: str, nothing: str) -> int:
+    from gateway.journal.rows import iso
     from gateway.ports import SystemClock
 
     _settings, journal = open_writable(args)
     at = iso(SystemClock().now())
     try:
-        out = journal.write_sync(lambda tx: operation(tx, operator=f"cli:{args.operator}", reason=args.reason, at=at))
+        out = await operation(journal, f"cli:{args.operator}", args.reason, at)
     finally:
-        journal.close_sync()
-    for item in out[done_key]:
+        await journal.close()
+    for item in out.done:
         print(done.format(id=item))
-    for refusal in out["refused"]:
+    for refusal in out.refused:
         print(refused.format(id=refusal["id"], reason=refusal["reason"]))
-    if not args.ids and not out[done_key]:
+    if not args.ids and not out.done:
         print(nothing)
-    return 1 if out["refused"] else 0
+    return 1 if out.refused else 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from gateway.commands._common import add_config_args, dump_json, open_readonly
+from gateway.journal.rows import AuditEntry
 
 __all__ = ["register"]
 
@@ -21,11 +23,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.set_defaults(func=run_list)
 
 
+async def _entries(args: argparse.Namespace) -> list[AuditEntry]:
+    journal = open_readonly(args)
+    try:
+        return await journal.audit_entries()
+    finally:
+        await journal.close()
+
+
 def run_verify(args: argparse.Namespace) -> int:
     from gateway.operations import verify_audit
 
-    journal = open_readonly(args)
-    intact, broken, checked = journal.read_sync(verify_audit)
+    intact, broken, checked = verify_audit(asyncio.run(_entries(args)))
     if intact:
         print(f"audit trail intact: {checked} rows")
         return 0
@@ -36,8 +45,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from gateway.operations import audit_detail_json
 
-    journal = open_readonly(args)
-    rows = [audit_detail_json(r) for r in journal.read_sync(lambda tx: tx.audit_rows())]
+    rows = [audit_detail_json(r) for r in asyncio.run(_entries(args))]
     if args.json:
         dump_json(rows)
         return 0

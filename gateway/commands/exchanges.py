@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 
 from gateway.commands._common import add_config_args, dump_json, exchange_json, open_readonly
+from gateway.journal.rows import Exchange
 from gateway.model import EXCHANGE_STATUSES
 
 __all__ = ["register", "parse_since"]
@@ -57,16 +59,21 @@ def parse_since(text: str, *, now: datetime | None = None) -> str:
     return parsed.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def run(args: argparse.Namespace) -> int:
+async def _page(args: argparse.Namespace, offset: int) -> list[Exchange]:
     journal = open_readonly(args)
-    offset = (args.page - 1) * args.limit
-    rows = journal.read_sync(
-        lambda tx: tx.list_exchanges(
+    try:
+        return await journal.list_exchanges(
             status=args.status, message_type=args.message_type, control_id=args.control_id, sender=args.sender,
             patient=args.patient, document=args.document, since=args.since, until=args.until,
             limit=args.limit + 1, offset=offset,
         )
-    )
+    finally:
+        await journal.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    offset = (args.page - 1) * args.limit
+    rows = asyncio.run(_page(args, offset))
     more = len(rows) > args.limit
     items = [exchange_json(r) for r in rows[: args.limit]]
     if args.json:

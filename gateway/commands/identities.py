@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+from typing import Any
 
 from gateway.commands._common import add_config_args, dump_json, open_readonly
 
@@ -17,12 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+async def _view(args: argparse.Namespace) -> list[dict[str, Any]]:
     from gateway.web.api import identities_view
 
     journal = open_readonly(args)
-    # the command line runs with the journal file's permissions: it shows what an operator sees
-    rows = journal.read_sync(lambda tx: identities_view(tx, held_only=args.held, operator=True))
+    try:
+        # the command line runs with the journal file's permissions: it shows what an operator sees
+        return await identities_view(journal, held_only=args.held, operator=True)
+    finally:
+        await journal.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = asyncio.run(_view(args))
     if args.json:
         dump_json(rows)
         return 0

@@ -11,11 +11,15 @@ run it with ``serve`` stopped.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import sqlite3
 
-from gateway.commands._common import add_config_args, open_writable
+from gateway.commands._common import add_config_args, settings_from
 from gateway.commands.failures import EX_CONFIG, EX_USAGE, CommandFailed
+from gateway.journal.base import Journal
+from gateway.journal.open import open_journal, redact_url
+from gateway.retention import RetentionPolicy
 
 __all__ = ["register"]
 
@@ -31,36 +35,39 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+_SQLITE = "sqlite:///"
+
+
 def run(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from gateway.operations import parse_duration
-    from gateway.ports import SystemClock
-    from gateway.retention import prune_once_sync, retention_policy
+    from gateway.retention import retention_policy
 
-    settings, journal = open_writable(args)
-    try:
-        if args.older_than:
-            try:
-                older_than = parse_duration(args.older_than)
-            except ValueError as exc:
-                raise CommandFailed(str(exc), EX_USAGE) from None
-        elif settings.retention.days > 0:
-            older_than = timedelta(days=settings.retention.days)
-        else:
-            raise CommandFailed("nothing to do; give --older-than or set retention.days", EX_CONFIG)
-        policy = retention_policy(settings, older_than)
-        if args.errors_only is not None:
-            policy = type(policy)(older_than=policy.older_than, errors_only=True, batch_size=policy.batch_size)
-        actor = f"cli:{args.operator or getpass.getuser()}"
-        n = prune_once_sync(journal.write_sync, policy, now=SystemClock().now(), actor=actor,
-                            vacuum=journal.auto_vacuum)
-    finally:
-        journal.close_sync()
+    settings = settings_from(args)
+    url = settings.journal_url
+    if args.vacuum and not url.startswith(_SQLITE):
+        # VACUUM rewrites a SQLite file; a server database reclaims space by its own means
+        raise CommandFailed(f"--vacuum only applies to a SQLite journal, not {redact_url(url)}", EX_USAGE)
+    if args.older_than:
+        try:
+            older_than = parse_duration(args.older_than)
+        except ValueError as exc:
+            raise CommandFailed(str(exc), EX_USAGE) from None
+    elif settings.retention.days > 0:
+        older_than = timedelta(days=settings.retention.days)
+    else:
+        raise CommandFailed("nothing to do; give --older-than or set retention.days", EX_CONFIG)
+    policy = retention_policy(settings, older_than)
+    if args.errors_only is not None:
+        policy = type(policy)(older_than=policy.older_than, errors_only=True, batch_size=policy.batch_size)
+    actor = f"cli:{args.operator or getpass.getuser()}"
+    n = asyncio.run(_prune(open_journal(url), policy, actor))
     print(f"pruned the bodies of {n} exchanges older than {older_than}"
           + (" (those that ended well deleted)" if policy.errors_only else ""))
     if args.vacuum:
-        conn = sqlite3.connect(journal.path, isolation_level=None)
+        # offline, on the file itself: VACUUM needs no other connection, so serve must be stopped
+        conn = sqlite3.connect(url[len(_SQLITE):], isolation_level=None)
         try:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("VACUUM")
@@ -68,3 +75,14 @@ def run(args: argparse.Namespace) -> int:
             conn.close()
         print("journal rewritten (VACUUM): it now gives pruned space back by itself")
     return 0
+
+
+async def _prune(journal: Journal, policy: RetentionPolicy, actor: str) -> int:
+    from gateway.ports import SystemClock
+    from gateway.retention import prune_once
+
+    try:
+        return await prune_once(journal, policy, now=SystemClock().now(), actor=actor, vacuum=journal.can_vacuum,
+                                audit_empty=True)
+    finally:
+        await journal.close()

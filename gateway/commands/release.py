@@ -9,7 +9,6 @@ the queued deliveries up at its next poll. Every release is one audit row.
 from __future__ import annotations
 
 import argparse
-import functools
 
 from gateway.commands._common import add_config_args, bulk_operation
 from gateway.commands.failures import EX_USAGE, CommandFailed
@@ -29,14 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.operations import release_held
-
     if bool(args.ids) == args.all_held:
         raise CommandFailed("give exchange ids or --all-held, not both and not neither", EX_USAGE)
     if args.hold_code and not args.all_held:
         raise CommandFailed("--hold-code goes with --all-held", EX_USAGE)
+    hold_code, ids = args.hold_code, args.ids or None
     return bulk_operation(
-        args, functools.partial(release_held, hold_code=args.hold_code, ids=args.ids or None), done_key="released",
+        args,
+        lambda journal, operator, reason, at: journal.release_held(
+            operator=operator, reason=reason, at=at, hold_code=hold_code, ids=ids),
         done="released {id}: deliveries queued", refused="not released {id}: {reason}",
         nothing="nothing held" + (f" for {args.hold_code}" if args.hold_code else ""),
     )

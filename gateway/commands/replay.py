@@ -91,20 +91,20 @@ async def _offline(args: argparse.Namespace) -> int:
     try:
         names = tuple(n for n, d in destinations.items() if d.kind in DOCUMENT_KINDS)
         intake = Intake(journal, settings, clock, Router(names))
-        ex = await journal.read(lambda tx: tx.get_exchange(args.id))
+        ex = await journal.get_exchange(args.id)
         if ex is None:
             print(f"no exchange {args.id}")
             return 1
         actor = f"cli:{args.operator or getpass.getuser()}"
         try:
-            result = await intake.replay(ex["id"], actor=actor)
+            result = await intake.replay(ex.id, actor=actor)
         except KeyError:
-            print(f"exchange {ex['id']} has no stored bytes (pruned); it cannot be replayed")
+            print(f"exchange {ex.id} has no stored bytes (pruned); it cannot be replayed")
             return 1
     finally:
         for dest in destinations.values():
             with suppress(Exception):
                 await dest.close()
         await journal.close()
-    print(f"replayed {ex['id']} as {result.exchange_id} ({result.status})")
+    print(f"replayed {ex.id} as {result.exchange_id} ({result.status})")
     return 0

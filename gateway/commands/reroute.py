@@ -11,11 +11,14 @@ the data directory names the destinations.
 from __future__ import annotations
 
 import argparse
-import functools
+from collections.abc import Collection
 
 from gateway.commands._common import add_config_args, bulk_operation, settings_from
+from gateway.errors import OperationError
+from gateway.journal.base import Journal
+from gateway.journal.rows import BulkResult
 
-__all__ = ["register", "configured_destinations"]
+__all__ = ["register", "configured_destinations", "require_configured"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,12 +42,23 @@ def configured_destinations(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def run(args: argparse.Namespace) -> int:
-    from gateway.operations import reroute
+def require_configured(target: str, known: Collection[str]) -> None:
+    """Refuse a target that is not a configured destination (the journal cannot know the configuration)."""
+    if target not in known:
+        raise OperationError(f"{target!r} is not a configured destination ({', '.join(sorted(known)) or 'none'})", 400)
 
-    operation = functools.partial(reroute, source=args.source, target=args.target,
-                                  known=configured_destinations(args))
+
+def run(args: argparse.Namespace) -> int:
+    source, target = args.source, args.target
+    known = configured_destinations(args)
+    if args.reason.strip():  # an empty reason: the journal's refusal comes first, as it always did
+        require_configured(target, known)
+
+    async def operation(journal: Journal, operator: str, reason: str, at: str) -> BulkResult:
+        moved = await journal.reroute(source, target, operator=operator, reason=reason, at=at)
+        return BulkResult(tuple(d.id for d in moved))
+
     return bulk_operation(
-        args, operation, done_key="rerouted", done=f"rerouted {{id}} to {args.target}", refused="not moved {id}: {reason}",
+        args, operation, done=f"rerouted {{id}} to {args.target}", refused="not moved {id}: {reason}",
         nothing=f"nothing to move from {args.source}",
     )

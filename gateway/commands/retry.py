@@ -8,7 +8,6 @@ is already there. Every retry is one audit row.
 from __future__ import annotations
 
 import argparse
-import functools
 
 from gateway.commands._common import add_config_args, bulk_operation
 from gateway.commands.failures import EX_USAGE, CommandFailed
@@ -28,14 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.operations import retry_dead
-
     if bool(args.ids) == args.all_dead:
         raise CommandFailed("give delivery ids or --all-dead, not both and not neither", EX_USAGE)
     if args.destination and not args.all_dead:
         raise CommandFailed("--destination goes with --all-dead", EX_USAGE)
+    destination, ids = args.destination, args.ids or None
     return bulk_operation(
-        args, functools.partial(retry_dead, destination=args.destination, ids=args.ids or None), done_key="retried",
+        args,
+        lambda journal, operator, reason, at: journal.retry_dead(
+            operator=operator, reason=reason, at=at, destination=destination, ids=ids),
         done="retrying {id}", refused="not retried {id}: {reason}",
         nothing="no dead deliveries" + (f" for {args.destination}" if args.destination else ""),
     )

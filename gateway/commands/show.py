@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+from typing import Any
 
 from gateway.commands._common import add_config_args, dump_json, exchange_json, open_readonly
+from gateway.journal.base import Journal
+from gateway.journal.rows import Row
 
-__all__ = ["register", "exchange_detail"]
+__all__ = ["register", "exchange_detail", "DELIVERY_KEYS", "ATTEMPT_KEYS", "DOCUMENT_KEYS"]
+
+# the JSON shape of each part of the trace (``relais show --json``, the API): what the journal
+# selected for it before rows were typed; the other fields of a row are not part of the trace
+DELIVERY_KEYS = ("id", "exchange_id", "destination", "kind", "status", "attempts", "next_attempt_at", "last_error",
+                 "unique_id", "created_at", "updated_at")
+ATTEMPT_KEYS = ("id", "delivery_id", "number", "started_at", "finished_at", "outcome", "error", "duration")
+DOCUMENT_KEYS = ("exchange_id", "idx", "unique_id", "action")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,27 +29,39 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def exchange_detail(tx, exchange_id: str) -> dict | None:  # type: ignore[no-untyped-def]
-    row = tx.get_exchange(exchange_id)
+def _pick(row: Row, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: row[k] for k in keys}
+
+
+async def exchange_detail(journal: Journal, exchange_id: str) -> dict[str, Any] | None:
+    """One exchange (id or unique prefix) with its findings, events, documents and deliveries."""
+    row = await journal.get_exchange(exchange_id)
     if row is None:
         return None
     out = exchange_json(row)
-    out["findings"] = row.get("findings") or {"errors": [], "warnings": []}
-    out["events"] = tx.events(row["id"])
-    out["documents"] = tx.documents_for(row["id"])
-    deliveries = tx.deliveries_for(row["id"])
+    out["findings"] = row.findings or {"errors": [], "warnings": []}
+    out["events"] = [ev.as_dict() for ev in await journal.events(row.id)]
+    out["documents"] = [_pick(doc, DOCUMENT_KEYS) for doc in await journal.documents_for(row.id)]
+    deliveries = [_pick(d, DELIVERY_KEYS) for d in await journal.deliveries_for(row.id)]
     for d in deliveries:
-        d["attempts_detail"] = tx.attempts_for(d["id"])
+        d["attempts_detail"] = [_pick(a, ATTEMPT_KEYS) for a in await journal.attempts_for(d["id"])]
     out["deliveries"] = deliveries
-    first = tx.get_document(row["id"], 1) or {}
-    out["fhir"] = first.get("fhir")
-    out["xds"] = first.get("xds")
+    first = await journal.document(row.id, 1)
+    out["fhir"] = first.fhir if first is not None else None
+    out["xds"] = first.xds if first is not None else None
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+async def _read(args: argparse.Namespace) -> dict[str, Any] | None:
     journal = open_readonly(args)
-    detail = journal.read_sync(lambda tx: exchange_detail(tx, args.id))
+    try:
+        return await exchange_detail(journal, args.id)
+    finally:
+        await journal.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    detail = asyncio.run(_read(args))
     if detail is None:
         print(f"no exchange {args.id}")
         return 1

@@ -157,6 +157,9 @@ class Journal(Protocol):
 
     async def count_by_status(self) -> dict[str, int]: ...
 
+    async def exchanges_per_minute(self, since: str) -> dict[str, int]:
+        """Exchanges received since ``since`` per minute (``YYYY-MM-DDTHH:MM``): the dashboard's chart."""
+
     async def events(self, exchange_id: str) -> list[Event]: ...
 
     async def deliveries_for(self, exchange_id: str) -> list[Delivery]: ...

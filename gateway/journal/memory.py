@@ -506,8 +506,8 @@ class MemorySession:
             elif "^" in t:
                 tests.append(lambda r: _eq(r["message_type"], t))
             else:  # "ADT": every event type that starts so (binary, case-sensitive: an index range)
-                high = t + "\uffff"
-                tests.append(lambda r: isinstance(r["message_type"], str) and t <= r["message_type"] < high)
+                type_high = t + "\uffff"
+                tests.append(lambda r: isinstance(r["message_type"], str) and t <= r["message_type"] < type_high)
         if sender:
             if "|" in sender:
                 app, _, facility = sender.partition("|")
@@ -539,10 +539,10 @@ class MemorySession:
             ids = {d["exchange_id"] for d in self._store.scan("documents") if _eq(d["unique_id"], document)}
             tests.append(lambda r: r["id"] in ids)
         if control_or_id:
-            low = control_or_id.lower()
-            high = low + "\uffff"
+            id_low = control_or_id.lower()
+            id_high = id_low + "\uffff"
             tests.append(lambda r: _eq(r["control_id"], control_or_id)
-                         or (isinstance(r["id"], str) and low <= r["id"] < high))
+                         or (isinstance(r["id"], str) and id_low <= r["id"] < id_high))
         return lambda r: all(test(r) for test in tests)
 
     def _first_seq_received_from(self, at: str) -> int:
@@ -827,8 +827,11 @@ class MemorySession:
         if not exchange_ids:
             return []
         wanted = set(exchange_ids)
-        return [dict(d) for d in self._store.scan("deliveries")
+        rows = [dict(d) for d in self._store.scan("deliveries")
                 if d["exchange_id"] in wanted and d["status"] in ("waiting", "queued", "failed")]
+        # no ORDER BY in the SQL; SQLite walks the deliveries_exchange index: by exchange, then table order
+        rows.sort(key=lambda d: d["exchange_id"])
+        return rows
 
     def open_work(self) -> dict[str, tuple[int, str]]:
         out: dict[str, tuple[int, str]] = {}
@@ -934,7 +937,7 @@ class MemorySession:
         rows = [r for r in self._store.scan("encounters") if _eq(r["ipp_key"], ipp_key) and r["cancelled"] == 0]
         if not rows:
             return None
-        return dict(max(reversed(rows), key=lambda r: r["updated_at"]))  # the first of equals
+        return dict(max(rows, key=lambda r: r["updated_at"]))  # the first of equals in table order
 
     def get_encounter(self, visit_key: str) -> dict[str, Any] | None:
         found = self._store.get("encounters", visit_key)
@@ -988,7 +991,8 @@ class MemorySession:
         candidates = [r for r in self._store.scan("exchanges")
                       if r["pruned_at"] is None and r["received_at"] < before
                       and r["status"] in ("delivered", "accepted", "rejected", "duplicate")]
-        candidates.sort(key=lambda r: r["received_at"])  # stable: equals in table order, as the index has them
+        # equal times in the order SQLite's plan reads them (exchanges_status_seq: status, then seq)
+        candidates.sort(key=lambda r: (r["received_at"], r["status"], r["seq"]))
         ids = {r["id"] for r in (candidates if limit < 0 else candidates[:limit])}
         if not ids:
             return 0
@@ -1042,7 +1046,8 @@ class MemoryJournal(SessionJournal):
             self.clock = clock
         self.store = MemoryStore()
         self.schema: SchemaStatus | None = latest_schema()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._writer: int | None = None  # the thread inside write_sync, if any
         self._closed = False
         self.commits = 0
         self.commit_errors = 0
@@ -1064,15 +1069,15 @@ class MemoryJournal(SessionJournal):
 
     # -- the port's needs -------------------------------------------------------------------------
     async def _write(self, fn: Callable[[Session], T], *, large: bool = False) -> T:
-        return self.write_sync(fn)
+        result = self.write_sync(fn)
+        await asyncio.sleep(0)  # as a real journal would, let other tasks run at a commit
+        return result
 
     async def _read(self, fn: Callable[[Session], T]) -> T:
         return self.read_sync(fn)
 
     async def write(self, fn: Callable[[Session], T], *, large: bool = False) -> T:
-        result = self.write_sync(fn)
-        await asyncio.sleep(0)  # as a real journal would, let other tasks run at a commit
-        return result
+        return await self._write(fn, large=large)
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         return self.read_sync(fn)
@@ -1081,22 +1086,33 @@ class MemoryJournal(SessionJournal):
         """Run ``fn`` as one transaction: all of its changes, or none if it raises."""
         if self._closed:
             raise JournalError("journal is closed", code="JOURNAL_CLOSED")
+        self._not_inside_a_write()
         with self._lock:
+            self._writer = threading.get_ident()
             self.store.begin()
             try:
                 value = fn(MemorySession(self.store))
             except BaseException:
                 self.store.rollback()
                 raise
-            self.store.commit()
-            self.commits += 1
-            self.writes += 1
-            return value
+            else:
+                self.store.commit()
+                self.commits += 1
+                self.writes += 1
+                return value
+            finally:
+                self._writer = None
 
     def read_sync(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` on committed data (a read-only session: a write raises, as on SQLite's reader)."""
+        self._not_inside_a_write()
         with self._lock:
             return fn(MemorySession(self.store, readonly=True))
+
+    def _not_inside_a_write(self) -> None:
+        """A journal call from inside a write function would see (or make) uncommitted changes, or deadlock."""
+        if self._writer == threading.get_ident():
+            raise JournalError("a journal call inside a write function", code="JOURNAL_REENTRANT")
 
 
 def latest_schema() -> SchemaStatus:

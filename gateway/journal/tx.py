@@ -17,7 +17,6 @@ and NOTIFY, which a single SQLite writer does not need).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sqlite3
@@ -25,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.journal.audit_chain import GENESIS_HASH, audit_hash
 from gateway.journal.queries import Queries
 
 __all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "DESTINATION_UNKNOWN", "iso", "like_escape"]
@@ -37,7 +37,6 @@ EXCHANGE_SUMMARY_COLUMNS = (
 OPEN_DELIVERY_STATUSES = ("waiting", "queued", "in_flight", "failed")
 #: hold / last_error code of work whose destination is no longer configured
 DESTINATION_UNKNOWN = "DESTINATION_UNKNOWN"
-GENESIS_HASH = "0" * 64
 
 # the columns the explicit INSERT / UPDATE statements name, with the schema's defaults
 _EXCHANGE_COLUMNS = (
@@ -706,12 +705,12 @@ class Tx:
         return rows
 
     # -- audit ----------------------------------------------------------------------------------
-    @staticmethod
-    def audit_hash(prev_hash: str, at: str, actor: str, action: str, target: str | None, detail: str) -> str:
-        material = json.dumps([prev_hash, at, actor, action, target, detail], ensure_ascii=False)
-        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    audit_hash = staticmethod(audit_hash)
 
     def append_audit(self, *, at: str, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> str:
+        # instances append one after the other: each reads the last hash once the previous
+        # appender committed (a row lock on the last row would hand back the row it waited for)
+        self.lock_key("audit-chain")
         row = self._one("last_audit_hash")
         prev = row["hash"] if row else GENESIS_HASH
         detail_text = json.dumps(detail, ensure_ascii=False, sort_keys=True)

@@ -3,8 +3,8 @@
 JSON in and out; errors are RFC 9457 problem documents. Viewers see the whole trace of
 an exchange except what identifies or carries the patient: raw bytes, INS/IPP, the
 Patient resources of the FHIR bundle, the XDS patient fields and the bodies exchanged
-with destinations. Every operator action appends a hash-chained audit row (the
-``operations`` functions and ``Intake.replay`` do it in the same transaction).
+with destinations. Every operator action appends a hash-chained audit row (the journal's
+operator operations and ``Intake.replay`` do it in the same transaction).
 """
 
 from __future__ import annotations
@@ -19,20 +19,14 @@ import structlog
 from aiohttp import web
 
 from gateway.commands._common import exchange_json
+from gateway.commands.reroute import require_configured
 from gateway.commands.show import exchange_detail
+from gateway.errors import OperationError
 from gateway.health import destination_health
-from gateway.journal.tx import Tx
+from gateway.journal.base import Journal
+from gateway.journal.rows import BulkResult, iso
 from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
-from gateway.operations import (
-    OperationError,
-    iso,
-    release_exchange,
-    release_held,
-    reroute,
-    retry_dead,
-    retry_delivery,
-)
 from gateway.search import search_filters
 
 if TYPE_CHECKING:
@@ -123,22 +117,22 @@ def _b64(data: bytes | str | None) -> str | None:
     return base64.b64encode(raw).decode("ascii")
 
 
-# -- reads (pure functions of a Tx, shared with the dashboard) ----------------------------------
-def exchange_trace(tx: Tx, exchange_id: str, *, operator: bool) -> dict[str, Any] | None:
+# -- reads (shared with the dashboard and the command line) -------------------------------------
+async def exchange_trace(journal: Journal, exchange_id: str, *, operator: bool) -> dict[str, Any] | None:
     """The whole trace of one exchange (``relais show`` shape), trimmed to what the role may see."""
-    out = exchange_detail(tx, exchange_id)
+    out = await exchange_detail(journal, exchange_id)
     if out is None:
         return None
     if operator:
-        row = tx.get_exchange(out["id"]) or {}
-        bodies = tx.exchange_bodies(out["id"]) or {}
-        out["patient_ins"] = row.get("patient_ins")
-        out["patient_ipp"] = row.get("patient_ipp")
-        out["raw_base64"] = _b64(bodies.get("raw"))
-        if bodies.get("document") is not None:
-            out["document_base64"] = _b64(bodies["document"])
+        row = await journal.get_exchange(out["id"])
+        bodies = await journal.exchange_bodies(out["id"])
+        out["patient_ins"] = row.patient_ins if row is not None else None
+        out["patient_ipp"] = row.patient_ipp if row is not None else None
+        out["raw_base64"] = _b64(bodies.raw if bodies is not None else None)
+        if bodies is not None and bodies.document is not None:
+            out["document_base64"] = _b64(bodies.document)
         for d in out["deliveries"]:
-            d["attempts_detail"] = tx.attempts_for(d["id"], bodies=True)
+            d["attempts_detail"] = [a.as_dict() for a in await journal.attempts_for(d["id"], bodies=True)]
     else:
         out["fhir"] = redact_fhir(out.get("fhir"))
         out["xds"] = redact_xds(out.get("xds"))
@@ -151,11 +145,11 @@ def _pseudonym(key: str | None) -> str | None:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] if key else None
 
 
-def identities_view(tx: Tx, *, held_only: bool, operator: bool) -> list[dict[str, Any]]:
+async def identities_view(journal: Journal, *, held_only: bool, operator: bool) -> list[dict[str, Any]]:
     """Identity registry rows with their held exchanges; identifiers and traits for operators only."""
-    held = tx.held_exchanges()
+    held = await journal.held_exchanges()
     out: list[dict[str, Any]] = []
-    for row in tx.list_identities():
+    for row in await journal.identities():
         ins = row.get("ins")
         mine = [h for h in held if h.get("patient_ipp") == row["ipp_key"] or (ins and h.get("patient_ins") == ins)]
         if held_only and not mine:
@@ -237,43 +231,41 @@ def list_filters(query: Any, *, operator: bool = False) -> tuple[dict[str, Any],
 # -- actions (shared with the dashboard) -------------------------------------------------------
 async def replay_exchange(service: Service, exchange_id: str, principal: Principal) -> dict[str, Any]:
     """Run the pipeline again on a stored exchange; returns the new exchange's id and status."""
-    ex = await service.journal.read(lambda tx: tx.get_exchange(exchange_id))
+    ex = await service.journal.get_exchange(exchange_id)
     if ex is None:
         raise ApiError(404, f"no exchange {exchange_id}")
     try:
-        result = await service.intake.replay(ex["id"], actor=principal.actor)
+        result = await service.intake.replay(ex.id, actor=principal.actor)
     except KeyError:
-        raise ApiError(409, f"exchange {ex['id']} has no stored bytes (pruned); it cannot be replayed") from None
+        raise ApiError(409, f"exchange {ex.id} has no stored bytes (pruned); it cannot be replayed") from None
     if result.status == "queued" or result.released:
         service.dispatcher_wake()
-    log.info("api.replay", exchange_id=ex["id"], new_exchange=result.exchange_id, actor=principal.actor)
-    return {"exchange_id": result.exchange_id, "status": result.status, "replay_of": ex["id"]}
+    log.info("api.replay", exchange_id=ex.id, new_exchange=result.exchange_id, actor=principal.actor)
+    return {"exchange_id": result.exchange_id, "status": result.status, "replay_of": ex.id}
 
 
 async def retry(service: Service, delivery_id: str, principal: Principal) -> dict[str, Any]:
     """Make a failed or dead delivery due now."""
     at = iso(service.clock.now())
     try:
-        out = await service.journal.write(lambda tx: retry_delivery(tx, delivery_id, operator=principal.actor, at=at))
+        d = await service.journal.retry_delivery(delivery_id, operator=principal.actor, reason="", at=at)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc)) from None
     service.dispatcher_wake()
     log.info("api.retry", delivery_id=delivery_id, actor=principal.actor)
-    return out
+    return {"id": d.id, "status": d.status, "next_attempt_at": d.next_attempt_at}
 
 
 async def release(service: Service, exchange_id: str, reason: str, principal: Principal) -> dict[str, Any]:
     """Operator override of the identity gate for one held exchange."""
     at = iso(service.clock.now())
     try:
-        out = await service.journal.write(
-            lambda tx: release_exchange(tx, exchange_id, operator=principal.actor, reason=reason, at=at)
-        )
+        ex = await service.journal.release_exchange(exchange_id, operator=principal.actor, reason=reason, at=at)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc)) from None
     service.dispatcher_wake()
-    log.info("api.release", exchange_id=out["id"], actor=principal.actor)
-    return out
+    log.info("api.release", exchange_id=ex.id, actor=principal.actor)
+    return {"id": ex.id, "status": ex.status}
 
 
 async def bulk(service: Service, action: str, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
@@ -293,22 +285,23 @@ async def bulk(service: Service, action: str, body: dict[str, Any], principal: P
         raise ApiError(400, f"give 'ids' or '{select}': true, not both", invalid_param="ids")
     at = iso(service.clock.now())
     try:
+        result: BulkResult
         if action == "release":
             code = body.get("hold_code")
-            out = await service.journal.write(lambda tx: release_held(
-                tx, operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
-                hold_code=code if isinstance(code, str) else None))
+            result = await service.journal.release_held(
+                operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
+                hold_code=code if isinstance(code, str) else None)
         else:
             dest = body.get("destination")
-            out = await service.journal.write(lambda tx: retry_dead(
-                tx, operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
-                destination=dest if isinstance(dest, str) else None))
+            result = await service.journal.retry_dead(
+                operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
+                destination=dest if isinstance(dest, str) else None)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc)) from None
     service.dispatcher_wake()
-    done = out["released"] if action == "release" else out["retried"]
-    log.info(f"api.bulk_{action}", count=len(done), refused=len(out["refused"]), actor=principal.actor)
-    return out
+    log.info(f"api.bulk_{action}", count=len(result.done), refused=len(result.refused), actor=principal.actor)
+    done_key = "released" if action == "release" else "retried"
+    return {done_key: list(result.done), "refused": [dict(r) for r in result.refused]}
 
 
 async def reroute_work(service: Service, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
@@ -317,17 +310,16 @@ async def reroute_work(service: Service, body: dict[str, Any], principal: Princi
     for name, value in (("from", source), ("to", target), ("reason", reason)):
         if not isinstance(value, str) or not value.strip():
             raise ApiError(400, f"a non-empty '{name}' is required", invalid_param=name)
-    known = list(service.destinations)
     at = iso(service.clock.now())
     try:
-        out = await service.journal.write(lambda tx: reroute(
-            tx, source=str(source).strip(), target=str(target).strip(), known=known, operator=principal.actor,
-            reason=str(reason).strip(), at=at))
+        require_configured(str(target).strip(), list(service.destinations))
+        moved = await service.journal.reroute(
+            str(source).strip(), str(target).strip(), operator=principal.actor, reason=str(reason).strip(), at=at)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc), invalid_param="to") from None
     service.dispatcher_wake()
-    log.info("api.bulk_reroute", count=len(out["rerouted"]), source=source, target=target, actor=principal.actor)
-    return out
+    log.info("api.bulk_reroute", count=len(moved), source=source, target=target, actor=principal.actor)
+    return {"rerouted": [d.id for d in moved], "refused": []}
 
 
 # -- handlers -----------------------------------------------------------------------------------
@@ -353,12 +345,10 @@ async def list_exchanges(request: web.Request) -> web.Response:
     filters, limit, offset = list_filters(request.query, operator=request[PRINCIPAL_KEY].is_operator)
     counting = (request.query.get("count") or "true").lower() not in ("0", "false", "no")
 
-    def read(tx: Tx) -> tuple[list[dict[str, Any]], tuple[int, bool] | None]:
-        rows = tx.list_exchanges(**filters, limit=limit + 1, offset=offset)
-        where = {k: v for k, v in filters.items() if k != "before_seq"}
-        return rows, (tx.count_exchanges(cap=COUNT_CAP, **where) if counting else None)
-
-    rows, total = await _service(request).journal.read(read)
+    journal = _service(request).journal
+    rows = await journal.list_exchanges(**filters, limit=limit + 1, offset=offset)
+    where = {k: v for k, v in filters.items() if k != "before_seq"}
+    total = await journal.count_exchanges(cap=COUNT_CAP, **where) if counting else None
     more = len(rows) > limit
     page = rows[:limit]
     nxt = None
@@ -375,7 +365,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
 async def get_exchange(request: web.Request) -> web.Response:
     operator = request[PRINCIPAL_KEY].is_operator
     exchange_id = request.match_info["id"]
-    detail = await _service(request).journal.read(lambda tx: exchange_trace(tx, exchange_id, operator=operator))
+    detail = await exchange_trace(_service(request).journal, exchange_id, operator=operator)
     if detail is None:
         raise ApiError(404, f"no exchange {exchange_id}")
     return web.json_response(detail, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
@@ -436,7 +426,7 @@ async def post_reroute(request: web.Request) -> web.Response:
 async def get_destinations(request: web.Request) -> web.Response:
     """Health of each destination: state, failure rates (5/60 min), last success, queue depth, oldest age."""
     service = _service(request)
-    rows = await service.journal.read(lambda tx: destination_health(tx, now=service.clock.now(), kinds=destination_kinds(service)))
+    rows = await destination_health(service.journal, now=service.clock.now(), kinds=destination_kinds(service))
     return web.json_response({"items": [r.as_json() for r in rows]})
 
 
@@ -448,9 +438,7 @@ def destination_kinds(service: Service) -> dict[str, str]:
 async def get_identities(request: web.Request) -> web.Response:
     held_only = (request.query.get("held") or "").lower() in ("1", "true", "yes")
     operator = request[PRINCIPAL_KEY].is_operator
-    rows = await _service(request).journal.read(
-        lambda tx: identities_view(tx, held_only=held_only, operator=operator)
-    )
+    rows = await identities_view(_service(request).journal, held_only=held_only, operator=operator)
     return web.json_response({"items": rows}, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
 
 

@@ -23,8 +23,8 @@ from aiohttp import web
 
 from gateway.commands._common import exchange_json
 from gateway.health import destination_health
+from gateway.journal.rows import iso
 from gateway.listeners.http import SERVICE_KEY
-from gateway.operations import iso
 from gateway.web.api import (
     EXCHANGE_STATUSES,
     PRINCIPAL_KEY,
@@ -277,19 +277,15 @@ async def overview(request: web.Request) -> web.Response:
     now = service.clock.now()
     since = iso(now - timedelta(hours=1))
 
-    kinds = destination_kinds(service)
-
-    def read(tx: Any) -> dict[str, Any]:
-        held, held_total = tx.held_worklist()
-        dead, dead_total = tx.dead_worklist()
-        return {
-            "by_status": tx.count_exchanges_by_status(), "minutes": tx.exchanges_per_minute(since),
-            "destinations": destination_health(tx, now=now, kinds=kinds),
-            "held": held, "held_total": held_total, "dead": dead, "dead_total": dead_total,
-        }
-
-    view = await service.journal.read(read)
-    series = per_minute_series(view.pop("minutes"), now)
+    journal = service.journal
+    held, held_total = await journal.held_worklist()
+    dead, dead_total = await journal.dead_worklist()
+    view: dict[str, Any] = {
+        "by_status": await journal.count_by_status(),
+        "destinations": await destination_health(journal, now=now, kinds=destination_kinds(service)),
+        "held": held, "held_total": held_total, "dead": dead, "dead_total": dead_total,
+    }
+    series = per_minute_series(await journal.exchanges_per_minute(since), now)
     return _render(
         request, "overview.html", statuses=EXCHANGE_STATUSES, series=series, peak=max([n for _, n in series] + [1]),
         last_hour=sum(n for _, n in series), age=lambda at: _age(now, at),
@@ -331,7 +327,7 @@ async def exchanges_page(request: web.Request) -> web.Response:
         error = None
     except ApiError as exc:
         filters, limit, offset, error = {}, 50, 0, exc.detail
-    rows = await service.journal.read(lambda tx: tx.list_exchanges(**filters, limit=limit + 1, offset=offset))
+    rows = await service.journal.list_exchanges(**filters, limit=limit + 1, offset=offset)
     more = len(rows) > limit
     items = [exchange_json(r) for r in rows[:limit]]
     nxt = str(request.rel_url.update_query(offset=offset + limit)) if more else None
@@ -346,9 +342,7 @@ async def exchange_page(request: web.Request) -> web.Response:
     service = _service(request)
     principal = request[PRINCIPAL_KEY]
     exchange_id = request.match_info["id"]
-    detail = await service.journal.read(
-        lambda tx: exchange_trace(tx, exchange_id, operator=principal.is_operator)
-    )
+    detail = await exchange_trace(service.journal, exchange_id, operator=principal.is_operator)
     if detail is None:
         return _render(request, "notfound.html", status=404, what=f"exchange {exchange_id}")
     raw_text = None
@@ -363,7 +357,7 @@ async def identities_page(request: web.Request) -> web.Response:
     service = _service(request)
     held_only = request.query.get("held", "") in ("1", "true", "yes")
     operator = request[PRINCIPAL_KEY].is_operator
-    rows = await service.journal.read(lambda tx: identities_view(tx, held_only=held_only, operator=operator))
+    rows = await identities_view(service.journal, held_only=held_only, operator=operator)
     return _render(request, "identities.html", rows=rows, held_only=held_only)
 
 

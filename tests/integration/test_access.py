@@ -111,9 +111,9 @@ async def test_https_listener_with_optional_client_certificate_and_secure_cookie
                     async with session.post("/v1/hl7v2", data=msg, headers=gw.auth(OP)) as resp:
                         assert resp.status == 200
                     row_id = (await gw.latest())["id"]
-                    events = g.service.journal.read_sync(lambda tx, i=row_id: tx.events(i))
-                    received = next(e for e in events if e["stage"] == "received")
-                    assert received["detail"]["tls_subject"] == "commonName=operator-desk"
+                    events = await g.service.journal.events(row_id)
+                    received = next(e for e in events if e.stage == "received")
+                    assert received.detail["tls_subject"] == "commonName=operator-desk"
         async with aiohttp.ClientSession() as plain:  # no TLS, no answer
             with pytest.raises(aiohttp.ClientError):
                 await plain.get(base.replace("https://", "http://") + "/healthz")

@@ -211,7 +211,7 @@ async def test_identities_roles_and_held_filter(gw: Gateway) -> None:
 
 # -- actions ------------------------------------------------------------------------------------
 async def audit(gw: Gateway) -> list[dict[str, Any]]:
-    return await gw.service.journal.read(lambda tx: tx.audit_rows())
+    return [r.as_dict() for r in await gw.service.journal.audit_entries()]
 
 
 async def test_release_a_held_exchange_then_it_is_delivered(gw: Gateway) -> None:
@@ -269,14 +269,11 @@ async def test_retry_a_dead_delivery(gw: Gateway) -> None:
     status, problem = await gw.post(f"/v1/deliveries/{delivery['id']}/retry")
     assert status == 409 and "waiting" in problem["detail"]
 
-    # mark it dead as the dispatcher would after a permanent refusal
+    # dead as a hold past its bound leaves it: the exchange and its waiting delivery give up
     at = iso(gw.service.clock.now())
-
-    def kill(tx: Any) -> None:
-        tx.update_delivery(delivery["id"], at, status="dead", last_error="TEST: refused")
-        tx.update_exchange(ex["id"], at, status="dead", held_since=None)
-
-    await gw.service.journal.write(kill)
+    assert await gw.service.journal.expire_hold(ex["id"], reason="TEST: refused", code=None, at=at, zam=None)
+    _, dead = await gw.get(f"/v1/exchanges/{ex['id']}")
+    assert dead["status"] == "dead" and dead["deliveries"][0]["status"] == "dead"
     status, out = await gw.post(f"/v1/deliveries/{delivery['id']}/retry")
     assert status == 200 and out["id"] == delivery["id"]
     await gw.wait_status(ex["id"], "delivered")

@@ -70,6 +70,14 @@ def test_reading_a_journal_that_does_not_exist(tmp_path: Path) -> None:
         assert_one_line(relais_process(*argv, "--data-dir", "nowhere", cwd=tmp_path), 66, "no journal")
 
 
+def test_prune_vacuum_is_for_a_sqlite_journal_only(tmp_path: Path) -> None:
+    # VACUUM rewrites the SQLite file; a server journal is refused before anything is done
+    proc = relais_process("prune", "--vacuum", "--older-than", "1d", "--journal", "postgresql://relais:secret@db/relais",
+                          cwd=tmp_path)
+    line = assert_one_line(proc, 64, "--vacuum", "SQLite", "postgresql://relais:***@db/relais")
+    assert "secret" not in line
+
+
 def test_serve_on_a_port_in_use_stops_cleanly(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -161,8 +169,8 @@ async def test_exchanges_filters_by_patient_document_sender_and_time(
     await gw.mllp.send(with_control_id((FIXTURES / "adt_a01_vali.hl7").read_bytes(), "ADT1"))
     await gw.mllp.send(with_control_id((FIXTURES / "mdm_t02_initial.hl7").read_bytes(), "MDM1"))
     mdm = await gw.latest(control_id="MDM1")
-    detail = await gw.service.journal.read(lambda tx: tx.documents_for(mdm["id"]))
-    unique_id = detail[0]["unique_id"]
+    detail = await gw.service.journal.documents_for(mdm["id"])
+    unique_id = detail[0].unique_id
 
     async def ids(*argv: str) -> list[str]:
         code, out, _ = await relais(capsys, "exchanges", "--json", "--data-dir", data, *argv)

@@ -56,7 +56,7 @@ async def test_identities_then_release_while_serving(gw: TestGateway, capsys: py
                              "--data-dir", data)
     assert code == 0 and f"released {ex_id}" in out
     await gw.wait_status(ex_id, "delivered")  # the running dispatcher found the queued delivery
-    audit = await gw.service.journal.read(lambda tx: tx.audit_rows())
+    audit = [a.as_dict() for a in await gw.service.journal.audit_entries()]
     assert [(r["actor"], r["action"]) for r in audit if r["action"] == "release"] == [("cli:bob", "release")]
 
     code, out = await relais(capsys, "release", ex_id, "--operator", "bob", "--reason", "again", "--data-dir", data)
@@ -100,7 +100,7 @@ async def test_replay_offline_and_through_http(gw: TestGateway, capsys: pytest.C
     code, out = await relais(capsys, "replay", "no-such-id", "--data-dir", data)
     assert code == 1
 
-    audit = await gw.service.journal.read(lambda tx: tx.audit_rows())
+    audit = [a.as_dict() for a in await gw.service.journal.audit_entries()]
     assert [r["actor"] for r in audit if r["action"] == "replay"] == ["cli:carol", "operator:operator1"]
 
 
@@ -120,7 +120,7 @@ async def test_prune(gw: TestGateway, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and "pruned the bodies of 1 exchanges" in out
     _, detail = await gw.get(f"/v1/exchanges/{ex_id}")
     assert detail["raw_base64"] is None and detail["status"] == "delivered"
-    audit = await gw.service.journal.read(lambda tx: tx.audit_rows())
+    audit = [a.as_dict() for a in await gw.service.journal.audit_entries()]
     actors = [r["actor"] for r in audit if r["action"] == "prune"]
     assert len(actors) == 2 and actors[0].startswith("cli:") and actors[1] == "cli:dave"
     status, problem = await gw.post(f"/v1/exchanges/{ex_id}/replay")

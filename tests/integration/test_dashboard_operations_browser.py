@@ -135,7 +135,7 @@ async def test_bulk_release_from_the_held_worklist(tmp_path: Path) -> None:
                 assert "Held (0)" in await page.inner_text("main")
             finally:
                 await browser.close()
-        audit = await gw.service.journal.read(lambda tx: tx.audit_rows())
-        assert [a["actor"] for a in audit if a["action"] == "release"] == ["operator:alice"] * 3
+        audit = await gw.service.journal.audit_entries()
+        assert [a.actor for a in audit if a.action == "release"] == ["operator:alice"] * 3
     finally:
         await testing.stop_gateway(gw)

@@ -37,8 +37,9 @@ async def test_search_box_finds_a_patient_a_document_and_an_exchange(gw: TestGat
     await send(gw, "mdm_t02_initial.hl7", "M1")
     await send(gw, "adt_a01_latin9.hl7", "OTHER")
     mdm = await gw.latest(control_id="M1")
-    row = await gw.service.journal.read(lambda tx: tx.get_exchange(mdm["id"]))
-    docs = await gw.service.journal.read(lambda tx: tx.documents_for(mdm["id"]))
+    row = await gw.service.journal.get_exchange(mdm["id"])
+    docs = await gw.service.journal.documents_for(mdm["id"])
+    assert row is not None
 
     assert await controls(gw, q=INS) == ["M1", "A1"]
     assert await controls(gw, q=row["patient_ipp"]) == ["M1", "A1"]  # AUTHORITY|IPP
@@ -76,9 +77,9 @@ async def test_keyset_pages_do_not_shift_when_new_exchanges_arrive(gw: TestGatew
 async def test_totals_are_capped_so_counting_stays_cheap(gw: TestGateway) -> None:
     for n in range(4):
         await send(gw, "adt_a01_vali.hl7", f"C{n}")
-    count = await gw.service.journal.read(lambda tx: tx.count_exchanges(cap=3))
+    count = await gw.service.journal.count_exchanges(cap=3)
     assert count == (3, True)
-    assert await gw.service.journal.read(lambda tx: tx.count_exchanges(cap=3, control_id="C1")) == (1, False)
+    assert await gw.service.journal.count_exchanges(cap=3, control_id="C1") == (1, False)
     status, problem = await gw.get("/v1/exchanges", params={"cursor": "abc"})
     assert status == 400 and problem["invalid_param"] == "limit"
 

@@ -273,6 +273,20 @@ async def test_hold_lease_is_exclusive_across_instances_and_taken_over_after_exp
     assert await (a if holder == "a" else b).hold_lease("retention", holder, 10) is False
 
 
+async def test_audit_appends_from_two_instances_make_one_chain(pair: tuple[PostgresJournal, ...]) -> None:
+    from gateway.journal.audit_chain import GENESIS_HASH
+
+    a, b = pair
+    await asyncio.gather(*(j.append_audit(at=_now(), actor=f"op{i}", action="release", target=None, detail={"i": i})
+                           for i in range(40) for j in (a, b)))
+    entries = await a.audit_entries()
+    assert len(entries) == 80
+    prev = GENESIS_HASH
+    for e in entries:  # no fork: each row chains onto the one before it
+        assert e.prev_hash == prev
+        prev = e.hash
+
+
 # -- LISTEN / NOTIFY ----------------------------------------------------------------------------------------------
 async def test_work_made_due_by_one_instance_wakes_the_other(pair: tuple[PostgresJournal, ...]) -> None:
     a, b = pair
@@ -289,6 +303,23 @@ async def test_work_made_due_by_one_instance_wakes_the_other(pair: tuple[Postgre
     await asyncio.sleep(0.2)
     assert not woken.is_set()  # nothing else committed: no wake-up
     assert latency < 5
+
+
+async def test_the_listener_reconnects_when_its_connection_drops(pg_url: str,
+                                                                 pair: tuple[PostgresJournal, ...]) -> None:
+    a, b = pair
+    woken = asyncio.Event()
+    b.on_work(woken.set)
+    await asyncio.wait_for(woken.wait(), timeout=5)  # connected (one wake-up on connecting)
+    killed = _sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND query = 'LISTEN relais_work'")
+    assert killed == [(True,)]
+    woken.clear()
+    await asyncio.wait_for(woken.wait(), timeout=10)  # back: the wake-up after reconnecting
+    woken.clear()
+    ex = _exchange("after-drop")
+    await a.record_inbound(InboundRecord(exchange=ex, deliveries=[_delivery(ex, 1, "P", at=_now())]))
+    await asyncio.wait_for(woken.wait(), timeout=5)
 
 
 # -- retention by partitions ----------------------------------------------------------------------------------------
@@ -372,3 +403,37 @@ def test_stats_and_properties(journals: tuple[PostgresJournal, PostgresJournal])
     a, _ = journals
     assert a.shared and a.backend == "postgres" and a.location is None and not a.can_vacuum
     assert a.stats().commits >= 1  # the partitions made at open
+
+
+# -- every named query is valid PostgreSQL ----------------------------------------------------------------------------
+def _prepare_all(url: str) -> list[str]:
+    """Each statement (and search composition) PREPAREd on the migrated schema: parsed, typed, planned."""
+    import re
+
+    from gateway.journal.queries import Queries
+
+    q = Queries.load("postgres")
+    pieces = {"page_head", "page_tail", "count_head", "count_tail"}
+    fragments = [n for n in q if n.startswith("where_")]
+    statements = {n: q[n] for n in q if n not in pieces and not n.startswith("where_")}
+    for head, tail in (("page_head", "page_tail"), ("count_head", "count_tail")):
+        statements[f"{head}+all"] = "\n".join([q[head], "WHERE " + " AND ".join(q[f] for f in fragments), q[tail]])
+        statements[f"{head}+none"] = q[head] + "\n" + q[tail]
+    failures = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for i, (name, sql) in enumerate(sorted(statements.items())):
+            numbers: dict[str, int] = {}
+
+            def number(m: re.Match[str], numbers: dict[str, int] = numbers) -> str:
+                return f"${numbers.setdefault(m.group(1), len(numbers) + 1)}"
+
+            text = re.sub(r"%\((\w+)\)s", number, sql).replace("%%", "%")
+            result = conn.pgconn.prepare(f"q{i}".encode(), text.encode())
+            if result.error_message:
+                failures.append(f"{name}: {result.error_message.decode().strip()}")
+    return failures
+
+
+def test_every_named_query_prepares_on_postgres(pg_url: str) -> None:
+    PostgresJournal(pg_url).open().close_sync()
+    assert _prepare_all(pg_url) == []

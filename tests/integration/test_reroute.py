@@ -49,8 +49,8 @@ async def held_for_old_outbox(tmp_path: Path) -> list[str]:
             ex = await gw.latest(control_id=f"OLD{n}")
             assert ex["status"] == "held"
             ids.append(ex["id"])
-        deliveries = await gw.service.journal.read(lambda tx: tx.deliveries_for(ids[0]))
-        assert [d["destination"] for d in deliveries] == ["outbox"]
+        deliveries = await gw.service.journal.deliveries_for(ids[0])
+        assert [d.destination for d in deliveries] == ["outbox"]
         return ids
     finally:
         await testing.stop_gateway(gw)
@@ -86,8 +86,8 @@ async def test_work_for_a_removed_destination_is_held_then_rerouted_in_bulk_and_
             ex = await wait_status(gw, exchange_id, "delivered")
             assert ex["reason_code"] is None and ex["deliveries"][0]["destination"] == "archive"
         assert len(list(archive.rglob("*.xml"))) >= 3  # the file destination wrote them
-        audit = await gw.service.journal.read(lambda tx: tx.audit_rows())
-        moves = [json.loads(a["detail"]) for a in audit if a["action"] == "reroute"]
+        audit = await gw.service.journal.audit_entries()
+        moves = [json.loads(a.detail or "") for a in audit if a.action == "reroute"]
         assert len(moves) == 3 and {m["from"] for m in moves} == {"outbox"} and {m["to"] for m in moves} == {"archive"}
     finally:
         await testing.stop_gateway(gw)
@@ -99,8 +99,8 @@ async def test_parked_work_leaves_by_itself_when_its_destination_comes_back(tmp_
     try:
         await gw.mllp.send(with_control_id(fixture_bytes("adt_a01_vali.hl7"), "ADT1"))
         for _ in range(200):
-            parked = await gw.service.journal.read(lambda tx: tx.deliveries_for(ids[0]))
-            if parked[0]["last_error"] and parked[0]["last_error"].startswith("DESTINATION_UNKNOWN"):
+            parked = await gw.service.journal.deliveries_for(ids[0])
+            if parked[0].last_error and parked[0].last_error.startswith("DESTINATION_UNKNOWN"):
                 break
             await asyncio.sleep(0.05)
         else:

@@ -1,26 +1,19 @@
-"""Operator actions (gateway.operations) on a real SQLite journal, without an event loop."""
+"""Operator actions (the journal's release / retry) and gateway.operations on a real SQLite journal."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from gateway.errors import OperationError
+from gateway.journal.rows import InboundRecord, NewDelivery, NewDocument, NewEvent, NewExchange, iso
 from gateway.journal.sqlite import SqliteJournal
-from gateway.journal.tx import Tx
-from gateway.operations import (
-    OperationError,
-    iso,
-    parse_duration,
-    release_exchange,
-    retry_delivery,
-    verify_audit,
-)
+from gateway.operations import parse_duration, verify_audit
 from gateway.web.api import redact_fhir, redact_xds
 from gateway.web.dashboard import per_minute_series, timeline
 
@@ -29,83 +22,80 @@ AT = iso(NOW)
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[SqliteJournal]:
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
     j = SqliteJournal(tmp_path / "journal.db", group_commit_ms=0).open()
     yield j
-    j.close_sync()
+    await j.close()
 
 
-def add_exchange(tx: Tx, ex_id: str, status: str, *, received_at: str = AT, delivery: str | None = None,
-                 delivery_status: str = "waiting") -> None:
-    tx.insert_exchange(dict(
-        id=ex_id, received_at=received_at, listener="mllp", raw=b"MSH|...", sha256="0" * 64, size=7,
-        status=status, reason_code="INS_NOT_QUALIFIED" if status == "held" else None,
-        held_since=received_at if status == "held" else None,
+async def add_exchange(journal: SqliteJournal, ex_id: str, status: str, *, received_at: str = AT,
+                       delivery: str | None = None, delivery_status: str = "waiting") -> None:
+    held = status == "held"
+    deliveries = [NewDelivery(
+        id=delivery, exchange_id=ex_id, destination="outbox", kind="document", status=delivery_status,
+        next_attempt_at=received_at, patient_key="p1", created_at=received_at,
+    )] if delivery else []
+    await journal.record_inbound(InboundRecord(
+        exchange=NewExchange(
+            id=ex_id, received_at=received_at, listener="mllp", raw=b"MSH|...", sha256="0" * 64, size=7,
+            status=status, reason_code="INS_NOT_QUALIFIED" if held else None, held_since=received_at if held else None,
+        ),
+        events=[NewEvent("received", {"size": 7})],
+        documents=[NewDocument(1, f"1.2.3.{ex_id}", "submit", b"<ClinicalDocument/>", {}, {"resourceType": "Bundle"})],
+        deliveries=deliveries,
     ))
-    tx.insert_document(ex_id, 1, f"1.2.3.{ex_id}", "submit", b"<ClinicalDocument/>", {}, {"resourceType": "Bundle"})
-    tx.add_event(ex_id, received_at, "received", {"size": 7})
-    if delivery:
-        tx.insert_delivery(dict(
-            id=delivery, exchange_id=ex_id, destination="outbox", kind="document", status=delivery_status,
-            next_attempt_at=received_at, patient_key="p1", created_at=received_at,
-        ))
-        tx.insert_attempt(dict(delivery_id=delivery, number=1, started_at=received_at, outcome="failed",
-                               request="<req/>", response="<resp/>"))
 
 
-def test_release_queues_the_waiting_deliveries_and_audits(journal: SqliteJournal) -> None:
-    journal.write_sync(lambda tx: add_exchange(tx, "ex-held", "held", delivery="d1"))
-    out = journal.write_sync(
-        lambda tx: release_exchange(tx, "ex-held", operator="operator:alice", reason="ID checked", at=AT)
-    )
-    assert out == {"id": "ex-held", "status": "queued"}
+async def test_release_queues_the_waiting_deliveries_and_audits(journal: SqliteJournal) -> None:
+    await add_exchange(journal, "ex-held", "held", delivery="d1")
+    out = await journal.release_exchange("ex-held", operator="operator:alice", reason="ID checked", at=AT)
+    assert (out.id, out.status) == ("ex-held", "queued")
 
-    def read(tx: Tx) -> tuple[Any, ...]:
-        return tx.get_exchange("ex-held"), tx.get_delivery("d1"), tx.events("ex-held"), tx.audit_rows()
-
-    ex, d, events, audit = journal.read_sync(read)
-    assert ex["status"] == "queued" and ex["held_since"] is None and d["status"] == "queued"
-    assert events[-1]["stage"] == "released" and events[-1]["detail"]["by"] == "operator:alice"
-    assert [(r["actor"], r["action"], r["target"]) for r in audit] == [("operator:alice", "release", "ex-held")]
-    assert json.loads(audit[0]["detail"]) == {"hold_code": "INS_NOT_QUALIFIED", "reason": "ID checked"}
+    ex, d = await journal.get_exchange("ex-held"), await journal.get_delivery("d1")
+    events, audit = await journal.events("ex-held"), await journal.audit_entries()
+    assert ex is not None and d is not None
+    assert ex.status == "queued" and ex.held_since is None and d.status == "queued"
+    assert events[-1].stage == "released" and events[-1].detail["by"] == "operator:alice"
+    assert [(r.actor, r.action, r.target) for r in audit] == [("operator:alice", "release", "ex-held")]
+    assert json.loads(audit[0].detail or "") == {"hold_code": "INS_NOT_QUALIFIED", "reason": "ID checked"}
 
 
 @pytest.mark.parametrize(
     ("exchange_id", "operator", "reason", "status"),
     [("nope", "op", "r", 404), ("ex-queued", "op", "r", 409), ("ex-held", "op", "  ", 400), ("ex-held", "", "r", 400)],
 )
-def test_release_refusals(journal: SqliteJournal, exchange_id: str, operator: str, reason: str, status: int) -> None:
-    journal.write_sync(lambda tx: (add_exchange(tx, "ex-held", "held"), add_exchange(tx, "ex-queued", "queued")))
+async def test_release_refusals(journal: SqliteJournal, exchange_id: str, operator: str, reason: str,
+                                status: int) -> None:
+    await add_exchange(journal, "ex-held", "held")
+    await add_exchange(journal, "ex-queued", "queued")
     with pytest.raises(OperationError) as info:
-        journal.write_sync(lambda tx: release_exchange(tx, exchange_id, operator=operator, reason=reason, at=AT))
+        await journal.release_exchange(exchange_id, operator=operator, reason=reason, at=AT)
     assert info.value.status == status
-    assert journal.read_sync(lambda tx: tx.audit_rows()) == []  # a refused action leaves no trace
+    assert await journal.audit_entries() == []  # a refused action leaves no trace
 
 
-def test_retry_only_failed_or_dead(journal: SqliteJournal) -> None:
-    journal.write_sync(lambda tx: (
-        add_exchange(tx, "ex-dead", "dead", delivery="d-dead", delivery_status="dead"),
-        add_exchange(tx, "ex-ok", "delivered", delivery="d-ok", delivery_status="delivered"),
-    ))
+async def test_retry_only_failed_or_dead(journal: SqliteJournal) -> None:
+    await add_exchange(journal, "ex-dead", "dead", delivery="d-dead", delivery_status="dead")
+    await add_exchange(journal, "ex-ok", "delivered", delivery="d-ok", delivery_status="delivered")
     later = iso(NOW + timedelta(minutes=5))
-    out = journal.write_sync(lambda tx: retry_delivery(tx, "d-dead", operator="operator:alice", at=later))
-    assert out == {"id": "d-dead", "status": "failed", "next_attempt_at": later}
-    d, ex = journal.read_sync(lambda tx: (tx.get_delivery("d-dead"), tx.get_exchange("ex-dead")))
-    assert d["status"] == "failed" and d["next_attempt_at"] == later and ex["status"] == "queued"
+    out = await journal.retry_delivery("d-dead", operator="operator:alice", reason="", at=later)
+    assert (out.id, out.status, out.next_attempt_at) == ("d-dead", "failed", later)
+    d, ex = await journal.get_delivery("d-dead"), await journal.get_exchange("ex-dead")
+    assert d is not None and ex is not None
+    assert d.status == "failed" and d.next_attempt_at == later and ex.status == "queued"
     for delivery_id, status in (("d-ok", 409), ("missing", 404)):
         with pytest.raises(OperationError) as info:
-            journal.write_sync(lambda tx, i=delivery_id: retry_delivery(tx, i, operator="x", at=later))
+            await journal.retry_delivery(delivery_id, operator="x", reason="", at=later)
         assert info.value.status == status
 
 
-def test_audit_chain_detects_an_altered_row(journal: SqliteJournal, tmp_path: Path) -> None:
+async def test_audit_chain_detects_an_altered_row(journal: SqliteJournal, tmp_path: Path) -> None:
     for i in range(4):
-        journal.write_sync(lambda tx, i=i: tx.append_audit(at=AT, actor="a", action="x", target=f"t{i}", detail={}))
-    assert journal.read_sync(verify_audit) == (True, None, 4)
-    assert journal.read_sync(lambda tx: verify_audit(tx)) == (True, None, 4)
+        await journal.append_audit(at=AT, actor="a", action="x", target=f"t{i}", detail={})
+    assert verify_audit(await journal.audit_entries()) == (True, None, 4)
     with sqlite3.connect(tmp_path / "journal.db") as conn:
         conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
-    assert journal.read_sync(verify_audit) == (False, 3, 4)
+    assert verify_audit(await journal.audit_entries()) == (False, 3, 4)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("1.5s", 1.5)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 
 from gateway.journal.sqlite import SqliteJournal
 from gateway.journal.tx import Tx, iso
-from gateway.retention import RetentionPolicy, prune_once_sync
+from gateway.retention import RetentionPolicy, prune_once
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 OLD = iso(NOW - timedelta(days=100))
@@ -48,7 +49,7 @@ def test_bodies_of_finished_exchanges_go_summaries_events_and_audit_stay(journal
         add(tx, "new-done", "delivered", received_at=iso(NOW)),
     ))
     policy = RetentionPolicy(older_than=timedelta(days=90))
-    assert prune_once_sync(journal.write_sync, policy, now=NOW, actor="cli:test", vacuum=False) == 2
+    assert asyncio.run(prune_once(journal, policy, now=NOW, actor="cli:test", vacuum=False, audit_empty=True)) == 2
 
     def read(tx: Tx) -> dict[str, Any]:
         return {i: tx.exchange_bodies(i) for i in ("old-done", "old-rejected", "old-held", "old-dead", "new-done")}
@@ -65,13 +66,13 @@ def test_bodies_of_finished_exchanges_go_summaries_events_and_audit_stay(journal
     audit = journal.read_sync(lambda tx: tx.audit_rows())
     assert audit[-1]["action"] == "prune" and json.loads(audit[-1]["detail"])["exchanges"] == 2
     # a second pass finds nothing new (the pruned rows left the partial index)
-    assert prune_once_sync(journal.write_sync, policy, now=NOW, actor="cli:test", vacuum=False) == 0
+    assert asyncio.run(prune_once(journal, policy, now=NOW, actor="cli:test", vacuum=False, audit_empty=True)) == 0
 
 
 def test_errors_only_deletes_what_ended_well_and_keeps_errors(journal: SqliteJournal) -> None:
     journal.write_sync(lambda tx: (add(tx, "ok", "delivered"), add(tx, "bad", "rejected")))
     policy = RetentionPolicy(older_than=timedelta(days=90), errors_only=True)
-    assert prune_once_sync(journal.write_sync, policy, now=NOW, actor="retention", vacuum=False) == 2
+    assert asyncio.run(prune_once(journal, policy, now=NOW, actor="retention", vacuum=False, audit_empty=True)) == 2
     assert journal.read_sync(lambda tx: tx.get_exchange("ok")) is None
     assert journal.read_sync(lambda tx: tx.deliveries_for("ok")) == []
     assert journal.read_sync(lambda tx: tx.get_exchange("bad"))["status"] == "rejected"
@@ -81,6 +82,6 @@ def test_a_pass_is_many_small_transactions(journal: SqliteJournal) -> None:
     journal.write_sync(lambda tx: [add(tx, f"e{n}", "delivered") for n in range(25)])
     commits = journal.commits
     policy = RetentionPolicy(older_than=timedelta(days=90), batch_size=10)
-    assert prune_once_sync(journal.write_sync, policy, now=NOW, actor="retention", vacuum=True) == 25
+    assert asyncio.run(prune_once(journal, policy, now=NOW, actor="retention", vacuum=True, audit_empty=True)) == 25
     assert journal.commits - commits >= 4  # 10 + 10 + 5, then the audit row (and the vacuum step)
     assert journal.auto_vacuum  # a journal created by this version can give space back

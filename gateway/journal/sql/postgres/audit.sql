@@ -2,8 +2,9 @@
 -- the chain hashes those exact strings).
 
 -- name: last_audit_hash
--- FOR UPDATE: two instances appending at once chain one after the other, never both on one hash
-SELECT hash FROM audit ORDER BY seq DESC LIMIT 1 FOR UPDATE
+-- read under the "audit-chain" advisory lock (Tx.append_audit): READ COMMITTED then sees
+-- the previous appender's row, so two instances never chain onto one hash
+SELECT hash FROM audit ORDER BY seq DESC LIMIT 1
 
 -- name: insert_audit
 INSERT INTO audit (at, actor, action, target, detail, prev_hash, hash)

@@ -23,8 +23,9 @@ UPDATE documents SET cda = NULL, xds = NULL, fhir = NULL WHERE exchange_id IN (S
 UPDATE exchanges SET raw = NULL, pruned_at = :at, updated_at = :at WHERE id IN (SELECT value FROM json_each(:ids))
 
 -- name: ended_well_among
+-- "+status": look the batch up by id, not every accepted/delivered exchange by status
 SELECT id FROM exchanges
-WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('accepted', 'delivered', 'duplicate')
+WHERE id IN (SELECT value FROM json_each(:ids)) AND +status IN ('accepted', 'delivered', 'duplicate')
 
 -- name: delete_attempts_of
 DELETE FROM attempts
