@@ -21,7 +21,7 @@ from gateway.dispatcher import Dispatcher, find_creator
 from gateway.intake import Intake, Router
 from gateway.journal.base import Journal
 from gateway.journal.instance_lock import InstanceLock
-from gateway.journal.open import open_journal
+from gateway.journal.open import open_journal, redact_url
 from gateway.listeners.http import build_app
 from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
@@ -205,7 +205,7 @@ class Service:
             self._instance_lock.acquire()
         self.journal = open_journal(
             s.journal_url, group_commit_ms=s.journal.group_commit_ms, auto_migrate=s.journal.auto_migrate,
-            clock=self.clock,
+            clock=self.clock, pool_size=s.journal.pool_size,
         )
         _record_effective_config(s)
         journal = self.journal
@@ -424,7 +424,7 @@ async def run_until_signalled(service: Service, *, announce: Any = print) -> int
         await service.stop()
         raise
     parts = " ".join(f"{k}={v}" for k, v in addresses.items())
-    announce(f"relais ready {parts} journal={service.settings.journal_url}", flush=True)
+    announce(f"relais ready {parts} journal={redact_url(service.settings.journal_url)}", flush=True)
     await stop.wait()
     await service.stop()
     return 0

@@ -52,6 +52,7 @@ class JournalSettings:
     min_free_bytes: int = 64 * 1024 * 1024  # less free space beside the journal: /readyz answers 503
     ready_probe_seconds: float = 5.0  # /readyz commits a probe row at most this often
     auto_migrate: bool = True  # serve applies pending schema migrations; false: it refuses an old schema
+    pool_size: int = 10  # PostgreSQL: connections (and journal threads) per instance; SQLite ignores it
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,10 @@ def effective_raw(settings: Settings) -> dict[str, Any]:
     """
     raw: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name)) for name in _SECTIONS}
     raw["api"]["tokens"] = ""  # secrets stay in the environment
+    if raw["journal"]["url"]:  # a PostgreSQL password too (RELAIS_JOURNAL_URL)
+        from gateway.journal.open import redact_url
+
+        raw["journal"]["url"] = redact_url(raw["journal"]["url"])
     raw["destination"] = [
         {"name": d.name, "kind": d.kind, "url": d.url, "directory": d.directory, **d.options}
         for d in settings.destinations

@@ -26,10 +26,12 @@ def backend_of(url: str) -> str:
 
 
 def open_journal(url: str, **options: Any) -> Any:
-    """The opened journal (``readonly``, ``group_commit_ms``, ``auto_migrate`` as keywords).
+    """The opened journal (``readonly``, ``group_commit_ms``, ``auto_migrate``, ``clock``,
+    ``pool_size`` as keywords; each backend ignores what does not apply to it).
 
     ``memory://`` is a new, empty journal each time (only ``clock`` of the keywords matters to it).
     """
+    pool_size = options.pop("pool_size", None)
     backend = backend_of(url)
     if backend == "memory":
         from gateway.journal.memory import MemoryJournal
@@ -39,7 +41,13 @@ def open_journal(url: str, **options: Any) -> Any:
         from gateway.journal.sqlite import open_journal as open_sqlite
 
         return open_sqlite(url, **options)
-    raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+    from gateway.journal.postgres import PostgresJournal
+
+    # group_commit_ms: PostgreSQL commits each transaction itself (its own group commit)
+    return PostgresJournal(
+        url, auto_migrate=options.get("auto_migrate", True), clock=options.get("clock"),
+        pool_size=pool_size or 10, readonly=bool(options.get("readonly", False)),
+    ).open()
 
 
 def inspect_schema(url: str) -> SchemaStatus:
@@ -60,7 +68,16 @@ def inspect_schema(url: str) -> SchemaStatus:
             return plan("sqlite", _applied(conn))
         finally:
             conn.close()
-    raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+    import psycopg
+
+    from gateway.journal.postgres import applied_migrations
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=30) as pg:
+            return plan("postgres", applied_migrations(pg))
+    except psycopg.Error as exc:
+        raise JournalError(f"journal {redact_url(url)}: {type(exc).__name__}: {redact_url(str(exc))}",
+                           code="JOURNAL_UNAVAILABLE") from None
 
 
 def migrate_journal(url: str) -> SchemaStatus:
@@ -77,7 +94,16 @@ def migrate_journal(url: str) -> SchemaStatus:
         journal.close_sync()
         assert journal.schema is not None
         return journal.schema
-    raise JournalError("the PostgreSQL journal is not available in this version", code="JOURNAL_BACKEND")
+    import psycopg
+
+    from gateway.journal.postgres import migrate_postgres
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=30) as pg:
+            return migrate_postgres(pg)
+    except psycopg.Error as exc:
+        raise JournalError(f"journal {redact_url(url)}: {type(exc).__name__}: {redact_url(str(exc))}",
+                           code="JOURNAL_UNAVAILABLE") from None
 
 
 def redact_url(url: str) -> str:

@@ -8,6 +8,10 @@ Each file under ``gateway/journal/sql/<dialect>/`` holds queries introduced by a
 The text up to the next header is the query (comments and blank lines around it dropped).
 Queries take named parameters only (``:name``). Files are read once, through
 ``importlib.resources``, so an installed wheel finds them as package data.
+
+PostgreSQL's driver (psycopg) takes ``%(name)s``: for that dialect each ``:name`` outside
+string literals becomes ``%(name)s`` at load time and every literal ``%`` is doubled. The
+PostgreSQL files therefore write ``CAST(x AS t)``, never ``x::t``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from importlib import resources
 __all__ = ["Queries", "QueryError"]
 
 _HEADER = re.compile(r"^--\s*name:\s*(\S+)\s*$")
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+#: dialects whose driver takes pyformat parameters (``%(name)s``)
+_PYFORMAT = {"postgres"}
 
 
 class QueryError(Exception):
@@ -46,7 +53,7 @@ class Queries(Mapping[str, str]):
             for name, sql in parse(f.read_text(encoding="utf-8"), f.name):
                 if name in queries:
                     raise QueryError(f"query {name!r} defined twice ({origin[name]} and {f.name})")
-                queries[name] = sql
+                queries[name] = to_pyformat(sql) if dialect in _PYFORMAT else sql
                 origin[name] = f.name
         return cls(dialect, queries)
 
@@ -88,3 +95,19 @@ def parse(text: str, source: str = "<sql>") -> list[tuple[str, str]]:
             raise QueryError(f"{source}: SQL before the first '-- name:' header")
     flush()
     return out
+
+
+def to_pyformat(sql: str) -> str:
+    """``:name`` → ``%(name)s`` outside string literals, ``%`` → ``%%`` (psycopg's paramstyle).
+
+    A ``::`` cast is refused: write ``CAST(x AS t)`` so that no cast can be taken for a parameter.
+    """
+    out: list[str] = []
+    for i, part in enumerate(re.split(r"('(?:[^']|'')*')", sql)):
+        part = part.replace("%", "%%")
+        if i % 2 == 0:  # outside a literal
+            if "::" in part:
+                raise QueryError(f"'::' cast in {sql[:60]!r}: write CAST(x AS t)")
+            part = _PARAM.sub(lambda m: f"%({m.group(1)})s", part)
+        out.append(part)
+    return "".join(out)

@@ -4,9 +4,15 @@ A ``Tx`` wraps one connection. Writes only ever run inside the journal's writer
 thread (see ``sqlite.py``), reads on a read-only connection. Rows come back as
 dicts. Times are ISO 8601 UTC strings, which sort like the instants they name.
 
-The SQL lives in ``sql/sqlite/*.sql`` as named queries (see ``queries.py``), with named
+The SQL lives in ``sql/<dialect>/*.sql`` as named queries (see ``queries.py``), with named
 parameters only. Nothing here builds SQL text except the exchange search, which joins
 WHERE fragments that are themselves named queries of ``search.sql``.
+
+Two dialects: SQLite (``sqlite3``) and PostgreSQL (a psycopg 3 connection with dict rows,
+see ``postgres.py``). The differences are in the SQL files; the few Python must see are in
+small helpers here (``_out``: timestamptz → ISO string in UTC, memoryview → bytes;
+``_json``: jsonb arrives decoded; ``RETURNING id`` for lastrowid; row locks, advisory locks
+and NOTIFY, which a single SQLite writer does not need).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.journal.audit_chain import GENESIS_HASH, audit_hash
@@ -82,8 +88,15 @@ def iso(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds")
 
 
-def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    return dict(row) if row is not None else None
+def _out(row: Any) -> dict[str, Any]:
+    """A row as the journal hands it on: times as ISO strings in UTC, bytes as bytes."""
+    out = dict(row)
+    for key, value in out.items():
+        if isinstance(value, datetime):
+            out[key] = iso(value.astimezone(UTC))
+        elif isinstance(value, memoryview):
+            out[key] = value.tobytes()
+    return out
 
 
 def _check_columns(table: str, rec: Mapping[str, Any], columns: Sequence[str]) -> None:
@@ -108,12 +121,21 @@ def _flags(rec: Mapping[str, Any], columns: Sequence[str]) -> dict[str, bool]:
 class Tx:
     """Named operations on the journal tables."""
 
-    def __init__(self, conn: sqlite3.Connection, queries: Queries | None = None) -> None:
+    def __init__(self, conn: Any, queries: Queries | None = None) -> None:
         self._conn = conn
-        self._q = queries or Queries.load("sqlite")
+        self._q = queries or Queries.load("sqlite" if isinstance(conn, sqlite3.Connection) else "postgres")
+        self._pg = self._q.dialect == "postgres"
+        #: in a write transaction (PostgreSQL: reads that decide a write lock their row)
+        self.writing = False
+        # matches no message type or sender (PostgreSQL text cannot hold NUL)
+        self._nothing = "\ufffe\ufffenone" if self._pg else "\x00none"
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def dialect(self) -> str:
+        return self._q.dialect
+
+    @property
+    def conn(self) -> Any:
         """The connection, for the backend's own transaction control (``sqlite.py``: BEGIN / COMMIT).
 
         Everything else goes through a named method: no SQL outside ``gateway/journal``.
@@ -121,14 +143,21 @@ class Tx:
         return self._conn
 
     # -- generic ------------------------------------------------------------------
-    def _exec(self, name: str, params: Mapping[str, Any] | None = None) -> sqlite3.Cursor:
+    def _exec(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._conn.execute(self._q[name], params or {})
 
     def _one(self, name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        return _row(self._exec(name, params).fetchone())
+        row = self._exec(name, params).fetchone()
+        return _out(row) if row is not None else None
 
     def _all(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._exec(name, params).fetchall()]
+        return [_out(r) for r in self._exec(name, params).fetchall()]
+
+    def _json(self, value: Any) -> Any:
+        """A JSON column's value: jsonb comes decoded from PostgreSQL, text from SQLite."""
+        if self._pg or value is None or not isinstance(value, str | bytes):
+            return value
+        return json.loads(value)
 
     def _update(
         self, table: str, row_id: str, fields: dict[str, Any], columns: Sequence[str],
@@ -147,8 +176,9 @@ class Tx:
         self._exec(name, params)
 
     def _next_seq(self, name: str) -> int:
-        row = self._exec(name).fetchone()
-        return int(row[0])
+        row = self._one(name)
+        assert row is not None
+        return int(row["seq"])
 
     # -- exchanges ------------------------------------------------------------------
     def insert_exchange(self, rec: dict[str, Any]) -> None:
@@ -171,11 +201,11 @@ class Tx:
         self._exec("set_exchange_raw", {"id": exchange_id, "raw": raw})
 
     def find_duplicate(self, sender_app: str, sender_facility: str, control_id: str, sha256: str) -> str | None:
-        row = self._exec(
+        row = self._one(
             "find_duplicate",
             {"sender_app": sender_app, "sender_facility": sender_facility, "control_id": control_id, "sha256": sha256},
-        ).fetchone()
-        return row[0] if row else None
+        )
+        return str(row["id"]) if row else None
 
     def get_exchange(self, exchange_id: str, *, bodies: bool = False) -> dict[str, Any] | None:
         exact, by_prefix = (
@@ -190,7 +220,7 @@ class Tx:
         if row is None:
             return None
         if row.get("findings"):
-            row["findings"] = json.loads(row["findings"])
+            row["findings"] = self._json(row["findings"])
         return row
 
     def list_exchanges(
@@ -229,10 +259,10 @@ class Tx:
         types: list[str | None] = [filters.pop("message_type")]
         t = types[0]
         if t and "*" not in t and "^" not in t:
-            types = list(self._types_with_prefix(t)) or ["\x00none"]  # "ADT": every ADT event type
+            types = list(self._types_with_prefix(t)) or [self._nothing]  # "ADT": every ADT event type
         pairs: list[tuple[str | None, str | None] | None] = [None]
         if sender:
-            pairs = list(self._sender_pairs(sender)) or [("\x00none", "\x00none")]
+            pairs = list(self._sender_pairs(sender)) or [(self._nothing, self._nothing)]
         return [dict(filters, message_type=t, sender_pair=p) for t in types for p in pairs]
 
     def _search(self, head: str, fragments: list[str], tail: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -241,7 +271,7 @@ class Tx:
         if fragments:
             parts.append("WHERE " + " AND ".join(self._q[f] for f in fragments))
         parts.append(self._q[tail])
-        return [dict(r) for r in self._conn.execute("\n".join(parts), params).fetchall()]
+        return [_out(r) for r in self._conn.execute("\n".join(parts), params).fetchall()]
 
     def _page(self, filters: dict[str, Any], before_seq: int | None, limit: int, offset: int) -> list[dict[str, Any]]:
         fragments, params = self._exchange_filter(**filters)
@@ -386,7 +416,7 @@ class Tx:
         row = self._one("get_document", {"exchange_id": exchange_id, "idx": idx})
         if row:
             for key in ("xds", "fhir"):
-                row[key] = json.loads(row[key]) if row.get(key) else None
+                row[key] = self._json(row[key]) if row.get(key) else None
         return row
 
     def documents_for(self, exchange_id: str) -> list[dict[str, Any]]:
@@ -404,7 +434,7 @@ class Tx:
     def events(self, exchange_id: str) -> list[dict[str, Any]]:
         rows = self._all("events", {"exchange_id": exchange_id})
         for r in rows:
-            r["detail"] = json.loads(r["detail"] or "{}")
+            r["detail"] = self._json(r["detail"] or "{}")
         return rows
 
     # -- deliveries ------------------------------------------------------------------------
@@ -428,9 +458,12 @@ class Tx:
 
         Per-patient ordering: a delivery is due only when no earlier delivery of the same
         patient to the same destination is still open, so a replacement or a deletion
-        never overtakes the submission it refers to. PostgreSQL does the same with
-        ``FOR UPDATE SKIP LOCKED``; here the single writer thread serialises claims.
+        never overtakes the submission it refers to. PostgreSQL claims in one statement
+        with ``FOR UPDATE SKIP LOCKED`` (instances claim side by side); in SQLite the
+        single writer thread serialises claims.
         """
+        if self._pg:
+            return self._all("claim_due", {"now": now, "worker": worker, "lease_until": lease_until, "limit": limit})
         rows = self._all("due_delivery_ids", {"now": now, "limit": limit})
         claimed: list[dict[str, Any]] = []
         for r in rows:
@@ -460,13 +493,30 @@ class Tx:
         return cur.rowcount > 0
 
     def lock_key(self, key: str) -> None:
-        """Serialise transactions about ``key`` (a patient, a sender's control id). One writer: nothing to do."""
+        """Serialise transactions about ``key`` (a patient, a sender's control id). One SQLite
+        writer: nothing to do; PostgreSQL: a transaction-scoped advisory lock."""
+        if self._pg:
+            self._exec("lock_key", {"key": key})
 
     def lock_exchange(self, exchange_id: str) -> None:
-        """Serialise outcomes of one exchange. One writer: nothing to do."""
+        """Serialise outcomes of one exchange. One SQLite writer: nothing to do; PostgreSQL: its row lock."""
+        if self._pg:
+            self._exec("lock_exchange", {"id": exchange_id})
 
     def notify_work(self) -> None:
-        """Tell other instances, at commit, that deliveries may be due. One instance: nothing to do."""
+        """Tell other instances, at commit, that deliveries may be due. One SQLite instance:
+        nothing to do; PostgreSQL: ``pg_notify('relais_work')``, delivered at commit."""
+        if self._pg:
+            self._exec("notify_work")
+
+    def server_now(self) -> datetime:
+        """The database's clock (PostgreSQL: ``now()``, the transaction's start), for leases."""
+        if not self._pg:
+            return datetime.now(UTC)
+        row = self._exec("server_now").fetchone()
+        value = row["now"]
+        assert isinstance(value, datetime)
+        return value.astimezone(UTC)
 
     def park_for_unknown_destination(self, delivery: dict[str, Any], *, at: str) -> None:
         """A delivery whose destination left the configuration: kept (``waiting``), its exchange
@@ -559,7 +609,10 @@ class Tx:
         return [r["id"] for r in rows]
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        return self._one("get_delivery", {"id": delivery_id})
+        # in a PostgreSQL write the row is read as committed now and locked: what an
+        # operation decides from it (an attempt's fencing check) holds until commit
+        name = "get_delivery_for_update" if self._pg and self.writing else "get_delivery"
+        return self._one(name, {"id": delivery_id})
 
     def deliveries_for(self, exchange_id: str) -> list[dict[str, Any]]:
         return self._all("deliveries_for", {"exchange_id": exchange_id})
@@ -591,6 +644,8 @@ class Tx:
 
     def insert_attempt(self, rec: dict[str, Any]) -> int:
         cur = self._exec("insert_attempt", _insert_params("attempts", rec, _ATTEMPT_COLUMNS, {}))
+        if self._pg:  # RETURNING id
+            return int(cur.fetchone()["id"])
         return int(cur.lastrowid or 0)
 
     def attempts_for(self, delivery_id: str, *, bodies: bool = False) -> list[dict[str, Any]]:
@@ -627,13 +682,13 @@ class Tx:
     def get_identity(self, ipp_key: str) -> dict[str, Any] | None:
         row = self._one("get_identity", {"ipp_key": ipp_key})
         if row and row.get("traits"):
-            row["traits"] = json.loads(row["traits"])
+            row["traits"] = self._json(row["traits"])
         return row
 
     def identities_with_ins(self, ins: str) -> list[dict[str, Any]]:
         rows = self._all("identities_with_ins", {"ins": ins})
         for r in rows:
-            r["traits"] = json.loads(r["traits"] or "{}")
+            r["traits"] = self._json(r["traits"] or "{}")
         return rows
 
     def upsert_identity(self, rec: dict[str, Any]) -> None:
@@ -646,15 +701,18 @@ class Tx:
     def list_identities(self) -> list[dict[str, Any]]:
         rows = self._all("list_identities")
         for r in rows:
-            r["traits"] = json.loads(r["traits"] or "{}")
+            r["traits"] = self._json(r["traits"] or "{}")
         return rows
 
     # -- audit ----------------------------------------------------------------------------------
     audit_hash = staticmethod(audit_hash)
 
     def append_audit(self, *, at: str, actor: str, action: str, target: str | None, detail: dict[str, Any]) -> str:
-        row = self._exec("last_audit_hash").fetchone()
-        prev = row[0] if row else GENESIS_HASH
+        # instances append one after the other: each reads the last hash once the previous
+        # appender committed (a row lock on the last row would hand back the row it waited for)
+        self.lock_key("audit-chain")
+        row = self._one("last_audit_hash")
+        prev = row["hash"] if row else GENESIS_HASH
         detail_text = json.dumps(detail, ensure_ascii=False, sort_keys=True)
         digest = self.audit_hash(prev, at, actor, action, target, detail_text)
         self._exec("insert_audit", {"at": at, "actor": actor, "action": action, "target": target,
@@ -697,10 +755,22 @@ class Tx:
         result columns only once, so each call frees one page (executescript would, but it
         commits the writer's transaction first). Returns the pages freed.
         """
-        free = int(self._exec("freelist_count").fetchone()[0])
+        row = self._one("freelist_count")
+        free = int(row["freelist_count"]) if row else 0
         for _ in range(min(free, pages)):
             self._exec("incremental_vacuum_step")
         return min(free, pages)
+
+    # -- PostgreSQL body partitions (see sql/migrations/postgres/0001_initial.sql) ---------------------
+    def ensure_body_partitions(self, from_month: str, months: int) -> int:
+        """Monthly partitions of the body tables for ``months`` months from ``from_month``; how many were made."""
+        row = self._one("ensure_body_partitions", {"from_month": from_month, "months": months})
+        return int(row["made"]) if row else 0
+
+    def drop_body_partitions(self, before: str) -> int:
+        """Drop the months of bodies wholly before ``before`` that no unpruned exchange uses; how many went."""
+        row = self._one("drop_body_partitions", {"before": before})
+        return int(row["dropped"]) if row else 0
 
 
 _INS = re.compile(r"\d{13}(\d{2})?")  # a NIR/NIA with or without its key: 13 or 15 digits

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.journal.migrate import available
-from gateway.journal.queries import Queries, QueryError, parse
+from gateway.journal.queries import Queries, QueryError, parse, to_pyformat
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway"
@@ -87,12 +87,34 @@ def test_no_positional_placeholder_in_sql_files() -> None:
 def test_every_query_is_used_by_tx_and_every_name_tx_uses_exists(q: Queries) -> None:
     source = (GATEWAY / "journal" / "tx.py").read_text(encoding="utf-8")
     quoted = set(re.findall(r'"(\w+)"', source))
-    unused = sorted(set(q) - quoted)
-    assert not unused, f"queries nothing runs: {unused}"
+    pg = Queries.load("postgres")
+    for dialect in (q, pg):
+        unused = sorted(set(dialect) - quoted)
+        assert not unused, f"{dialect.dialect} queries nothing runs: {unused}"
     called = set(re.findall(r'self\._(?:exec|one|all)\(\s*"(\w+)"', source))
     called |= set(re.findall(r'"(where_\w+)"', source))
-    missing = sorted(called - set(q))
+    # a few exist for PostgreSQL only (row and advisory locks, NOTIFY, its clock, partitions):
+    # Tx runs them on that dialect only
+    missing = sorted(called - set(q) - set(pg))
     assert not missing, f"tx.py names queries that do not exist: {missing}"
+
+
+def test_postgres_has_every_sqlite_query_with_the_same_parameters(q: Queries) -> None:
+    pg = Queries.load("postgres")
+    assert sorted(set(q) - set(pg)) == []
+    raw = {name: sql for f in sorted((SQL_DIR.parent / "postgres").glob("*.sql"))
+           for name, sql in parse(f.read_text(encoding="utf-8"), f.name)}
+    for name in q:
+        assert set(_params(raw[name])) == set(_params(q[name])), name
+
+
+def test_postgres_queries_take_pyformat_parameters_and_no_casts() -> None:
+    pg = Queries.load("postgres")
+    assert pg["find_duplicate"].count("%(sender_app)s") == 1 and ":sender_app" not in pg["find_duplicate"]
+    assert "'YYYY-MM-DD\"T\"HH24:MI'" in pg["exchanges_per_minute"]  # literals untouched
+    assert "LIKE %(parked_like)s" in pg["parked_for_destinations"]
+    with pytest.raises(QueryError):
+        to_pyformat("SELECT :x::text")  # a cast would read as a parameter: CAST(x AS t)
 
 
 _SQL_WORDS = re.compile(r"SELECT |UPDATE |INSERT INTO|DELETE FROM")
