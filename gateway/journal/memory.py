@@ -722,6 +722,9 @@ class MemorySession:
     def lock_exchange(self, exchange_id: str) -> None:
         """One writer at a time: nothing to do."""
 
+    def lock_delivery(self, delivery_id: str) -> None:
+        """One writer at a time: nothing to do."""
+
     def notify_work(self) -> None:
         """One process: nothing to tell."""
 

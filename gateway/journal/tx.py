@@ -216,7 +216,9 @@ class Tx:
         row = self._one(exact, {"id": exchange_id})
         if row is None:
             # let operators use a unique prefix of the id
-            rows = self._all(by_prefix, {"id_like": like_escape(exchange_id) + "%"})
+            # ids are lower-case UUIDs; what an operator types may not be (SQLite's LIKE ignores
+            # case, PostgreSQL's does not)
+            rows = self._all(by_prefix, {"id_like": like_escape(exchange_id.lower()) + "%"})
             row = rows[0] if len(rows) == 1 else None
         if row is None:
             return None
@@ -350,7 +352,7 @@ class Tx:
         if q:
             where.append("where_q")
             params["q"] = q
-            params["q_like"] = like_escape(q) + "%"  # q=% must not match every row
+            params["q_like"] = like_escape(q.lower()) + "%"  # q=% must not match every row
         if since:
             where.append("where_since")
             params["since"] = since
@@ -503,6 +505,11 @@ class Tx:
         """Serialise outcomes of one exchange. One SQLite writer: nothing to do; PostgreSQL: its row lock."""
         if self._pg:
             self._exec("lock_exchange", {"id": exchange_id})
+
+    def lock_delivery(self, delivery_id: str) -> None:
+        """Wait for, then hold, the delivery's row (a claim by another instance commits first)."""
+        if self._pg:
+            self._exec("lock_delivery", {"id": delivery_id})
 
     def notify_work(self) -> None:
         """Tell other instances, at commit, that deliveries may be due. One SQLite instance:

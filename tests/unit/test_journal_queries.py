@@ -225,3 +225,12 @@ def test_in_list_queries_keep_their_index(conn: sqlite3.Connection, q: Queries) 
         plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q[name], dict.fromkeys(_params(q[name]), "[]"))]
         first = next(step for step in plan if step.startswith("SEARCH"))
         assert f"USING INDEX {index} " in first, (name, plan)
+
+
+def test_duplicate_lookup_seeks_the_dedup_index(conn: sqlite3.Connection, q: Queries) -> None:
+    # a plan through exchanges_sender_seq reads every exchange of the sender: one message
+    # would cost more with each one the sender sent before
+    plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q["find_duplicate"],
+                                               {"sender_app": "A", "sender_facility": "F", "control_id": "C",
+                                                "sha256": "S"}).fetchall())
+    assert "USING INDEX exchanges_dedup " in plan, plan

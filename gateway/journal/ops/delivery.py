@@ -22,6 +22,9 @@ def claim_due(s: Session, worker: str, limit: int, now: str, lease_until: str) -
 
 
 def record_attempt(s: Session, rec: AttemptRecord) -> AttemptRecorded:
+    # the delivery's row first: if another instance is re-claiming it right now, its claim
+    # commits before we read, and the fencing below sees the newer attempt
+    s.lock_delivery(rec.delivery_id)
     d = s.get_delivery(rec.delivery_id)
     if d is None or d["status"] != DeliveryStatus.IN_FLIGHT or d["claimed_by"] != rec.worker \
             or int(d["attempts"]) != rec.attempt:
@@ -109,10 +112,10 @@ def _zam_due(s: Session, follow: ZamFollowUp, delivery_id: str) -> bool:
 
 def expire_hold(s: Session, exchange_id: str, reason: str, code: str | None, at: str,
                 zam: NewDelivery | None) -> bool:
+    s.lock_exchange(exchange_id)  # an operator's release of the same hold goes before or after, not across
     current = s.get_exchange(exchange_id)
     if current is None or current["status"] != "held":
         return False  # released (or re-keyed) since it was read: nothing to expire
-    s.lock_exchange(exchange_id)
     s.kill_waiting_deliveries(exchange_id, reason, at)
     s.update_exchange(exchange_id, at, status="dead", reason=reason)
     s.add_event(exchange_id, at, "dead", {"code": code, "message": reason})
@@ -125,6 +128,7 @@ def expire_hold(s: Session, exchange_id: str, reason: str, code: str | None, at:
 def record_follow_up(s: Session, exchange_id: str, at: str, events: Sequence[NewEvent],
                      zams: Sequence[ZamFollowUp]) -> list[str]:
     """Events about an exchange (an MSSanté report) and the ZAMs they call for, each one once."""
+    s.lock_exchange(exchange_id)  # the same report read by two instances queues one ZAM
     add_events(s, exchange_id, at, tuple(events))
     queued: list[str] = []
     for follow in zams:

@@ -156,7 +156,11 @@ def apply_adt(s: Session, exchange_id: str, fx: AdtEffects, at: str) -> list[str
 
 def _release(s: Session, by_exchange: str, ins: str | None, key: str, at: str) -> list[str]:
     released: list[str] = []
-    for ex in s.exchanges_for_patient(ins=ins, ipp=key, statuses=("held",)):
+    for found in s.exchanges_for_patient(ins=ins, ipp=key, statuses=("held",)):
+        s.lock_exchange(found["id"])  # against a hold expiring or an operator releasing it meanwhile
+        ex = s.get_exchange(found["id"])
+        if ex is None or ex["status"] != "held":
+            continue
         if ex["reason_code"] != "INS_NOT_QUALIFIED" or ex["patient_ins"] != ins:
             continue  # conflicts and broken INS need an operator
         s.queue_waiting_deliveries(ex["id"], at)
@@ -173,7 +177,11 @@ def _rehold(s: Session, by_exchange: str, ins: str | None, key: str, at: str) ->
     Queued and failed deliveries wait again at once; an attempt already in flight cannot
     be recalled, but if it fails it waits instead of retrying (``record_attempt``).
     """
-    for ex in s.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",)):
+    for found in s.exchanges_for_patient(ins=ins, ipp=key, statuses=("queued",)):
+        s.lock_exchange(found["id"])
+        ex = s.get_exchange(found["id"])
+        if ex is None or ex["status"] != "queued":
+            continue
         s.hold_open_document_deliveries(ex["id"], at)
         s.update_exchange(ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=_REHOLD_REASON,
                           held_since=at)
@@ -190,6 +198,7 @@ def record_replay(s: Session, original_id: str, new_id: str, actor: str, at: str
 def rejudge_hold(s: Session, exchange_id: str, release: bool, code: str | None, message: str | None,
                  cause: str, at: str) -> str | None:
     """``released``, ``changed`` (held for another reason now) or None (no longer held, or no change)."""
+    s.lock_exchange(exchange_id)
     ex = s.get_exchange(exchange_id)
     if ex is None or ex["status"] != "held":
         return None  # released meanwhile

@@ -19,7 +19,10 @@ def _require(operator: str, reason: str) -> None:
 
 def release_exchange(s: Session, exchange_id: str, operator: str, reason: str, at: str) -> Exchange:
     """Operator override of the identity gate: queue a held exchange's deliveries now."""
-    ex = s.get_exchange(exchange_id)
+    ex = s.get_exchange(exchange_id)  # by id or unique prefix
+    if ex is not None:
+        s.lock_exchange(ex["id"])  # a hold expiring at this moment goes before or after, not across
+        ex = s.get_exchange(ex["id"])
     if ex is None:
         raise OperationError(f"no exchange {exchange_id}", 404)
     if ex["status"] != "held":
@@ -54,6 +57,11 @@ def retry_delivery(s: Session, delivery_id: str, operator: str, reason: str, at:
     d = s.get_delivery(delivery_id)
     if d is None:
         raise OperationError(f"no delivery {delivery_id}", 404)
+    if d["status"] not in ("failed", "dead"):
+        raise OperationError(f"delivery {delivery_id} is {d['status']}; only failed or dead deliveries are retried")
+    s.lock_exchange(d["exchange_id"])
+    s.lock_delivery(delivery_id)
+    d = s.get_delivery(delivery_id) or d
     if d["status"] not in ("failed", "dead"):
         raise OperationError(f"delivery {delivery_id} is {d['status']}; only failed or dead deliveries are retried")
     check_delivery_move(d["status"], "failed", delivery_id)

@@ -27,6 +27,10 @@ SELECT pg_advisory_xact_lock(hashtextextended(:key, 0)) AS locked
 -- name: lock_exchange
 SELECT id FROM exchanges WHERE id = :id FOR UPDATE
 
+-- name: lock_delivery
+-- after the wait, the next statement reads the version the other transaction committed
+SELECT id FROM deliveries WHERE id = :id FOR UPDATE
+
 -- name: notify_work
 -- delivered to the listeners at commit, not before (and not at all on rollback)
 SELECT pg_notify('relais_work', '') AS notified

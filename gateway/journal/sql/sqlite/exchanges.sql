@@ -81,10 +81,13 @@ UPDATE exchanges SET patient_ipp = :patient_ipp, updated_at = :updated_at WHERE 
 UPDATE exchanges SET raw = :raw WHERE id = :id
 
 -- name: find_duplicate
+-- "+seq": ordering by the bare column made SQLite walk every exchange of the sender through
+-- exchanges_sender_seq (a scan that grows with the journal); the dedup index finds the few
+-- exchanges with this control id and hash, and those are sorted
 SELECT id FROM exchanges
 WHERE sender_app = :sender_app AND sender_facility = :sender_facility AND control_id = :control_id
   AND sha256 = :sha256 AND status != 'duplicate'
-ORDER BY seq LIMIT 1
+ORDER BY +seq LIMIT 1
 
 -- name: get_exchange
 SELECT id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id,
