@@ -247,7 +247,6 @@ class PostgresJournal(SessionJournal):
         for attempt in range(WRITE_RETRIES + 1):
             with self._connection() as conn:
                 tx = Tx(conn, self._queries)
-                tx.writing = True
                 try:
                     conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                     result = fn(tx)

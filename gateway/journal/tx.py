@@ -126,8 +126,6 @@ class Tx:
         self._conn = conn
         self._q = queries or Queries.load("sqlite" if isinstance(conn, sqlite3.Connection) else "postgres")
         self._pg = self._q.dialect == "postgres"
-        #: in a write transaction (PostgreSQL: reads that decide a write lock their row)
-        self.writing = False
         # matches no message type or sender (PostgreSQL text cannot hold NUL)
         self._nothing = "\ufffe\ufffenone" if self._pg else "\x00none"
 
@@ -617,10 +615,7 @@ class Tx:
         return [r["id"] for r in rows]
 
     def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
-        # in a PostgreSQL write the row is read as committed now and locked: what an
-        # operation decides from it (an attempt's fencing check) holds until commit
-        name = "get_delivery_for_update" if self._pg and self.writing else "get_delivery"
-        return self._one(name, {"id": delivery_id})
+        return self._one("get_delivery", {"id": delivery_id})
 
     def deliveries_for(self, exchange_id: str) -> list[dict[str, Any]]:
         return self._all("deliveries_for", {"exchange_id": exchange_id})

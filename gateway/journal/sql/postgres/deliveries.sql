@@ -64,11 +64,6 @@ WHERE id = :id
 -- name: get_delivery
 SELECT * FROM deliveries WHERE id = :id
 
--- name: get_delivery_for_update
--- in a write: the row as committed now, locked until commit (an attempt's fencing check
--- cannot race a recovery or a re-claim by another instance)
-SELECT * FROM deliveries WHERE id = :id FOR UPDATE
-
 -- name: outbound_by_control_id
 SELECT id, exchange_id, kind, status FROM deliveries
 WHERE kind IN ('zam', 'ack') AND unique_id = :control_id
