@@ -506,3 +506,35 @@ def _prepare_all(url: str) -> list[str]:
 def test_every_named_query_prepares_on_postgres(pg_url: str) -> None:
     PostgresJournal(pg_url).open().close_sync()
     assert _prepare_all(pg_url) == []
+
+
+# -- a database whose collation is not byte order ---------------------------------------------------------
+async def test_prefix_searches_hold_in_a_french_glibc_locale(pg_server: str) -> None:
+    """A hospital's database is often created in fr_FR.UTF-8, where glibc weighs "-" and "^" as
+    nothing at first and a range bounded by "\\uffff" misses the very values it should hold:
+    the prefix searches compare bytes instead. (.ci/run generates the locale.)"""
+    from tests.pg_support import database_url
+
+    name = f"relais_fr_{os.getpid()}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE 'fr_FR.UTF-8'")
+        except psycopg.Error as exc:
+            if os.environ.get("CI") == "true":
+                raise
+            pytest.skip(f"no fr_FR.UTF-8 locale on this machine ({type(exc).__name__}); locale-gen fr_FR.UTF-8")
+    url = database_url(pg_server, name)
+    journal = PostgresJournal(url, pool_size=2).open()
+    try:
+        ex = _exchange("x")
+        ex.id, ex.message_type = "3f2a1b9c-1d2e-4f00-8a00-000000000001", "ADT^A01^ADT_A01"
+        await journal.record_inbound(InboundRecord(ex))
+        assert [e.id for e in await journal.list_exchanges(control_or_id="3F2A1B9C-1")] == [ex.id]
+        assert [e.id for e in await journal.list_exchanges(message_type="ADT")] == [ex.id]  # every ADT event
+        got = await journal.get_exchange("3f2a1b9c-1d")
+        assert got is not None and got.id == ex.id
+    finally:
+        journal.close_sync()
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

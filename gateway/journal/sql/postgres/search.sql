@@ -63,7 +63,8 @@ id IN (SELECT exchange_id FROM documents WHERE unique_id = :document)
 
 -- name: where_control_or_id
 -- a range on the primary key, not LIKE: LIKE is case-insensitive and cannot use the index
-(control_id = :control_or_id OR (id >= :id_low AND id < :id_high))
+-- byte order (COLLATE "C", index exchanges_id_bytes), whatever the database's locale: see types_with_prefix
+(control_id = :control_or_id OR (id COLLATE "C" >= :id_low AND id COLLATE "C" < :id_high))
 
 -- name: where_before_seq
 seq < :before_seq
@@ -85,10 +86,14 @@ WITH RECURSIVE t(x) AS (
 ) SELECT x FROM t WHERE x IS NOT NULL
 
 -- name: types_with_prefix
--- the distinct message types starting with a prefix (:low <= type < :high): a few lookups per type
+-- the distinct message types starting with a prefix (:low <= type < :high): a few lookups per type.
+-- Compared byte by byte (COLLATE "C", index exchanges_type_bytes): in a glibc locale "-" and "^"
+-- weigh nothing at first and the "\uffff" upper bound sorts before the very values it should cap
 WITH RECURSIVE t(x) AS (
-    SELECT (SELECT MIN(message_type) FROM exchanges WHERE message_type >= :low AND message_type < :high)
+    SELECT (SELECT MIN(message_type COLLATE "C") FROM exchanges
+            WHERE message_type COLLATE "C" >= :low AND message_type COLLATE "C" < :high)
     UNION ALL
-    SELECT (SELECT MIN(message_type) FROM exchanges WHERE message_type > t.x AND message_type < :high)
+    SELECT (SELECT MIN(message_type COLLATE "C") FROM exchanges
+            WHERE message_type COLLATE "C" > t.x AND message_type COLLATE "C" < :high)
     FROM t WHERE t.x IS NOT NULL
 ) SELECT x FROM t WHERE x IS NOT NULL

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS exchanges (
 );
 CREATE INDEX IF NOT EXISTS exchanges_status_seq ON exchanges(status, seq);
 CREATE INDEX IF NOT EXISTS exchanges_type_seq ON exchanges(message_type, seq);
+-- prefix ranges compare bytes, not the database locale's collation (search.sql)
+CREATE INDEX IF NOT EXISTS exchanges_type_bytes ON exchanges((message_type COLLATE "C"));
+CREATE INDEX IF NOT EXISTS exchanges_id_bytes ON exchanges((id COLLATE "C"));
 CREATE INDEX IF NOT EXISTS exchanges_sender_seq ON exchanges(sender_app, sender_facility, seq);
 CREATE INDEX IF NOT EXISTS exchanges_received ON exchanges(received_at);
 CREATE INDEX IF NOT EXISTS exchanges_control ON exchanges(control_id);
