@@ -117,6 +117,7 @@ def expire_hold(s: Session, exchange_id: str, reason: str, code: str | None, at:
     if current is None or current["status"] != "held":
         return False  # released (or re-keyed) since it was read: nothing to expire
     s.kill_waiting_deliveries(exchange_id, reason, at)
+    check_exchange_move(current["status"], "dead", exchange_id)
     s.update_exchange(exchange_id, at, status="dead", reason=reason)
     s.add_event(exchange_id, at, "dead", {"code": code, "message": reason})
     if zam is not None and not any(d["kind"] == "zam" for d in s.deliveries_for(exchange_id)):

@@ -183,6 +183,7 @@ def _rehold(s: Session, by_exchange: str, ins: str | None, key: str, at: str) ->
         if ex is None or ex["status"] != "queued":
             continue
         s.hold_open_document_deliveries(ex["id"], at)
+        check_exchange_move(ex["status"], ExchangeStatus.HELD, ex["id"])
         s.update_exchange(ex["id"], at, status="held", reason_code="INS_NOT_QUALIFIED", reason=_REHOLD_REASON,
                           held_since=at)
         s.add_event(ex["id"], at, "held", {"code": "INS_NOT_QUALIFIED", "message": _REHOLD_REASON, "by": by_exchange})
@@ -203,6 +204,7 @@ def rejudge_hold(s: Session, exchange_id: str, release: bool, code: str | None, 
     if ex is None or ex["status"] != "held":
         return None  # released meanwhile
     if release:
+        check_exchange_move(ex["status"], ExchangeStatus.QUEUED, ex["id"])
         s.queue_waiting_deliveries(ex["id"], at)
         s.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
         s.add_event(ex["id"], at, "released", {"cause": cause, "override": ex["reason_code"]})

@@ -31,6 +31,7 @@ def release_exchange(s: Session, exchange_id: str, operator: str, reason: str, a
     s.queue_waiting_deliveries(ex["id"], at)
     # the hold reason goes from the summary (the exchange is no longer held for it); the
     # event and the audit row keep which hold the operator overrode
+    check_exchange_move(ex["status"], "queued", ex["id"])
     s.update_exchange(ex["id"], at, status="queued", held_since=None, reason_code=None, reason=None)
     s.add_event(ex["id"], at, "released", {"by": operator, "reason": reason, "override": ex["reason_code"]})
     s.append_audit(at=at, actor=operator, action="release", target=ex["id"],
