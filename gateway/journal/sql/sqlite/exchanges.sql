@@ -115,9 +115,11 @@ SELECT status, COUNT(*) AS n FROM exchanges GROUP BY status
 
 -- name: exchanges_for_patient
 -- :statuses is a JSON array; a NULL :ins or :ipp matches nothing
+-- driven by the status index: held and queued exchanges are few, a patient's exchanges are
+-- not (every ADT of a long stay); "+" keeps the planner off the patient indexes
 SELECT id, status, reason_code, patient_ins, patient_ipp, held_since, dmp_bound FROM exchanges
 WHERE status IN (SELECT value FROM json_each(:statuses))
-  AND (patient_ins = :ins OR patient_ipp = :ipp)
+  AND (+patient_ins = :ins OR +patient_ipp = :ipp)
 ORDER BY seq
 
 -- name: held_exchanges
