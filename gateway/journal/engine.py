@@ -12,7 +12,6 @@ whose clocks differ still agree on when a lease has run out.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -282,7 +281,3 @@ class SessionJournal:
     async def vacuum(self, pages: int) -> int:
         return await self._write(lambda s: s.incremental_vacuum(pages))
 
-
-def audit_detail(entry: AuditEntry) -> dict[str, Any]:
-    """An audit row as JSON, its detail parsed."""
-    return {**entry.as_dict(), "detail": json.loads(entry.detail or "{}")}
