@@ -80,6 +80,9 @@ class IntakeResult:
     duplicate_of: str | None = None
     released: list[str] = field(default_factory=list)
     application_ack_queued: bool = False
+    #: seconds spent per stage: ``analyse`` (the pure pipeline), ``journal`` (the durable
+    #: transaction), ``ack`` (building the answer) — the ``relais_pipeline_seconds`` histogram
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def traits_of(p: PatientIdentity) -> dict[str, Any]:
@@ -152,8 +155,12 @@ class Intake:
         except Exception as exc:  # a bug must not lose the message: keep it and say so
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = _crashed(raw)
+        analysed = time.perf_counter()
         result = await self._record(exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject)
+        recorded = time.perf_counter()
         result.ack = self._ack(result, raw, now)
+        result.timings = {"analyse": analysed - started, "journal": recorded - analysed,
+                          "ack": time.perf_counter() - recorded}
         self._log(result, started)
         return result
 
@@ -171,7 +178,9 @@ class Intake:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = Analysis(kind="cda", ack_code="AE")
             an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
+        analysed = time.perf_counter()
         result = await self._record(exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject)
+        result.timings = {"analyse": analysed - started, "journal": time.perf_counter() - analysed}
         self._log(result, started)
         return result
 

@@ -73,6 +73,27 @@ def _version() -> str:
         return "unknown"
 
 
+class BoundedLabels:
+    """Label values from input, at most ``limit`` of them: the first ones seen keep their name,
+    later ones are counted as ``other`` (a Prometheus series per value costs memory forever)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def label(self, value: str) -> str:
+        value = value[:64]  # MSH-3/MSH-4 are short; a long one is not a name
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+OTHER = "other"
+
+
 class Metrics:
     """The gateway's metrics. Gauges that mirror the journal are refreshed before each scrape."""
 
@@ -111,6 +132,13 @@ class Metrics:
             registry=r,
         )
 
+        # labels taken from input: a sender or a type a peer made up must not add series without end
+        self.types = BoundedLabels(100)  # PAM-FR alone has some 40 ADT events
+        self.senders = BoundedLabels(50)
+        self.by_sender = Counter(
+            "relais_messages_by_sender", "Inbound messages by sender (MSH-3|MSH-4; past 50 senders: other)",
+            ["sender"], registry=r,
+        )
         self._add_operations_metrics()
 
     def _add_operations_metrics(self) -> None:
@@ -148,6 +176,19 @@ class Metrics:
         )
         self.disk_free = Gauge("relais_disk_free_bytes", "Free bytes on the data directory's filesystem", registry=r)
         self.disk_size = Gauge("relais_disk_size_bytes", "Size of the data directory's filesystem", registry=r)
+
+    def observe_message(self, result: Any, listener: str, seconds: float, *, message_type: str | None = None) -> None:
+        """One inbound message: its stages, its type and sender (bounded), its ACK code."""
+        self.pipeline_seconds.labels(stage="total").observe(seconds)
+        for stage, spent in result.timings.items():
+            self.pipeline_seconds.labels(stage=stage).observe(spent)
+        summary = result.analysis.summary
+        kind = message_type or self.types.label(summary.get("message_type") or "unknown")
+        self.received.labels(listener=listener, type=kind).inc()
+        sender = f"{summary.get('sender_app') or ''}|{summary.get('sender_facility') or ''}"
+        self.by_sender.labels(sender=self.senders.label(sender)).inc()
+        if message_type is None:
+            self.acks.labels(code=result.ack_code or "none").inc()
 
     def watch_journal(self, source: Callable[[], tuple[int, int]]) -> None:
         """Export the journal's (commits, commit errors) counters, read at each scrape."""

@@ -371,9 +371,7 @@ class Service:
     ) -> bytes:
         t0 = time.perf_counter()
         result = await self.intake.handle_hl7(raw, peer=peer, listener=listener, tls_subject=tls_subject)
-        self.metrics.pipeline_seconds.labels(stage="total").observe(time.perf_counter() - t0)
-        self.metrics.received.labels(listener=listener, type=result.analysis.summary.get("message_type") or "unknown").inc()
-        self.metrics.acks.labels(code=result.ack_code or "none").inc()
+        self.metrics.observe_message(result, listener, time.perf_counter() - t0)
         if result.status == "queued" or result.released or result.application_ack_queued:
             self.dispatcher_wake()
         return result.ack

@@ -169,7 +169,7 @@ async def post_document(request: web.Request) -> web.Response:
         return got
     data, flags = got
     result = await service.intake.handle_cda(data, flags, peer=request.remote, tls_subject=tls_subject(request))
-    service.metrics.received.labels(listener="http", type="CDA").inc()
+    service.metrics.observe_message(result, "http", sum(result.timings.values()), message_type="CDA")
     if result.status == "rejected":
         errors = [f.as_dict() for f in result.analysis.errors]
         return problem(

@@ -54,6 +54,30 @@ async def test_metrics_count_received_messages_and_exchanges(tmp_path: Path) -> 
     assert samples(text, "relais_acks_total")[(("code", "AA"),)] == 5
     lag = samples(text, "relais_event_loop_lag_max_seconds")  # the running service's monitor feeds it
     assert list(lag) == [()] and 0 <= lag[()] < 60
+    stages = samples(text, "relais_pipeline_seconds_count")
+    for stage in ("total", "analyse", "journal", "ack"):
+        assert stages[(("stage", stage),)] == 5, stage  # each message timed at each stage
+    senders = samples(text, "relais_messages_by_sender_total")
+    assert senders[(("sender", "DPI-RELAIS|CLINIQUE-RELAIS"),)] == 3
+    assert senders[(("sender", "GAM|RELAIS-TEST"),)] == 2
+
+
+async def test_labels_taken_from_input_stay_bounded(tmp_path: Path) -> None:
+    gw = await start_gateway(settings_for(tmp_path, TOKENS), token=OP)
+    adt = (FIXTURES / "adt_a01_vali.hl7").read_bytes()
+    try:
+        for n in range(60):  # 60 made-up sending applications and 120 made-up message types
+            for kind in (f"ZZ{n}^A01", f"ZY{n}^A01"):
+                raw = with_control_id(adt, f"B{n}{kind[:2]}").replace(b"|GAM|", f"|APP{n}|".encode(), 1)
+                await gw.mllp.send(raw.replace(b"|ADT^A01^ADT_A01|", f"|{kind}|".encode(), 1))
+        async with gw.http.get("/metrics") as r:
+            text = await r.text()
+    finally:
+        await stop_gateway(gw)
+    senders = samples(text, "relais_messages_by_sender_total")
+    assert len(senders) == 51 and senders[(("sender", "other"),)] == 20  # 50 named, then "other"
+    types = {dict(k)["type"] for k in samples(text, "relais_messages_received_total")}
+    assert len(types) == 101 and "other" in types
 
 
 # -- PHI in logs --------------------------------------------------------------------------------
