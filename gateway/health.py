@@ -21,7 +21,7 @@ from gateway.journal.base import Journal
 __all__ = ["DestinationHealth", "destination_health", "FAILED_OUTCOMES", "STALL_MINUTES"]
 
 #: attempt outcomes that did not put the document at the destination
-FAILED_OUTCOMES = frozenset({"failed", "dead", "unknown"})
+FAILED_OUTCOMES = frozenset({"failed", "dead", "unknown", "crashed"})  # crashed: a bug in our code during the attempt
 _SUCCESS = frozenset({"delivered", "found-existing"})
 STALL_MINUTES = 15
 

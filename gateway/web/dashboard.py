@@ -22,7 +22,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.commands._common import exchange_json
-from gateway.health import destination_health
+from gateway.health import FAILED_OUTCOMES, destination_health
 from gateway.journal.rows import iso
 from gateway.listeners.http import SERVICE_KEY
 from gateway.web.api import (
@@ -286,11 +286,32 @@ async def overview(request: web.Request) -> web.Response:
         "held": held, "held_total": held_total, "dead": dead, "dead_total": dead_total,
     }
     series = per_minute_series(await journal.exchanges_per_minute(since), now)
+    delivered, failed = _attempts_per_minute(await journal.attempt_tallies_since(since))
+    outcomes = list(zip(per_minute_series(delivered, now), per_minute_series(failed, now), strict=True))
     return _render(
         request, "overview.html", statuses=EXCHANGE_STATUSES, series=series, peak=max([n for _, n in series] + [1]),
+        outcomes=outcomes, outcome_peak=max([d + f for (_, d), (_, f) in outcomes] + [1]),
         last_hour=sum(n for _, n in series), age=lambda at: _age(now, at),
         age_seconds=lambda sec: _age(now, (now - timedelta(seconds=sec)).isoformat()), **view,
     )
+
+
+def _attempts_per_minute(tallies: list[Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """Delivery attempts per minute that reached their destination, and those that failed."""
+    delivered: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for t in tallies:
+        into = failed if t.outcome in FAILED_OUTCOMES else delivered
+        into[t.minute] = into.get(t.minute, 0) + t.n
+    return delivered, failed
+
+
+def zam_failing(deliveries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The business acknowledgement (ZAM) of an exchange that is being retried or was given up."""
+    for d in deliveries:
+        if d.get("kind") == "zam" and d.get("status") in ("failed", "dead"):
+            return d
+    return None
 
 
 def _age(now: datetime, at: str | None) -> str:
@@ -330,6 +351,10 @@ async def exchanges_page(request: web.Request) -> web.Response:
     rows = await service.journal.list_exchanges(**filters, limit=limit + 1, offset=offset)
     more = len(rows) > limit
     items = [exchange_json(r) for r in rows[:limit]]
+    for item in items:  # a green "delivered" must not hide a ZAM the sender never got
+        if item["status"] == "delivered":
+            bad = zam_failing([d.as_dict() for d in await service.journal.deliveries_for(item["id"])])
+            item["zam_failing"] = bad["status"] if bad else None
     nxt = str(request.rel_url.update_query(offset=offset + limit)) if more else None
     prev = str(request.rel_url.update_query(offset=max(0, offset - limit))) if offset else None
     return _render(
@@ -350,7 +375,8 @@ async def exchange_page(request: web.Request) -> web.Response:
         raw = base64.b64decode(detail["raw_base64"])
         # HL7 v2 segments end with CR: one per line; bytes of another charset show as U+FFFD
         raw_text = raw.decode("utf-8", errors="replace").replace("\r", "\n")
-    return _render(request, "exchange.html", ex=detail, timeline=timeline(detail), raw_text=raw_text)
+    return _render(request, "exchange.html", ex=detail, timeline=timeline(detail), raw_text=raw_text,
+                   zam_failing=zam_failing(detail.get("deliveries") or []))
 
 
 async def identities_page(request: web.Request) -> web.Response:

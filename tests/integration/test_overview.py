@@ -118,3 +118,40 @@ async def test_held_and_dead_worklists_with_bulk_actions_on_the_dashboard(gw: Te
         assert r.status == 303
     async with gw.http.get("/") as r:
         assert "Retrying 1; refused 0." in await r.text()
+
+
+async def test_the_overview_charts_failed_attempts_per_minute(gw: TestGateway) -> None:
+    await gw.mllp.send(with_control_id((FIXTURES / "mdm_t02_initial.hl7").read_bytes(), "C1"))
+    await failing_attempts(gw, 2)
+    await login(gw, VIEW)
+    async with gw.http.get("/") as r:
+        html = await r.text()
+    chart = re.search(r'<figure class="chart outcomes">(.*?)</figure>', html, re.S)
+    assert chart, html
+    failed = [int(n) for n in re.findall(r"UTC: (\d+) failed</title>", chart.group(1))]
+    delivered = [int(n) for n in re.findall(r"UTC: (\d+) delivered</title>", chart.group(1))]
+    assert len(failed) == len(delivered) == 60  # one bar per minute of the last hour
+    assert sum(failed) >= 2 and sum(delivered) == 0  # the DMP refused every attempt
+
+
+async def test_a_delivered_exchange_whose_zam_fails_says_so(gw: TestGateway) -> None:
+    from gateway.journal.rows import InboundRecord, NewDelivery, NewExchange
+
+    at, later = "2026-01-01T10:00:00.000000+00:00", "2099-01-01T00:00:00.000000+00:00"
+    ex = NewExchange(id="zamfail-0001", received_at=at, listener="mllp", sha256="ab", size=2, status="delivered",
+                     control_id="ZF1", message_type="MDM^T02", sender_app="APP", sender_facility="FAC")
+    zam = NewDelivery(id="zamfail-0001-z", exchange_id=ex.id, destination="zam:APP|FAC", kind="zam",
+                      status="queued", next_attempt_at=later, created_at=at, unique_id="ZAM1")
+    await gw.service.journal.record_inbound(InboundRecord(ex, deliveries=[zam]))
+    with closing(sqlite3.connect(gw.service.settings.data_dir / "journal.db")) as conn, conn:
+        # eight refused attempts, as the issue saw: nothing but the dispatcher's own retries makes this state
+        conn.execute("UPDATE deliveries SET status = 'failed', attempts = 8, last_error = 'MLLP_NO_REPLY: x' "
+                     "WHERE id = 'zamfail-0001-z'")
+    await login(gw, VIEW)
+    async with gw.http.get("/exchanges") as r:
+        listing = await r.text()
+    row = re.search(r"<tr>(?:(?!</tr>).)*zamfail-0001(?:(?!</tr>).)*</tr>", listing, re.S)
+    assert row and "ZAM failed" in row.group(0), listing
+    async with gw.http.get("/exchanges/zamfail-0001") as r:
+        page = await r.text()
+    assert re.search(r'id="zam-failing"[^>]*>ZAM failed after 8 attempts<', page), page
