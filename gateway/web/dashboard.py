@@ -352,6 +352,7 @@ async def exchanges_page(request: web.Request) -> web.Response:
     more = len(rows) > limit
     items = [exchange_json(r) for r in rows[:limit]]
     for item in items:  # a green "delivered" must not hide a ZAM the sender never got
+        item["zam_failing"] = None
         if item["status"] == "delivered":
             bad = zam_failing([d.as_dict() for d in await service.journal.deliveries_for(item["id"])])
             item["zam_failing"] = bad["status"] if bad else None
