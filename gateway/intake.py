@@ -34,6 +34,7 @@ from gateway.core.identity.status import IdentityConvention
 from gateway.core.identity.traits import strict_traits_differ
 from gateway.core.mss.orders import MailOrder, mail_orders
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2, ipp_key
+from gateway.core.routing import Route, choose_route
 from gateway.journal.base import Journal
 from gateway.journal.rows import (
     AdtEffects,
@@ -63,10 +64,19 @@ class Router:
 
     document_destinations: tuple[str, ...]
     mail_destination: str | None = None  # the ``mssante`` destination, when one is configured
+    routes: tuple[Route, ...] = ()  # [[route]] tables, tried in order
+
+    def route_for(self, an: Analysis) -> Route | None:
+        s = an.summary
+        flags = dict(an.doc_message.flags) if an.doc_message is not None else {"DESTDMP": an.dmp_bound}
+        return choose_route(self.routes, sender_application=s.get("sender_app"),
+                            sender_facility=s.get("sender_facility"), http_client=s.get("http_client"),
+                            message_type=s.get("message_type"), flags=flags)
 
     def for_analysis(self, an: Analysis) -> tuple[str, ...]:
         if an.kind in ("document", "cda") and an.dmp_bound:
-            return self.document_destinations
+            route = self.route_for(an)
+            return route.destinations if route is not None else self.document_destinations
         return ()
 
 
@@ -165,7 +175,8 @@ class Intake:
         return result
 
     async def handle_cda(
-        self, data: bytes, flags: dict[str, bool], *, peer: str | None, tls_subject: str | None = None
+        self, data: bytes, flags: dict[str, bool], *, peer: str | None, tls_subject: str | None = None,
+        client: str | None = None,
     ) -> IntakeResult:
         started = time.perf_counter()
         now = self.clock.now()
@@ -178,6 +189,8 @@ class Intake:
             log.exception("pipeline.crashed", exchange_id=exchange_id, error=type(exc).__name__)
             an = Analysis(kind="cda", ack_code="AE")
             an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
+        if client:
+            an.summary["http_client"] = client  # routes can match on who posted it
         analysed = time.perf_counter()
         result = await self._record(exchange_id, data, an, peer, "http-cda", now, tls_subject=tls_subject)
         result.timings = {"analyse": analysed - started, "journal": time.perf_counter() - analysed}
@@ -353,6 +366,9 @@ class Intake:
         record.documents = [NewDocument(d.index, d.unique_id, d.action, d.cda, d.xds, d.fhir) for d in an.documents]
         record.events.append(NewEvent("normalised", {"documents": [d.unique_id for d in an.documents]}))
         destinations = self.router.for_analysis(an)
+        route = self.router.route_for(an) if an.dmp_bound else None
+        if route is not None:
+            record.events.append(NewEvent("routed", {"route": route.name, "destinations": list(route.destinations)}))
         mail = self._mail_orders(record, an)
         if not destinations and not mail:
             ex.status = result.status = "accepted"

@@ -222,7 +222,7 @@ class Service:
         self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
         mail_dest = next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
-        self.intake = Intake(self.journal, s, self.clock, Router(document_dests, mail_destination=mail_dest))
+        self.intake = Intake(self.journal, s, self.clock, Router(document_dests, mail_destination=mail_dest, routes=s.routes))
         from gateway.mss_acks import MssAcks
 
         mss_acks = MssAcks(s, self.clock)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from gateway.core.routing import Route
+
 __all__ = [
     "EFFECTIVE_CONFIG",
     "effective_raw",
@@ -165,6 +167,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     destinations: tuple[DestinationSettings, ...] = ()
     creators: tuple[CreatorSettings, ...] = ()
+    routes: tuple[Route, ...] = ()  # [[route]]: first match names the destinations (gateway.core.routing)
 
     @property
     def data_dir(self) -> Path:
@@ -249,6 +252,8 @@ def effective_raw(settings: Settings) -> dict[str, Any]:
         for d in settings.destinations
     ]
     raw["creator"] = [dataclasses.asdict(c) for c in settings.creators]
+    raw["route"] = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(r).items()
+                     if v is not None and v != ()} for r in settings.routes]
     return raw
 
 
@@ -260,7 +265,7 @@ def settings_from_raw(
 ) -> Settings:
     """:func:`load_settings` from an already-read configuration document."""
     sections: dict[str, dict[str, Any]] = {name: dict(raw.get(name, {})) for name in _SECTIONS}
-    unknown_top = set(raw) - set(_SECTIONS) - {"destination", "creator"}
+    unknown_top = set(raw) - set(_SECTIONS) - {"destination", "creator", "route"}
     if unknown_top:
         raise ValueError(f"unknown section(s): {', '.join(sorted(unknown_top))}")
     for key, value in env.items():
@@ -286,7 +291,35 @@ def settings_from_raw(
         CreatorSettings(application=c["application"], facility=c.get("facility", ""), address=c["address"])
         for c in raw.get("creator", [])
     )
-    return Settings(**built, destinations=destinations, creators=creators)
+    routes = tuple(_route(r, names) for r in raw.get("route", []))
+    return Settings(**built, destinations=destinations, creators=creators, routes=routes)
+
+
+_ROUTE_KEYS = {"name", "destinations", "sender_application", "sender_facility", "http_client", "message_type", "flags"}
+
+
+def _route(r: Mapping[str, Any], destinations: list[str]) -> Route:
+    name = str(r.get("name") or "")
+    where = f"route {name!r}" if name else "a [[route]]"
+    unknown = set(r) - _ROUTE_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    if not name:
+        raise ValueError("every [[route]] needs a name (it is recorded with each exchange it routes)")
+    targets = r.get("destinations")
+    if not isinstance(targets, list):
+        raise ValueError(f"{where}: destinations must be a list of destination names ([] sends nowhere)")
+    known = destinations or ["outbox"]  # no destination configured: serve writes to the file outbox
+    missing = [t for t in targets if t not in known]
+    if missing:
+        raise ValueError(f"{where}: no destination named {', '.join(map(repr, missing))} "
+                         f"(configured: {', '.join(known)})")
+    flags = r.get("flags", [])
+    if not isinstance(flags, list):
+        raise ValueError(f"{where}: flags must be a list of volet flags (DESTDMP, DESTMSSANTEPS …)")
+    text = {k: (str(r[k]) if r.get(k) is not None else None)
+            for k in ("sender_application", "sender_facility", "http_client", "message_type")}
+    return Route(name=name, destinations=tuple(map(str, targets)), flags=tuple(map(str, flags)), **text)
 
 
 _DEST_KINDS = ("dmp-xds", "mhd", "file", "mllp", "mssante")

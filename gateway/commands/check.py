@@ -166,6 +166,14 @@ def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:
     if not an.dmp_bound:
         return [{"document": d.unique_id, "destination": None, "status": "not sent",
                  "reason": "DESTDMP is not Y: no document destination"} for d in an.documents]
+    from gateway.intake import Router
+
+    route = Router(tuple(d.name for d in dests), routes=settings.routes).route_for(an)
+    if route is not None:  # the first matching [[route]] names the destinations, as in serve
+        dests = [d for d in dests if d.name in route.destinations]
+        if not dests:
+            return [{"document": d.unique_id, "destination": None, "status": "not sent", "route": route.name,
+                     "reason": f"route {route.name!r} sends it nowhere"} for d in an.documents]
     hold = an.identity.reason
     routes: list[dict[str, Any]] = []
     for doc in an.documents:
@@ -178,7 +186,8 @@ def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:
             else:
                 status, reason = "queued", None
             routes.append({"document": doc.unique_id, "destination": dest.name, "kind": dest.kind,
-                           "action": doc.action, "status": status, "reason": reason})
+                           "action": doc.action, "status": status, "reason": reason,
+                           "route": route.name if route is not None else None})
     return routes
 
 
@@ -224,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
               f"classCode={(de.get('classCode') or {}).get('code') or '-'} "
               f"formatCode={(de.get('formatCode') or {}).get('code') or '-'}")
     for r in out.get("routes", []):
-        print(f"  route   {r['destination'] or '-'} ({r.get('kind') or '-'}) {r['status']}"
+        via = f" via [[route]] {r['route']!r}" if r.get("route") else " (default: every document destination)"
+        print(f"  route   {r['destination'] or '-'} ({r.get('kind') or '-'}) {r['status']}{via}"
               + (f": {r['reason']}" if r.get("reason") else ""))
     return EXIT[out["outcome"]]

@@ -90,7 +90,7 @@ async def _offline(args: argparse.Namespace) -> int:
     destinations = build_destinations(settings, clock)
     try:
         names = tuple(n for n, d in destinations.items() if d.kind in DOCUMENT_KINDS)
-        intake = Intake(journal, settings, clock, Router(names))
+        intake = Intake(journal, settings, clock, Router(names, routes=settings.routes))
         ex = await journal.get_exchange(args.id)
         if ex is None:
             print(f"no exchange {args.id}")

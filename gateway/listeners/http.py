@@ -111,6 +111,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
     return bytes(data)
 
 
+#: the authenticated caller's name, set by the web layer's authentication (routes match on it)
+CLIENT_KEY: web.RequestKey[str] = web.RequestKey("relais_client")
+
+
 def tls_subject(request: web.Request) -> str | None:
     """The subject of the client certificate of this request, when TLS carried one."""
     transport = request.transport
@@ -168,7 +172,8 @@ async def post_document(request: web.Request) -> web.Response:
     if isinstance(got, web.Response):
         return got
     data, flags = got
-    result = await service.intake.handle_cda(data, flags, peer=request.remote, tls_subject=tls_subject(request))
+    result = await service.intake.handle_cda(data, flags, peer=request.remote, tls_subject=tls_subject(request),
+                                             client=request.get(CLIENT_KEY))
     service.metrics.observe_message(result, "http", sum(result.timings.values()), message_type="CDA")
     if result.status == "rejected":
         errors = [f.as_dict() for f in result.analysis.errors]

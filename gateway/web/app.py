@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from yarl import URL
 
-from gateway.listeners.http import problem
+from gateway.listeners.http import CLIENT_KEY, problem
 from gateway.web import api, dashboard
 from gateway.web.auth import SESSION_COOKIE, Authenticator, LoginThrottle, prepare_tokens
 from gateway.web.openapi import handle_openapi
@@ -58,6 +58,7 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
         elif request.method not in _SAFE_METHODS and not principal.is_operator:
             return problem(403, "Forbidden", f"{request.method} {path} needs the operator role")
         request[api.PRINCIPAL_KEY] = principal
+        request[CLIENT_KEY] = principal.name  # who posted it: [[route]] tables may match on it
         return await handler(request)
     session = auth.session(request.cookies.get(SESSION_COOKIE))
     if session is None:
