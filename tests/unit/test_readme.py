@@ -30,7 +30,7 @@ def test_default_toml_documents_every_setting() -> None:
         documented = tomllib.load(fh)
     defaults = Settings()
     for section in dataclasses.fields(Settings):
-        if section.name in ("destinations", "creators"):
+        if section.name in ("destinations", "creators", "routes"):  # tables, documented in the README
             continue
         values = dataclasses.asdict(getattr(defaults, section.name))
         assert documented[section.name] == values, section.name
