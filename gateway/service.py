@@ -191,6 +191,7 @@ class Service:
         self._loop_lag: asyncio.Task[None] | None = None
         self._reevaluation: asyncio.Task[None] | None = None
         self._instance_lock: InstanceLock | None = None
+        self.notifier: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
@@ -246,6 +247,19 @@ class Service:
             )
             self.retention.start()
         self._start_mail_poller(mail_dest, mss_acks)
+        if s.notify.webhook_url:
+            from gateway.notifier import Notifier
+
+            readiness = self.readiness
+
+            async def ready() -> bool:
+                return self.ready and (await readiness.check()).ready
+
+            self.notifier = Notifier(
+                s.notify, self.journal, holder=self.dispatcher.worker_id, now=self.clock.now,
+                kinds=lambda: {n: d.kind for n, d in self.destinations.items()}, ready=ready,
+            )
+            self.notifier.start()
         if s.http.enabled:
             app = build_app(self)
             self._runner = web.AppRunner(app, access_log=None)
@@ -299,6 +313,8 @@ class Service:
                 await self._reevaluation
         if self.retention is not None:
             await self.retention.stop()
+        if self.notifier is not None:
+            await self.notifier.stop()
         if self.mail_poller is not None:
             await self.mail_poller.stop()
         if self._http_server is not None:

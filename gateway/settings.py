@@ -139,6 +139,16 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    webhook_url: str = ""  # empty: no webhook; else conditions firing and resolving are POSTed here (JSON)
+    interval_seconds: float = 30.0  # how often the conditions are judged
+    queued_max_seconds: float = 3600.0  # oldest queued delivery older than this: "oldest_queued" fires
+    held_max_seconds: float = 86400.0  # oldest held document older than this: "held_too_long" fires
+    disk_min_free_ratio: float = 0.10  # less free space beside the journal: "disk_almost_full" fires
+    timeout_seconds: float = 5.0  # per webhook call
+
+
+@dataclass(frozen=True)
 class DestinationSettings:
     name: str
     kind: str  # dmp-xds | mhd | file | mllp | mssante
@@ -165,6 +175,7 @@ class Settings:
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     destinations: tuple[DestinationSettings, ...] = ()
     creators: tuple[CreatorSettings, ...] = ()
     routes: tuple[Route, ...] = ()  # [[route]]: first match names the destinations (gateway.core.routing)
@@ -188,6 +199,7 @@ _SECTIONS = (
     "dispatcher",
     "api",
     "retention",
+    "notify",
 )
 
 
