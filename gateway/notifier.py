@@ -11,8 +11,6 @@ only destination names, counts and ages.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
@@ -26,6 +24,7 @@ import structlog
 from gateway.health import destination_health
 from gateway.journal.base import Journal
 from gateway.journal.rows import iso
+from gateway.periodic import PeriodicTask
 from gateway.settings import NotifySettings
 
 __all__ = ["Notifier", "Condition", "judge"]
@@ -74,9 +73,12 @@ async def judge(journal: Journal, cfg: NotifySettings, *, now: datetime, kinds: 
     return out
 
 
-class Notifier:
+class Notifier(PeriodicTask):
+    failure_event = "notify.tick_failed"
+
     def __init__(self, cfg: NotifySettings, journal: Journal, *, holder: str, now: Callable[[], datetime],
                  kinds: Callable[[], dict[str, str]], ready: Callable[[], Awaitable[bool]]) -> None:
+        super().__init__("notifier", cfg.interval_seconds)
         self.cfg = cfg
         self.journal = journal
         self.holder = holder
@@ -86,18 +88,10 @@ class Notifier:
         self._firing: dict[str, Condition] = {}
         self._unsent: list[dict[str, Any]] = []
         self._commit_errors = journal.stats().commit_errors
-        self._task: asyncio.Task[None] | None = None
         self.sent = 0
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="notifier")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def run_once(self) -> None:
+        await self.tick()
 
     async def tick(self) -> None:
         """Judge the conditions once and send what changed (and what an earlier tick could not send)."""
@@ -135,13 +129,3 @@ class Notifier:
                 self._unsent.pop(0)
                 self.sent += 1
                 log.info("notify.sent", condition=event["key"], state=event["state"])
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failed tick is tried again, never fatal
-                log.error("notify.tick_failed", error=type(exc).__name__)
-            await asyncio.sleep(self.cfg.interval_seconds)

@@ -16,7 +16,6 @@ errors keep a summary. Held, queued and dead work is never pruned: it may still 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ import structlog
 
 from gateway.journal.base import Journal
 from gateway.journal.rows import iso
+from gateway.periodic import PeriodicTask
 from gateway.ports import Clock
 from gateway.settings import Settings
 
@@ -89,31 +89,22 @@ async def prune_once(
     return total
 
 
-class RetentionTask:
+class RetentionTask(PeriodicTask):
     """Applies the policy every ``interval`` seconds until stopped."""
+
+    failure_event = "retention.failed"
 
     def __init__(
         self, journal: Journal, policy: RetentionPolicy, clock: Clock, *, interval: float, vacuum: bool,
         on_pruned: Callable[[int], None] | None = None, holder: str = "retention",
     ) -> None:
+        super().__init__("retention", interval)
         self._journal = journal
         self._holder = holder
         self.policy = policy
         self._clock = clock
-        self._interval = interval
         self._vacuum = vacuum
         self._on_pruned = on_pruned
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def run_once(self) -> int:
         # several instances on one journal: one of them prunes at a time (a lease, not a lock a pooler can lose)
@@ -126,13 +117,3 @@ class RetentionTask:
             if self._on_pruned is not None:
                 self._on_pruned(n)
         return n
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failed pass is retried at the next interval, never fatal
-                log.error("retention.failed", error=type(exc).__name__)
-            await asyncio.sleep(self._interval)
