@@ -447,26 +447,9 @@ class MemorySession:
         return row
 
     def list_exchanges(
-        self,
-        *,
-        status: str | None = None,
-        message_type: str | None = None,
-        sender: str | None = None,
-        control_id: str | None = None,
-        q: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        patient: str | None = None,
-        document: str | None = None,
-        control_or_id: str | None = None,
-        before_seq: int | None = None,
-        limit: int = 50,
-        offset: int = 0,
+        self, *, before_seq: int | None = None, limit: int = 50, offset: int = 0, **filters: Any
     ) -> list[dict[str, Any]]:
-        match = self._exchange_filter(
-            status=status, message_type=message_type, sender=sender, control_id=control_id, q=q, since=since,
-            until=until, patient=patient, document=document, control_or_id=control_or_id,
-        )
+        match = self._exchange_filter(**filters)
         rows = [r for r in self._store.scan("exchanges")
                 if match(r) and (before_seq is None or (r["seq"] is not None and r["seq"] < before_seq))]
         rows = sorted(rows, key=lambda r: r["seq"], reverse=True)
