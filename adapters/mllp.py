@@ -7,9 +7,9 @@ message for good (dead); AE/CE or no answer is retried by the dispatcher.
 from __future__ import annotations
 
 from adapters.base import BaseDestination, RetrySettings
+from adapters.mllp_client import MllpClient
 from gateway.core.hl7v2.reader import Message
 from gateway.errors import DestinationRejected, DestinationUnavailable
-from gateway.mllp_client import MllpClient
 from gateway.ports import Payload, SendResult
 
 __all__ = ["MllpDestination", "parse_address"]

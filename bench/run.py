@@ -454,7 +454,7 @@ def _dropped_segments(text: str, row: str) -> str:
 
 
 async def _e2e(samples: Sequence[Sample], cfg: Config, data_dir: Path) -> list[E2eResult]:
-    from gateway.mllp_client import MllpClient
+    from adapters.mllp_client import MllpClient
     from gateway.service import Service
     from gateway.settings import load_settings
 

@@ -17,7 +17,7 @@ Run one per process (``bench/ingest.py`` starts them)::
 Both print ``ready port=N`` on stdout once listening, ``lag <seconds>`` (the longest
 event-loop stall so far) on SIGUSR1 and, on SIGTERM, one JSON line with what they
 counted (messages, commits, the longest stall) before exiting.
-The stall is measured as in ``relais serve`` (:class:`gateway.metrics.LoopLagMonitor`),
+The stall is measured as in ``relais serve`` (:class:`gateway.operations.metrics.LoopLagMonitor`),
 so the three servers are read with the same instrument.
 """
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``python bench/servers.py`` puts bench/, not the repo root, on the path
     sys.path.insert(0, str(ROOT))
 
-from gateway.metrics import LoopLagMonitor  # noqa: E402
+from gateway.operations.metrics import LoopLagMonitor  # noqa: E402
 
 __all__ = ["MllpFramer", "build_ack", "StoreWriter", "STORE_SCHEMA", "serve", "main"]
 

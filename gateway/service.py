@@ -17,19 +17,19 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.dispatcher import Dispatcher, find_creator
-from gateway.intake import Intake, Router
+from adapters.dmp.pki import ensure_signing_material
+from gateway.delivery.dispatcher import Dispatcher, find_creator
+from gateway.intake.handler import Intake, Router
 from gateway.journal.base import Journal
 from gateway.journal.instance_lock import InstanceLock
 from gateway.journal.open import open_journal, redact_url
 from gateway.listeners.http import build_app
 from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
-from gateway.metrics import JournalHealth, LoopLagMonitor, Metrics
-from gateway.pki import ensure_signing_material
+from gateway.operations.metrics import JournalHealth, LoopLagMonitor, Metrics
+from gateway.operations.readiness import Readiness
+from gateway.operations.retention import RetentionTask, retention_policy
 from gateway.ports import Clock, Destination, SystemClock
-from gateway.readiness import Readiness
-from gateway.retention import RetentionTask, retention_policy
 from gateway.settings import DestinationSettings, Settings
 
 __all__ = ["Service", "StartupRefused", "build_destinations", "check_dmp_identity"]
@@ -224,7 +224,7 @@ class Service:
         document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
         mail_dest = next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
         self.intake = Intake(self.journal, s, self.clock, Router(document_dests, mail_destination=mail_dest, routes=s.routes))
-        from gateway.mss_acks import MssAcks
+        from gateway.delivery.mss_acks import MssAcks
 
         mss_acks = MssAcks(s, self.clock)
         self.dispatcher = Dispatcher(
@@ -248,7 +248,7 @@ class Service:
             self.retention.start()
         self._start_mail_poller(mail_dest, mss_acks)
         if s.notify.webhook_url:
-            from gateway.notifier import Notifier
+            from gateway.operations.notifier import Notifier
 
             readiness = self.readiness
 

@@ -3,7 +3,7 @@
 Every ``poll_seconds`` it opens an IMAP session (TLS), takes the UNSEEN messages, and for
 each one commits what it means to the journal **before** flagging it ``\\Seen``; a crash in
 between makes it read the message again, which the ZAM de-duplication absorbs
-(``gateway.mss_acks``). Kinds of message:
+(``gateway.delivery.mss_acks``). Kinds of message:
 
 * a DSN (RFC 3464) — matched by ``Original-Envelope-Id`` (the delivery id we gave as
   ENVID) or the returned Message-ID; a final per-recipient line (``delivered`` / ``failed``)
@@ -30,9 +30,9 @@ from adapters.mssante.mailbox import open_mailbox
 from adapters.mssante.mime import delivery_of_message_id
 from gateway.core.mss.reports import Report, parse_report, smtp_code
 from gateway.core.mss.zam import READ_ERROR_CODES, MssAck
+from gateway.delivery.mss_acks import MssAcks
 from gateway.journal.base import Journal
 from gateway.journal.rows import Delivery, NewEvent, ZamFollowUp, iso
-from gateway.mss_acks import MssAcks
 from gateway.ports import Clock
 
 __all__ = ["ReportPoller"]

@@ -32,7 +32,7 @@ async def _entries(args: argparse.Namespace) -> list[AuditEntry]:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from gateway.operations import verify_audit
+    from gateway.operations.audit import verify_audit
 
     intact, broken, checked = verify_audit(asyncio.run(_entries(args)))
     if intact:
@@ -43,7 +43,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from gateway.operations import audit_detail_json
+    from gateway.operations.audit import audit_detail_json
 
     rows = [audit_detail_json(r) for r in asyncio.run(_entries(args))]
     if args.json:

@@ -63,7 +63,7 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     from gateway.core.fhir.patient import build_patient
     from gateway.core.identity.status import reliability_extension
     from gateway.core.pipeline import Ids, analyse_cda, analyse_hl7v2
-    from gateway.intake import pipeline_options
+    from gateway.intake.handler import pipeline_options
     from gateway.settings import load_settings
 
     settings = load_settings(
@@ -166,7 +166,7 @@ def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:
     if not an.dmp_bound:
         return [{"document": d.unique_id, "destination": None, "status": "not sent",
                  "reason": "DESTDMP is not Y: no document destination"} for d in an.documents]
-    from gateway.intake import Router
+    from gateway.intake.handler import Router
 
     route = Router(tuple(d.name for d in dests), routes=settings.routes).route_for(an)
     if route is not None:  # the first matching [[route]] names the destinations, as in serve

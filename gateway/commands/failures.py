@@ -81,7 +81,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return exc.message, EX_UNAVAILABLE
     if isinstance(exc, GatewayError):
         return f"{exc.code}: {exc.message}", EX_DATAERR
-    from gateway.operations import OperationError
+    from gateway.operations.audit import OperationError
 
     if isinstance(exc, OperationError):  # an operator action refused as a whole (unknown target …)
         return str(exc), EX_DATAERR

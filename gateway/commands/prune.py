@@ -19,7 +19,7 @@ from gateway.commands._common import add_config_args, settings_from
 from gateway.commands.failures import EX_CONFIG, EX_USAGE, CommandFailed
 from gateway.journal.base import Journal
 from gateway.journal.open import open_journal, redact_url
-from gateway.retention import RetentionPolicy
+from gateway.operations.retention import RetentionPolicy
 
 __all__ = ["register"]
 
@@ -41,8 +41,8 @@ _SQLITE = "sqlite:///"
 def run(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from gateway.operations import parse_duration
-    from gateway.retention import retention_policy
+    from gateway.operations.audit import parse_duration
+    from gateway.operations.retention import retention_policy
 
     settings = settings_from(args)
     url = settings.journal_url
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _prune(journal: Journal, policy: RetentionPolicy, actor: str) -> int:
+    from gateway.operations.retention import prune_once
     from gateway.ports import SystemClock
-    from gateway.retention import prune_once
 
     try:
         return await prune_once(journal, policy, now=SystemClock().now(), actor=actor, vacuum=journal.can_vacuum,

@@ -79,7 +79,7 @@ def _via_http(args: argparse.Namespace) -> int:
 
 
 async def _offline(args: argparse.Namespace) -> int:
-    from gateway.intake import Intake, Router
+    from gateway.intake.handler import Intake, Router
     from gateway.ports import SystemClock
     from gateway.service import DOCUMENT_KINDS, build_destinations
 

@@ -80,7 +80,7 @@ def summary(results: list[dict[str, Any]]) -> str:
 async def _send_all(
     messages: list[tuple[str, bytes]], host: str, port: int, wait: float, show: Callable[[dict[str, Any]], None]
 ) -> list[dict[str, Any]]:
-    from gateway.mllp_client import MllpClient
+    from adapters.mllp_client import MllpClient
 
     results: list[dict[str, Any]] = []
     async with MllpClient(host, port, timeout=wait) as client:

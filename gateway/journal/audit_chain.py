@@ -1,6 +1,6 @@
 """The audit trail's hash chain: each row's hash covers the previous one, so an edit shows.
 
-Every backend appends with :func:`audit_hash`; ``relais audit verify`` (``gateway.operations``)
+Every backend appends with :func:`audit_hash`; ``relais audit verify`` (``gateway.operations.audit``)
 walks the chain with the same function, whichever backend wrote it.
 """
 

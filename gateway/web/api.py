@@ -22,12 +22,12 @@ from gateway.commands._common import exchange_json
 from gateway.commands.reroute import require_configured
 from gateway.commands.show import exchange_detail
 from gateway.errors import OperationError
-from gateway.health import destination_health
 from gateway.journal.base import Journal
 from gateway.journal.rows import BulkResult, iso
 from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
-from gateway.search import search_filters
+from gateway.operations.health import destination_health
+from gateway.operations.search import search_filters
 
 if TYPE_CHECKING:
     from gateway.service import Service
@@ -190,7 +190,7 @@ def _instant(value: str, name: str) -> str:
 def list_filters(query: Any, *, operator: bool = False) -> tuple[dict[str, Any], int, int]:
     """Validate the list query (status, type, sender, since, until, control_id, patient, document, q,
     cursor, limit, offset). ``patient`` and ``document`` are operator-only; ``q`` is read by
-    ``gateway.search`` (an INS, IPP or uniqueId only for operators); ``cursor`` is the keyset
+    ``gateway.operations.search`` (an INS, IPP or uniqueId only for operators); ``cursor`` is the keyset
     position that ``next`` links carry (``offset`` stays for old links)."""
     filters: dict[str, Any] = {}
     status = (query.get("status") or "").strip()

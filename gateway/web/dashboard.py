@@ -22,9 +22,9 @@ import jinja2
 from aiohttp import web
 
 from gateway.commands._common import exchange_json
-from gateway.health import FAILED_OUTCOMES, destination_health
 from gateway.journal.rows import iso
 from gateway.listeners.http import SERVICE_KEY
+from gateway.operations.health import FAILED_OUTCOMES, destination_health
 from gateway.web.api import (
     EXCHANGE_STATUSES,
     PRINCIPAL_KEY,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.mllp_client import MllpClient
 from gateway.errors import DestinationUnavailable
 from gateway.journal.sqlite import SqliteJournal
-from gateway.mllp_client import MllpClient
 from tests.support import field, fixture_bytes
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.acceptance.test_crash import free_port
 from tests.support import (
     CORPUS,

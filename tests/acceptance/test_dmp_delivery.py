@@ -22,7 +22,7 @@ from lxml import etree
 
 from adapters.dmp.simulator import DmpSimulator
 from adapters.dmp.vihf import verify_vihf
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.support import (
     CORPUS,
     SEGUR,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.acceptance.test_crash import free_port
 from tests.support import CORPUS, SEGUR, as_cr, corpus_path, field, rewrite_document_message
 

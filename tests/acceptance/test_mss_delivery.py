@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from hl7.mllp import start_hl7_server
 
+from adapters.mllp_client import MllpClient
 from gateway.core.hl7v2.reader import Message
-from gateway.mllp_client import MllpClient
 from tests.acceptance.mss_support import (
     APP,
     DOCTOR,

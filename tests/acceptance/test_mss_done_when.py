@@ -15,7 +15,7 @@ import pytest
 from hl7.mllp import start_hl7_server
 
 from adapters.dmp.simulator import DmpSimulator
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.acceptance.mss_support import ZamCollector, eventually, start_mail_servers, start_serve
 from tests.acceptance.test_mss_delivery import embedded_cda, xdm_document
 from tests.support import CORPUS, SEGUR, as_cr, corpus_path, field, rewrite_document_message

@@ -31,8 +31,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from adapters.mllp_client import MllpClient
 from gateway.errors import DestinationUnavailable
-from gateway.mllp_client import MllpClient
 from tests.acceptance.test_crash import free_port
 from tests.support import as_cr, field, fixture_bytes, rewrite_document_message
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.testing import start_gateway, stop_gateway
 from gateway.web.auth import LoginThrottle
 from gateway.web.dashboard import safe_next
-from gateway.web.testing import start_gateway, stop_gateway
 from tests.integration.test_api import OP, TOKENS, Gateway, login, settings_for
 from tests.integration.test_mllp_listener import _self_signed
 

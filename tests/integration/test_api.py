@@ -18,12 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.operations import iso
+from gateway import testing
+from gateway.operations.audit import iso
 from gateway.service import Service
-from gateway.web import testing
+from gateway.testing import TestGateway, stop_gateway, with_control_id
 from gateway.web.auth import Authenticator, Principal, is_loopback, parse_tokens, prepare_tokens
 from gateway.web.openapi import openapi_document
-from gateway.web.testing import TestGateway, stop_gateway, with_control_id
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 OP = "op-token-0123456789"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.operations import verify_audit
-from gateway.web.testing import TestGateway, settings_for, start_gateway, stop_gateway, with_control_id
+from gateway.operations.audit import verify_audit
+from gateway.testing import TestGateway, settings_for, start_gateway, stop_gateway, with_control_id
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 OP = "op-token-0123456789"

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.commands.check import check_bytes, input_kind
 from gateway.core.hl7v2.salvage import salvage_control_id
-from gateway.intake import Intake, Router
+from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.ports import SystemClock
 from tests.support import CORPUS, FIXTURES, make_settings

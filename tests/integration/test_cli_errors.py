@@ -19,7 +19,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.commands.exchanges import parse_since
-from gateway.web.testing import TestGateway, settings_for, start_gateway, stop_gateway, with_control_id
+from gateway.testing import TestGateway, settings_for, start_gateway, stop_gateway, with_control_id
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 OP = "op-token-0123456789"

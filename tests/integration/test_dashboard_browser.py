@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.web.testing import settings_for, start_gateway, stop_gateway, with_control_id
+from gateway.testing import settings_for, start_gateway, stop_gateway, with_control_id
 
 pytestmark = pytest.mark.browser
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.web import testing
-from gateway.web.testing import with_control_id
+from gateway import testing
+from gateway.testing import with_control_id
 from tests.support import make_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

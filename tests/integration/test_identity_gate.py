@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.support import field, fixture_bytes, make_settings, mllp_port, running
 
 # A destination that never answers keeps deliveries open (failed, retrying), so that

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mllp_client import MllpClient
-from gateway.web.testing import with_control_id
+from adapters.mllp_client import MllpClient
+from gateway.testing import with_control_id
 from tests.support import field, fixture_bytes, make_settings, mllp_port, running
 
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.errors import DestinationUnavailable
 from gateway.logging import configure_logging
-from gateway.web.testing import settings_for, start_gateway, stop_gateway, with_control_id
+from gateway.testing import settings_for, start_gateway, stop_gateway, with_control_id
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 OP = "op-token-0123456789"

@@ -12,8 +12,8 @@ import ssl
 import time
 from pathlib import Path
 
+from adapters.mllp_client import MllpClient
 from gateway.core.mllp import Frame, MllpFramer, frame
-from gateway.mllp_client import MllpClient
 from tests.integration.test_mllp_listener import _self_signed
 from tests.support import field, make_settings, mllp_port, running
 

@@ -13,13 +13,13 @@ import pytest
 from hl7.mllp import open_hl7_connection
 from structlog.testing import capture_logs
 
+from adapters.mllp_client import MllpClient
 from gateway.core.ack import build_ack, build_ack_unreadable
 from gateway.core.charset import decode_message, encode_for
 from gateway.core.hl7v2.reader import Message
 from gateway.core.mllp import frame
 from gateway.errors import DestinationUnavailable
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
-from gateway.mllp_client import MllpClient
 from gateway.model import Finding
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"

@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from gateway.core.mss.orders import MailOrder
-from gateway.metrics import Metrics
+from gateway.operations.metrics import Metrics
 from gateway.web.dashboard import timeline
 from tests.integration.test_identity_gate import only, send
 from tests.support import field, fixture_bytes, make_settings, running
@@ -83,7 +83,7 @@ async def test_a_report_read_twice_sends_one_zam(tmp_path) -> None:
     from pathlib import Path
 
     from adapters.mssante.poller import ReportPoller
-    from gateway.mss_acks import MssAcks
+    from gateway.delivery.mss_acks import MssAcks
 
     text = UNREACHABLE + '\n[[creator]]\napplication = "DPI-RELAIS"\nfacility = "CLINIQUE-RELAIS"\naddress = "127.0.0.1:9"\n'
     async with running(make_settings(tmp_path, text=text)) as service:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.support import as_cr, fixture_bytes, make_settings, mllp_port, running
 
 DMP_DOWN = """

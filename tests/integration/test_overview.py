@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.web.testing import TestGateway, with_control_id
+from gateway.testing import TestGateway, with_control_id
 from tests.support import make_settings
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
@@ -30,7 +30,7 @@ url = "http://127.0.0.1:9/fhir"
 
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[TestGateway]:
-    from gateway.web import testing
+    from gateway import testing
 
     settings = make_settings(tmp_path, text=DMP_DOWN, api={"tokens": f"operator:{OP},viewer:{VIEW}"})
     g = await testing.start_gateway(settings, token=OP)

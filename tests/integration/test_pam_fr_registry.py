@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.intake import Intake, Router
+from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.ports import SystemClock
 from tests.support import field, fixture_bytes, make_settings

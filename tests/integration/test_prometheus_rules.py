@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.support import fixture_bytes, make_settings, mllp_port, running
 
 ROOT = Path(__file__).resolve().parents[2]

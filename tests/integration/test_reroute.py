@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from gateway import testing
 from gateway.cli import main
-from gateway.web import testing
-from gateway.web.testing import TestGateway, with_control_id
+from gateway.testing import TestGateway, with_control_id
 from tests.support import fixture_bytes, make_settings
 
 OP = "op-token-0123456789"

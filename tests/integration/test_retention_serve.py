@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from tests.support import field, fixture_bytes, make_settings, mllp_port, running
 
 N_DOCUMENTS = 200

@@ -6,8 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from adapters.mllp_client import MllpClient
 from gateway.cli import main
-from gateway.mllp_client import MllpClient
 from tests.support import as_cr, fixture_bytes, make_settings, mllp_port, running
 
 CONFIG = """

@@ -12,9 +12,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway.dispatcher import Dispatcher
+from gateway.delivery.dispatcher import Dispatcher
 from gateway.errors import DestinationRejected
-from gateway.intake import Intake, Router
+from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.ports import Payload, SendResult, SystemClock
 from tests.support import fixture_bytes, make_settings

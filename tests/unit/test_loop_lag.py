@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.metrics import LoopLagMonitor, Metrics
+from gateway.operations.metrics import LoopLagMonitor, Metrics
 
 
 class _StallingClock:

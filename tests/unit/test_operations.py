@@ -1,4 +1,4 @@
-"""Operator actions (the journal's release / retry) and gateway.operations on a real SQLite journal."""
+"""Operator actions (the journal's release / retry) and gateway.operations.audit on a real SQLite journal."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from gateway.errors import OperationError
 from gateway.journal.rows import InboundRecord, NewDelivery, NewDocument, NewEvent, NewExchange, iso
 from gateway.journal.sqlite import SqliteJournal
-from gateway.operations import parse_duration, verify_audit
+from gateway.operations.audit import parse_duration, verify_audit
 from gateway.web.api import redact_fhir, redact_xds
 from gateway.web.dashboard import per_minute_series, timeline
 

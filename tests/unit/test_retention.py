@@ -13,7 +13,7 @@ import pytest
 
 from gateway.journal.sqlite import SqliteJournal
 from gateway.journal.tx import Tx, iso
-from gateway.retention import RetentionPolicy, prune_once
+from gateway.operations.retention import RetentionPolicy, prune_once
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 OLD = iso(NOW - timedelta(days=100))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.search import search_filters
+from gateway.operations.search import search_filters
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import OperationError
 from gateway.journal.rows import ZamFollowUp, iso
-from gateway.operations import verify_audit
+from gateway.operations.audit import verify_audit
 from tests.contract.journal.builders import attempt, delivery, exchange, store
 from tests.contract.journal.conftest import SERVER, open_backend
 

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import JournalError, OperationError
 from gateway.journal.states import check_delivery_move, check_exchange_move
-from gateway.operations import verify_audit
+from gateway.operations.audit import verify_audit
 from tests.contract.journal.builders import attempt, claim_one, delivery, store
 
 OP: dict[str, str] = {"operator": "alice", "reason": "checked with the ward"}

@@ -47,7 +47,7 @@ class MssAcks:
     async def zam(self, journal: Journal, mail_delivery: Delivery, trigger: str, ack: MssAck,
                   event: dict[str, Any] | None = None) -> ZamFollowUp | None:
         """The ZAM for one recipient's outcome, or None (not requested / no creator / no raw message)."""
-        from gateway.dispatcher import find_creator  # the creator table lives with the Z01 logic
+        from gateway.delivery.dispatcher import find_creator  # the creator table lives with the Z01 logic
 
         ex = await journal.get_exchange(str(mail_delivery.exchange_id))
         if ex is None or mail_delivery.payload is None:

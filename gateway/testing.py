@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.mllp_client import MllpClient
+from adapters.mllp_client import MllpClient
 from gateway.service import Service
 from gateway.settings import Settings, load_settings
 

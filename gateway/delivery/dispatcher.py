@@ -93,7 +93,7 @@ class Dispatcher:
         self.zam_destination = zam_destination
         self.on_outcome = on_outcome
         self.rand = rand
-        self.mail_zam = mail_zam  # ZAM^Z02 N for a mail the SMTP server refused (gateway.mss_acks)
+        self.mail_zam = mail_zam  # ZAM^Z02 N for a mail the SMTP server refused (gateway.delivery.mss_acks)
         # host and pid: an operator (or a test) sees which instance holds a claim or a lease
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{clock.new_id()[:6]}"
         self._tasks: list[asyncio.Task[None]] = []

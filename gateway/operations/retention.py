@@ -25,7 +25,7 @@ import structlog
 
 from gateway.journal.base import Journal
 from gateway.journal.rows import iso
-from gateway.periodic import PeriodicTask
+from gateway.operations.periodic import PeriodicTask
 from gateway.ports import Clock
 from gateway.settings import Settings
 

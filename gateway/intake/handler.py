@@ -532,7 +532,7 @@ class Intake:
             return
         at = iso(now)
         s = an.summary
-        from gateway.dispatcher import find_creator
+        from gateway.delivery.dispatcher import find_creator
 
         creator = find_creator(self.settings, s.get("sender_app") or "", s.get("sender_facility") or "")
         if creator is None:

@@ -21,10 +21,10 @@ from typing import Any
 import aiohttp
 import structlog
 
-from gateway.health import destination_health
 from gateway.journal.base import Journal
 from gateway.journal.rows import iso
-from gateway.periodic import PeriodicTask
+from gateway.operations.health import destination_health
+from gateway.operations.periodic import PeriodicTask
 from gateway.settings import NotifySettings
 
 __all__ = ["Notifier", "Condition", "judge"]
