@@ -38,14 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="relais", description="Relais interoperability gateway")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"gateway.commands.{name}")
-        except ModuleNotFoundError as exc:  # a command still being built
-            if exc.name == f"gateway.commands.{name}":
-                continue
-            raise
-        module.register(sub)
+    for name in COMMANDS:  # every command ships: an import that fails is a broken installation
+        importlib.import_module(f"gateway.commands.{name}").register(sub)
     return parser
 
 
@@ -55,7 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gateway.logging import configure_logging
 
     configure_logging("warning")  # commands are quiet on stderr; `serve` re-configures
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ImportError as exc:  # e.g. the web layer is missing: nothing may start half-built
+        sys.stderr.write(f"relais: broken installation: cannot import {exc.name or exc} (reinstall relais-sante)\n")
+        return 70  # EX_SOFTWARE
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

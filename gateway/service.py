@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,23 @@ from aiohttp import web
 
 from adapters.dmp.pki import ensure_signing_material
 from gateway.delivery.dispatcher import Dispatcher, find_creator
-from gateway.intake.handler import Intake, Router
+from gateway.delivery.mss_acks import MssAcks
+from gateway.intake.handler import Intake, IntakeResult, Router
 from gateway.journal.base import Journal
 from gateway.journal.instance_lock import InstanceLock
 from gateway.journal.open import open_journal, redact_url
-from gateway.listeners.http import build_app
+from gateway.listeners.http import IngestLimits, build_app
 from gateway.listeners.http import serve as serve_http
 from gateway.listeners.mllp import MllpListener, PeerInfo, make_ssl_context
 from gateway.operations.metrics import JournalHealth, LoopLagMonitor, Metrics
+from gateway.operations.notifier import Notifier
 from gateway.operations.readiness import Readiness
 from gateway.operations.retention import RetentionTask, retention_policy
 from gateway.ports import Clock, Destination, SystemClock
 from gateway.settings import DestinationSettings, Settings
+from gateway.web.app import setup as mount_web
+from gateway.web.auth import is_loopback, prepare_tokens
+from gateway.web.context import WebContext
 
 __all__ = ["Service", "StartupRefused", "build_destinations", "check_dmp_identity"]
 
@@ -50,8 +56,6 @@ class StartupRefused(Exception):
 
 def _is_test_url(url: str) -> bool:
     from urllib.parse import urlsplit
-
-    from gateway.web.auth import is_loopback
 
     return is_loopback(urlsplit(url).hostname or "")
 
@@ -181,35 +185,94 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self.destinations: dict[str, Destination] = {}
         self._zam_destinations: dict[str, Destination] = {}
-        self._runner: web.AppRunner | None = None
-        self._http_server: asyncio.Server | None = None
         self.mllp: MllpListener | None = None
+        self.http_app: web.Application | None = None
         self.retention: RetentionTask | None = None
         self.readiness: Readiness | None = None
         self.addresses: dict[str, str] = {}
         self.mail_poller: Any = None
-        self._loop_lag: asyncio.Task[None] | None = None
-        self._reevaluation: asyncio.Task[None] | None = None
         self._instance_lock: InstanceLock | None = None
-        self.notifier: Any = None
+        self.notifier: Notifier | None = None
+        self._mss_acks: MssAcks | None = None
+        #: what ``start`` did, each step's undoing pushed as it happened; ``stop`` closes it
+        self._stack = contextlib.AsyncExitStack()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> dict[str, str]:
+        """Start every component in order; on any failure, stop what had started and re-raise.
+
+        Each step registers its own undoing on one exit stack as it starts, so ``stop`` is
+        exactly the start list in reverse and a half-started service never stays behind.
+        """
+        try:
+            await self._start_components()
+        except BaseException:
+            await self.stop()
+            raise
+        return self.addresses
+
+    async def _start_components(self) -> None:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.http.enabled:  # refuse a token-less API off loopback before anything starts
-            from gateway.web.auth import prepare_tokens
-
             prepare_tokens(s)
+        stack = self._stack
         if s.journal_url.startswith("sqlite:///"):
             self._instance_lock = InstanceLock(s.journal_url[len("sqlite:///") :])
             self._instance_lock.acquire()
+            stack.callback(self._release_instance_lock)  # after the journal: no write of ours can follow
+        await self._open_journal()
+        self._open_destinations()
+        self._open_intake()
+        await self._start_dispatcher()
+        self._start_background()
+        if s.http.enabled:
+            await self._start_http()
+        if s.mllp.enabled:
+            await self._start_mllp()
+        if self._instance_lock is not None:
+            self._instance_lock.update(**self.addresses)
+        self.ready = True
+        stack.callback(self._not_ready)
+        # from here on, not earlier: a stall while starting delays no sender (the MLLP listener opens last)
+        self._start_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), "loop-lag")
+        log.info("service.ready", **self.addresses, journal=s.journal_url.split(":")[0])
+
+    async def stop(self) -> None:
+        """Undo what ``start`` did, in reverse: MLLP (draining) → HTTP → … → journal → lock."""
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        await stack.aclose()
+        log.info("service.stopped")
+
+    def _not_ready(self) -> None:
+        self.ready = False
+
+    def _release_instance_lock(self) -> None:
+        if self._instance_lock is not None:
+            self._instance_lock.release()
+            self._instance_lock = None
+
+    def _start_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(cancel)
+        return task
+
+    async def _open_journal(self) -> None:
+        s = self.settings
         self.journal = open_journal(
             s.journal_url, group_commit_ms=s.journal.group_commit_ms, auto_migrate=s.journal.auto_migrate,
             clock=self.clock, pool_size=s.journal.pool_size,
         )
+        self._stack.push_async_callback(self.journal.close)
         _record_effective_config(s)
         journal = self.journal
+
         def commits() -> tuple[int, int]:
             stats = journal.stats()
             return stats.commits, stats.commit_errors
@@ -219,24 +282,50 @@ class Service:
             self.journal, self.journal.location, min_free_bytes=s.journal.min_free_bytes,
             interval=s.journal.ready_probe_seconds, now=self.clock.now,
         )
-        self.destinations = build_destinations(s, self.clock)
-        self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
-        document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
-        mail_dest = next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
-        self.intake = Intake(self.journal, s, self.clock, Router(document_dests, mail_destination=mail_dest, routes=s.routes))
-        from gateway.delivery.mss_acks import MssAcks
 
-        mss_acks = MssAcks(s, self.clock)
+    def _open_destinations(self) -> None:
+        self.destinations = build_destinations(self.settings, self.clock)
+        self._stack.push_async_callback(self._close_destinations)
+        self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
+
+    async def _close_destinations(self) -> None:
+        for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
+            with contextlib.suppress(Exception):
+                await dest.close()
+
+    def _open_intake(self) -> None:
+        s = self.settings
+        document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
+        self.intake = Intake(self.journal, s, self.clock,
+                             Router(document_dests, mail_destination=self._mail_destination(), routes=s.routes))
+        intake = self.intake
+
+        async def close_intake() -> None:
+            await asyncio.to_thread(intake.close)
+
+        self._stack.push_async_callback(close_intake)
+
+    def _mail_destination(self) -> str | None:
+        return next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
+
+    async def _start_dispatcher(self) -> None:
+        self._mss_acks = MssAcks(self.settings, self.clock)
         self.dispatcher = Dispatcher(
-            self.journal, self.destinations, s, self.clock,
+            self.journal, self.destinations, self.settings, self.clock,
             zam_destination=self._zam_destination, on_outcome=self.metrics.observe_delivery,
-            mail_zam=mss_acks.for_dead_mail,
+            mail_zam=self._mss_acks.for_dead_mail,
         )
+        self._stack.push_async_callback(self.dispatcher.stop)
         await self.dispatcher.recover()
         # a configuration change may have resolved some holds: judged in the background, so a
         # journal with many held documents does not delay the listeners
-        self._reevaluation = asyncio.create_task(self._reevaluate_holds(), name="hold-reevaluation")
+        self._start_task(self._reevaluate_holds(), "hold-reevaluation")
         self.dispatcher.start()
+
+    def _start_background(self) -> None:
+        """Retention, the application mailbox reader and the webhook notifier, when configured."""
+        s = self.settings
+        assert self.dispatcher is not None
         if s.retention.days > 0:
             if self.journal.location is not None and not self.journal.can_vacuum:
                 log.warning("journal.vacuum_unavailable", hint="relais prune --vacuum (offline) lets retention "
@@ -246,97 +335,80 @@ class Service:
                 vacuum=self.journal.can_vacuum, on_pruned=self.metrics.pruned.inc, holder=self.dispatcher.worker_id,
             )
             self.retention.start()
-        self._start_mail_poller(mail_dest, mss_acks)
+            self._stack.push_async_callback(self.retention.stop)
+        self._start_mail_poller(self._mail_destination(), self._mss_acks)
         if s.notify.webhook_url:
-            from gateway.operations.notifier import Notifier
-
-            readiness = self.readiness
-
-            async def ready() -> bool:
-                return self.ready and (await readiness.check()).ready
-
             self.notifier = Notifier(
                 s.notify, self.journal, holder=self.dispatcher.worker_id, now=self.clock.now,
-                kinds=lambda: {n: d.kind for n, d in self.destinations.items()}, ready=ready,
+                kinds=lambda: {n: d.kind for n, d in self.destinations.items()}, ready=self._ready_now,
             )
             self.notifier.start()
-        if s.http.enabled:
-            app = build_app(self)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            http_ssl = None
+            self._stack.push_async_callback(self.notifier.stop)
+
+    async def _ready_now(self) -> bool:
+        return self.ready and self.readiness is not None and (await self.readiness.check()).ready
+
+    def _web_context(self) -> WebContext:
+        async def replay(exchange_id: str, actor: str) -> IntakeResult:
+            return await self.intake.replay(exchange_id, actor=actor)
+
+        return WebContext(
+            journal=self.journal, clock=self.clock,
+            destination_kinds={n: d.kind for n, d in self.destinations.items()},
+            replay=replay, wake=self.dispatcher_wake, secure_cookies=bool(self.settings.http.tls_cert),
+        )
+
+    async def _start_http(self) -> None:
+        s = self.settings
+        limits = IngestLimits(max_body_bytes=s.http.max_body_bytes, max_message_bytes=s.mllp.max_message_bytes,
+                              max_buffered_bytes=s.http.max_buffered_bytes)
+        app = build_app(self, self, limits)
+        mount_web(app, self._web_context(), s)  # not optional: without it, ingest would have no authentication
+        self.http_app = app
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        http_ssl = None
+        try:
             if s.http.tls_cert:
                 http_ssl = make_ssl_context(
                     s.http.tls_cert, s.http.tls_key or None, s.http.tls_ca or None,
                     require_client_cert=s.http.tls_require_client_cert,
                 )
-            self._http_server = await serve_http(
-                self._runner, s.http.host, s.http.port, ssl=http_ssl, max_connections=s.http.max_connections
-            )
-            host, port = self._http_server.sockets[0].getsockname()[:2]
-            self.addresses["http"] = f"{'https' if http_ssl else 'http'}://{host}:{port}"
-        if s.mllp.enabled:
-            ssl_ctx = None
-            if s.mllp.tls_cert:
-                ssl_ctx = make_ssl_context(
-                    s.mllp.tls_cert, s.mllp.tls_key or None, s.mllp.tls_ca or None,
-                    require_client_cert=bool(s.mllp.tls_ca),
-                )
-            self.mllp = MllpListener(
-                self._on_mllp, host=s.mllp.host, port=s.mllp.port, max_size=s.mllp.max_message_bytes,
-                idle_timeout=s.mllp.idle_timeout, ssl=ssl_ctx, handler_oversize=self._on_oversize,
-                drain_bytes=s.mllp.oversize_drain_bytes, drain_timeout=s.mllp.oversize_drain_timeout,
-                max_connections=s.mllp.max_connections, max_buffered_bytes=s.mllp.max_buffered_bytes,
-                frame_timeout=s.mllp.frame_timeout, handler_refused=self._on_refused,
-            )
-            host, port = await self.mllp.start()
-            self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
-        if self._instance_lock is not None:
-            self._instance_lock.update(**self.addresses)
-        self.ready = True
-        # from here on, not earlier: a stall while starting delays no sender (the MLLP listener opens last)
-        self._loop_lag = asyncio.create_task(LoopLagMonitor(self.metrics.loop_lag_max.set).run(), name="loop-lag")
-        log.info("service.ready", **self.addresses, journal=s.journal_url.split(":")[0])
-        return self.addresses
+            server = await serve_http(runner, s.http.host, s.http.port, ssl=http_ssl,
+                                      max_connections=s.http.max_connections)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        # undone in this order: stop accepting, close the connections (runner), wait for the server
+        self._stack.push_async_callback(server.wait_closed)
+        self._stack.push_async_callback(runner.cleanup)
+        self._stack.callback(server.close)
+        host, port = server.sockets[0].getsockname()[:2]
+        self.addresses["http"] = f"{'https' if http_ssl else 'http'}://{host}:{port}"
 
-    async def stop(self) -> None:
-        self.ready = False
-        if self.mllp is not None:
-            await self.mllp.stop(drain_timeout=10.0)
-        if self._http_server is not None:
-            self._http_server.close()  # stop accepting; the runner closes the connections
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._reevaluation is not None:
-            self._reevaluation.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reevaluation
-        if self.retention is not None:
-            await self.retention.stop()
-        if self.notifier is not None:
-            await self.notifier.stop()
-        if self.mail_poller is not None:
-            await self.mail_poller.stop()
-        if self._http_server is not None:
-            await self._http_server.wait_closed()
-            self._http_server = None
-        if self.intake is not None:
-            await asyncio.to_thread(self.intake.close)
-        if self.dispatcher is not None:
-            await self.dispatcher.stop()
-        for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
-            with contextlib.suppress(Exception):
-                await dest.close()
-        if self.journal is not None:
-            await self.journal.close()
-        if self._instance_lock is not None:
-            self._instance_lock.release()  # after the journal: no write of ours can follow
-            self._instance_lock = None
-        if self._loop_lag is not None:
-            self._loop_lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_lag
-        log.info("service.stopped")
+    async def _start_mllp(self) -> None:
+        s = self.settings
+        ssl_ctx = None
+        if s.mllp.tls_cert:
+            ssl_ctx = make_ssl_context(
+                s.mllp.tls_cert, s.mllp.tls_key or None, s.mllp.tls_ca or None,
+                require_client_cert=bool(s.mllp.tls_ca),
+            )
+        self.mllp = MllpListener(
+            self._on_mllp, host=s.mllp.host, port=s.mllp.port, max_size=s.mllp.max_message_bytes,
+            idle_timeout=s.mllp.idle_timeout, ssl=ssl_ctx, handler_oversize=self._on_oversize,
+            drain_bytes=s.mllp.oversize_drain_bytes, drain_timeout=s.mllp.oversize_drain_timeout,
+            max_connections=s.mllp.max_connections, max_buffered_bytes=s.mllp.max_buffered_bytes,
+            frame_timeout=s.mllp.frame_timeout, handler_refused=self._on_refused,
+        )
+        host, port = await self.mllp.start()
+        listener = self.mllp
+
+        async def drain() -> None:
+            await listener.stop(drain_timeout=10.0)
+
+        self._stack.push_async_callback(drain)
+        self.addresses["mllp"] = f"{'mllps' if ssl_ctx else 'mllp'}://{host}:{port}"
 
     async def _reevaluate_holds(self) -> None:
         try:
@@ -360,6 +432,7 @@ class Service:
         self.mail_poller = ReportPoller(config, self.journal, acks, self.clock, wake=self.dispatcher_wake,
                                         on_inbound=inbound.handle)
         self.mail_poller.start()
+        self._stack.push_async_callback(self.mail_poller.stop)
 
     # -- inbound -------------------------------------------------------------------------------
     async def _on_mllp(self, payload: bytes, peer: PeerInfo) -> bytes:
@@ -381,6 +454,24 @@ class Service:
             code, message, partial, peer=f"{peer.host}:{peer.port}", listener=peer.listener,
             tls_subject=peer.tls_subject,
         )
+
+    async def handle_document(self, data: bytes, flags: dict[str, bool], *, peer: str | None,
+                              tls_subject: str | None, client: str) -> IntakeResult:
+        result = await self.intake.handle_cda(data, flags, peer=peer, tls_subject=tls_subject, client=client)
+        self.metrics.observe_message(result, "http", sum(result.timings.values()), message_type="CDA")
+        if result.status != "rejected":
+            self.dispatcher_wake()
+        return result
+
+    async def ready_report(self) -> tuple[bool, dict[str, Any]] | None:
+        if not self.ready or self.readiness is None:
+            return None
+        report = await self.readiness.check()
+        return report.ready, report.checks
+
+    async def metrics_text(self) -> bytes:
+        await self.refresh_metrics()
+        return self.metrics.render()
 
     async def handle_hl7(
         self, raw: bytes, *, peer: str | None, listener: str, tls_subject: str | None = None
@@ -430,13 +521,9 @@ async def run_until_signalled(service: Service, *, announce: Any = print) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        addresses = await service.start()
-    except BaseException:
-        # a port in use or a bad certificate must not leave the journal writer and the
-        # dispatcher running behind the one-line error the CLI prints
-        await service.stop()
-        raise
+    # a port in use or a bad certificate raises here with nothing left running (start undoes
+    # itself), so the CLI's one-line error is the whole story
+    addresses = await service.start()
     parts = " ".join(f"{k}={v}" for k, v in addresses.items())
     announce(f"relais ready {parts} journal={redact_url(service.settings.journal_url)}", flush=True)
     await stop.wait()

@@ -7,17 +7,17 @@ import asyncio
 import json
 import sys
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.journal.base import Journal
 from gateway.journal.open import open_journal
-from gateway.journal.rows import BulkResult, Row
+from gateway.journal.rows import BulkResult
 from gateway.settings import EFFECTIVE_CONFIG, Settings, load_settings, settings_from_raw
 
-__all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json", "exchange_json"]
+__all__ = ["bulk_operation", "add_config_args", "settings_from", "open_readonly", "open_writable", "dump_json"]
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -92,29 +92,6 @@ def open_writable(args: argparse.Namespace, *, prefer_effective: bool = False) -
 def dump_json(value: Any) -> None:
     json.dump(value, sys.stdout, ensure_ascii=False, indent=2, default=str)
     sys.stdout.write("\n")
-
-
-def exchange_json(row: Row | Mapping[str, Any]) -> dict[str, Any]:
-    """The public JSON shape of an exchange summary (CLI and API)."""
-    sender = "|".join(x for x in (row.get("sender_app"), row.get("sender_facility")) if x) or None
-    out = {
-        "id": row["id"],
-        "received_at": row["received_at"],
-        "status": row["status"],
-        "control_id": row.get("control_id"),
-        "message_type": row.get("message_type"),
-        "sender": sender,
-        "sha256": row.get("sha256"),
-        "size": row.get("size"),
-        "listener": row.get("listener"),
-        "ack_code": row.get("ack_code"),
-        "reason_code": row.get("reason_code"),
-        "reason": row.get("reason"),
-        "document_id": row.get("document_id"),
-    }
-    if row.get("duplicate_of"):
-        out["duplicate_of"] = row["duplicate_of"]
-    return out
 
 
 #: an audited bulk journal operation, given ``operator``, ``reason`` and ``at`` (``journal.release_held`` …)

@@ -7,9 +7,10 @@ import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 
-from gateway.commands._common import add_config_args, dump_json, exchange_json, open_readonly
+from gateway.commands._common import add_config_args, dump_json, open_readonly
 from gateway.journal.rows import Exchange
 from gateway.model import EXCHANGE_STATUSES
+from gateway.operations.views import exchange_json
 
 __all__ = ["register", "parse_since"]
 

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 async def _view(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from gateway.web.api import identities_view
+    from gateway.operations.views import identities_view
 
     journal = open_readonly(args)
     try:

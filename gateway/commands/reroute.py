@@ -11,14 +11,13 @@ the data directory names the destinations.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection
 
 from gateway.commands._common import add_config_args, bulk_operation, settings_from
-from gateway.errors import OperationError
 from gateway.journal.base import Journal
 from gateway.journal.rows import BulkResult
+from gateway.operations.views import require_configured
 
-__all__ = ["register", "configured_destinations", "require_configured"]
+__all__ = ["register", "configured_destinations"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,12 +39,6 @@ def configured_destinations(args: argparse.Namespace) -> list[str]:
     if not any(d.kind in DOCUMENT_KINDS for d in settings.destinations):
         names.append("outbox")
     return names
-
-
-def require_configured(target: str, known: Collection[str]) -> None:
-    """Refuse a target that is not a configured destination (the journal cannot know the configuration)."""
-    if target not in known:
-        raise OperationError(f"{target!r} is not a configured destination ({', '.join(sorted(known)) or 'none'})", 400)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,19 +7,10 @@ import asyncio
 import json
 from typing import Any
 
-from gateway.commands._common import add_config_args, dump_json, exchange_json, open_readonly
-from gateway.journal.base import Journal
-from gateway.journal.rows import Row
+from gateway.commands._common import add_config_args, dump_json, open_readonly
+from gateway.operations.views import exchange_detail
 
-__all__ = ["register", "exchange_detail", "DELIVERY_KEYS", "ATTEMPT_KEYS", "DOCUMENT_KEYS"]
-
-# the JSON shape of each part of the trace (``relais show --json``, the API): what the journal
-# selected for it before rows were typed; the other fields of a row are not part of the trace
-DELIVERY_KEYS = ("id", "exchange_id", "destination", "kind", "status", "attempts", "next_attempt_at", "last_error",
-                 "unique_id", "created_at", "updated_at")
-ATTEMPT_KEYS = ("id", "delivery_id", "number", "started_at", "finished_at", "outcome", "error", "duration")
-DOCUMENT_KEYS = ("exchange_id", "idx", "unique_id", "action")
-
+__all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("show", help="show one exchange (id or unique id prefix)")
@@ -27,29 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
-
-
-def _pick(row: Row, keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: row[k] for k in keys}
-
-
-async def exchange_detail(journal: Journal, exchange_id: str) -> dict[str, Any] | None:
-    """One exchange (id or unique prefix) with its findings, events, documents and deliveries."""
-    row = await journal.get_exchange(exchange_id)
-    if row is None:
-        return None
-    out = exchange_json(row)
-    out["findings"] = row.findings or {"errors": [], "warnings": []}
-    out["events"] = [ev.as_dict() for ev in await journal.events(row.id)]
-    out["documents"] = [_pick(doc, DOCUMENT_KEYS) for doc in await journal.documents_for(row.id)]
-    deliveries = [_pick(d, DELIVERY_KEYS) for d in await journal.deliveries_for(row.id)]
-    for d in deliveries:
-        d["attempts_detail"] = [_pick(a, ATTEMPT_KEYS) for a in await journal.attempts_for(d["id"])]
-    out["deliveries"] = deliveries
-    first = await journal.document(row.id, 1)
-    out["fhir"] = first.fhir if first is not None else None
-    out["xds"] = first.xds if first is not None else None
-    return out
 
 
 async def _read(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -1,51 +1,65 @@
 """HTTP listener: health, metrics and the two ingest routes (CDA and raw HL7 v2).
 
 Errors are RFC 9457 problem documents (``application/problem+json``), never a stack
-trace. The operations API and the dashboard (``gateway.web``) mount on the same app.
+trace. This module knows nothing of the web layer: the service mounts the operations API
+and the dashboard on the same app (``gateway.web.app.setup``), whose authentication sets
+``CLIENT_KEY`` on each request it lets through. The ingest routes check that mark
+themselves, so an app assembled without the authentication refuses to ingest instead of
+accepting anonymous documents.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import BodyPartReader, web
 
 from gateway.core.hl7v2.documents import META_FLAG_CODES
+from gateway.httpkit import CLIENT_KEY, problem, problem_middleware
 
-if TYPE_CHECKING:
-    from gateway.service import Service
-
-__all__ = ["build_app", "problem", "serve", "tls_subject", "BodyBudget", "SERVICE_KEY", "BUDGET_KEY"]
+__all__ = ["BodyBudget", "Ingest", "IngestLimits", "Probes", "build_app", "serve", "tls_subject"]
 
 log = structlog.get_logger(__name__)
-SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+
+
+class Ingest(Protocol):
+    """Where the ingest routes hand what they received (the service: intake, then metrics)."""
+
+    async def handle_document(self, data: bytes, flags: dict[str, bool], *, peer: str | None,
+                              tls_subject: str | None, client: str) -> Any: ...
+
+    async def handle_hl7(self, raw: bytes, *, peer: str | None, listener: str,
+                         tls_subject: str | None = None) -> bytes: ...
+
+
+class Probes(Protocol):
+    """What ``/readyz`` and ``/metrics`` report."""
+
+    async def ready_report(self) -> tuple[bool, dict[str, Any]] | None:
+        """``None`` while starting; else whether ready, and the checks."""
+        ...
+
+    async def metrics_text(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_body_bytes: int  # one CDA document (http.max_body_bytes)
+    max_message_bytes: int  # one HL7 v2 message (mllp.max_message_bytes)
+    max_buffered_bytes: int  # every ingest body held at once (http.max_buffered_bytes)
+
+
+INGEST_KEY: web.AppKey[Ingest] = web.AppKey("relais_ingest")
+PROBES_KEY: web.AppKey[Probes] = web.AppKey("relais_probes")
+LIMITS_KEY: web.AppKey[IngestLimits] = web.AppKey("relais_limits", IngestLimits)
 BUDGET_KEY: web.AppKey[BodyBudget] = web.AppKey("body_budget")
 
 # The MetaDMPMSS Y/N flags an HTTP client may set, as the HL7 v2 volet names them.
 _FLAG_NAMES = META_FLAG_CODES
-
-
-def problem(status: int, title: str, detail: str, *, type_: str = "about:blank", **extra: Any) -> web.Response:
-    body = {"type": type_, "title": title, "status": status, "detail": detail, **extra}
-    return web.Response(
-        status=status, text=json.dumps(body, ensure_ascii=False), content_type="application/problem+json"
-    )
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/problem+json":
-            raise
-        return problem(exc.status, exc.reason, exc.text or exc.reason)
-    except Exception as exc:  # never a stack trace to the client
-        log.exception("http.error", path=request.path, error=type(exc).__name__)
-        return problem(500, "Internal Server Error", "the gateway could not process this request")
 
 
 def _flags(request: web.Request) -> tuple[dict[str, bool], str | None]:
@@ -111,10 +125,6 @@ async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
     return bytes(data)
 
 
-#: the authenticated caller's name, set by the web layer's authentication (routes match on it)
-CLIENT_KEY: web.RequestKey[str] = web.RequestKey("relais_client")
-
-
 def tls_subject(request: web.Request) -> str | None:
     """The subject of the client certificate of this request, when TLS carried one."""
     transport = request.transport
@@ -166,15 +176,24 @@ async def _multipart_document(
     return doc, flags
 
 
+def _anonymous(request: web.Request) -> web.Response | None:
+    """401 unless the web layer's authentication let this request through (fail closed)."""
+    if request.get(CLIENT_KEY):
+        return None
+    resp = problem(401, "Unauthorized", f"{request.path} needs 'Authorization: Bearer TOKEN' of a sender or operator")
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="relais"'
+    return resp
+
+
 async def post_document(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
-    got = await _document_from_request(request, service.settings.http.max_body_bytes)
+    if (refused := _anonymous(request)) is not None:
+        return refused
+    got = await _document_from_request(request, request.app[LIMITS_KEY].max_body_bytes)
     if isinstance(got, web.Response):
         return got
     data, flags = got
-    result = await service.intake.handle_cda(data, flags, peer=request.remote, tls_subject=tls_subject(request),
-                                             client=request.get(CLIENT_KEY))
-    service.metrics.observe_message(result, "http", sum(result.timings.values()), message_type="CDA")
+    result = await request.app[INGEST_KEY].handle_document(
+        data, flags, peer=request.remote, tls_subject=tls_subject(request), client=request[CLIENT_KEY])
     if result.status == "rejected":
         errors = [f.as_dict() for f in result.analysis.errors]
         return problem(
@@ -185,7 +204,6 @@ async def post_document(request: web.Request) -> web.Response:
             exchange_id=result.exchange_id,
             errors=errors,
         )
-    service.dispatcher_wake()
     return web.json_response(
         {"exchange_id": result.exchange_id, "status": result.status,
          "warnings": [f.as_dict() for f in result.analysis.warnings]},
@@ -194,12 +212,14 @@ async def post_document(request: web.Request) -> web.Response:
 
 
 async def post_hl7v2(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
-    body = await _read_body(request, service.settings.mllp.max_message_bytes)
+    if (refused := _anonymous(request)) is not None:
+        return refused
+    body = await _read_body(request, request.app[LIMITS_KEY].max_message_bytes)
     if isinstance(body, web.Response):
         return body
     raw = body.replace(b"\r\n", b"\r").replace(b"\n", b"\r") if b"\r" not in body else body
-    ack = await service.handle_hl7(raw, peer=request.remote, listener="http-hl7v2", tls_subject=tls_subject(request))
+    ack = await request.app[INGEST_KEY].handle_hl7(
+        raw, peer=request.remote, listener="http-hl7v2", tls_subject=tls_subject(request))
     if not ack:  # an inbound ACK (or enhanced mode with MSH-15 NE): stored, nothing to answer
         return web.Response(status=204)
     return web.Response(body=ack, content_type="x-application/hl7-v2+er7")
@@ -210,18 +230,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
-    if not service.ready or service.readiness is None:
+    report = await request.app[PROBES_KEY].ready_report()
+    if report is None:
         return web.json_response({"status": "starting"}, status=503)
-    report = await service.readiness.check()
-    body = {"status": "ready" if report.ready else "unavailable", "checks": report.checks}
-    return web.json_response(body, status=200 if report.ready else 503)
+    ready, checks = report
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    service = request.app[SERVICE_KEY]
-    await service.refresh_metrics()
-    return web.Response(body=service.metrics.render(), content_type="text/plain", charset="utf-8")
+    text = await request.app[PROBES_KEY].metrics_text()
+    return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
 
 _BUSY_BODY = json.dumps(
@@ -266,20 +285,16 @@ async def serve(
     return await asyncio.get_running_loop().create_server(factory, host, port, ssl=ssl)
 
 
-def build_app(service: Service) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=service.settings.http.max_body_bytes + 1024)
-    app[SERVICE_KEY] = service
-    app[BUDGET_KEY] = BodyBudget(service.settings.http.max_buffered_bytes)
+def build_app(ingest: Ingest, probes: Probes, limits: IngestLimits) -> web.Application:
+    """The probes and the two ingest routes; the caller mounts authentication on it."""
+    app = web.Application(middlewares=[problem_middleware], client_max_size=limits.max_body_bytes + 1024)
+    app[INGEST_KEY] = ingest
+    app[PROBES_KEY] = probes
+    app[LIMITS_KEY] = limits
+    app[BUDGET_KEY] = BodyBudget(limits.max_buffered_bytes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/documents", post_document)
     app.router.add_post("/v1/hl7v2", post_hl7v2)
-    try:  # the operations API and dashboard (issue: operate it)
-        from gateway.web.app import setup as setup_web
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("gateway.web.app",):
-            raise
-    else:
-        setup_web(app, service)
     return app

@@ -10,7 +10,6 @@ operator operations and ``Intake.replay`` do it in the same transaction).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,19 +17,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from gateway.commands._common import exchange_json
-from gateway.commands.reroute import require_configured
-from gateway.commands.show import exchange_detail
 from gateway.errors import OperationError
+from gateway.httpkit import problem
 from gateway.journal.base import Journal
 from gateway.journal.rows import BulkResult, iso
-from gateway.listeners.http import SERVICE_KEY, problem
 from gateway.model import EXCHANGE_STATUSES
 from gateway.operations.health import destination_health
 from gateway.operations.search import search_filters
+from gateway.operations.views import exchange_detail, exchange_json, identities_view, require_configured
+from gateway.web.context import WEB_KEY, WebContext
 
 if TYPE_CHECKING:
-    from gateway.service import Service
     from gateway.web.auth import Principal
 
 __all__ = [
@@ -41,7 +38,6 @@ __all__ = [
     "exchange_trace",
     "identities_view",
     "list_filters",
-    "destination_kinds",
     "reroute_work",
     "redact_fhir",
     "redact_xds",
@@ -140,42 +136,6 @@ async def exchange_trace(journal: Journal, exchange_id: str, *, operator: bool) 
     return out
 
 
-def _pseudonym(key: str | None) -> str | None:
-    # a stable handle so viewers can tell rows apart without seeing the IPP or INS
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] if key else None
-
-
-async def identities_view(journal: Journal, *, held_only: bool, operator: bool) -> list[dict[str, Any]]:
-    """Identity registry rows with their held exchanges; identifiers and traits for operators only."""
-    held = await journal.held_exchanges()
-    out: list[dict[str, Any]] = []
-    for row in await journal.identities():
-        ins = row.get("ins")
-        mine = [h for h in held if h.get("patient_ipp") == row["ipp_key"] or (ins and h.get("patient_ins") == ins)]
-        if held_only and not mine:
-            continue
-        held_list = [
-            {"id": h["id"], "reason_code": h["reason_code"], "held_since": h["held_since"],
-             "control_id": h["control_id"], "message_type": h["message_type"]}
-            for h in mine
-        ]
-        item: dict[str, Any] = {
-            "ref": _pseudonym(row["ipp_key"]),
-            "status": row.get("status"),
-            "qualified": bool(row.get("qualified")),
-            "merged": row.get("merged_into") is not None,
-            "updated_at": row.get("updated_at"),
-            "held_exchanges": held_list,
-        }
-        if operator:
-            item |= {
-                "ipp_key": row["ipp_key"], "ins": ins, "ins_oid": row.get("ins_oid"),
-                "traits": row.get("traits") or {}, "merged_into": row.get("merged_into"),
-            }
-        out.append(item)
-    return out
-
-
 def _instant(value: str, name: str) -> str:
     try:
         dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -229,46 +189,46 @@ def list_filters(query: Any, *, operator: bool = False) -> tuple[dict[str, Any],
 
 
 # -- actions (shared with the dashboard) -------------------------------------------------------
-async def replay_exchange(service: Service, exchange_id: str, principal: Principal) -> dict[str, Any]:
+async def replay_exchange(ctx: WebContext, exchange_id: str, principal: Principal) -> dict[str, Any]:
     """Run the pipeline again on a stored exchange; returns the new exchange's id and status."""
-    ex = await service.journal.get_exchange(exchange_id)
+    ex = await ctx.journal.get_exchange(exchange_id)
     if ex is None:
         raise ApiError(404, f"no exchange {exchange_id}")
     try:
-        result = await service.intake.replay(ex.id, actor=principal.actor)
+        result = await ctx.replay(ex.id, principal.actor)
     except KeyError:
         raise ApiError(409, f"exchange {ex.id} has no stored bytes (pruned); it cannot be replayed") from None
     if result.status == "queued" or result.released:
-        service.dispatcher_wake()
+        ctx.wake()
     log.info("api.replay", exchange_id=ex.id, new_exchange=result.exchange_id, actor=principal.actor)
     return {"exchange_id": result.exchange_id, "status": result.status, "replay_of": ex.id}
 
 
-async def retry(service: Service, delivery_id: str, principal: Principal) -> dict[str, Any]:
+async def retry(ctx: WebContext, delivery_id: str, principal: Principal) -> dict[str, Any]:
     """Make a failed or dead delivery due now."""
-    at = iso(service.clock.now())
+    at = iso(ctx.clock.now())
     try:
-        d = await service.journal.retry_delivery(delivery_id, operator=principal.actor, reason="", at=at)
+        d = await ctx.journal.retry_delivery(delivery_id, operator=principal.actor, reason="", at=at)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    service.dispatcher_wake()
+    ctx.wake()
     log.info("api.retry", delivery_id=delivery_id, actor=principal.actor)
     return {"id": d.id, "status": d.status, "next_attempt_at": d.next_attempt_at}
 
 
-async def release(service: Service, exchange_id: str, reason: str, principal: Principal) -> dict[str, Any]:
+async def release(ctx: WebContext, exchange_id: str, reason: str, principal: Principal) -> dict[str, Any]:
     """Operator override of the identity gate for one held exchange."""
-    at = iso(service.clock.now())
+    at = iso(ctx.clock.now())
     try:
-        ex = await service.journal.release_exchange(exchange_id, operator=principal.actor, reason=reason, at=at)
+        ex = await ctx.journal.release_exchange(exchange_id, operator=principal.actor, reason=reason, at=at)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    service.dispatcher_wake()
+    ctx.wake()
     log.info("api.release", exchange_id=ex.id, actor=principal.actor)
     return {"id": ex.id, "status": ex.status}
 
 
-async def bulk(service: Service, action: str, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
+async def bulk(ctx: WebContext, action: str, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
     """Release held exchanges or retry dead deliveries in one audited transaction.
 
     ``{"reason": ..., "ids": [...]}`` names them; ``{"reason": ..., "all_held": true, "hold_code": ...}``
@@ -283,48 +243,48 @@ async def bulk(service: Service, action: str, body: dict[str, Any], principal: P
         raise ApiError(400, "'ids' must be a non-empty list of strings", invalid_param="ids")
     if (ids is None) == (body.get(select) is not True):
         raise ApiError(400, f"give 'ids' or '{select}': true, not both", invalid_param="ids")
-    at = iso(service.clock.now())
+    at = iso(ctx.clock.now())
     try:
         result: BulkResult
         if action == "release":
             code = body.get("hold_code")
-            result = await service.journal.release_held(
+            result = await ctx.journal.release_held(
                 operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
                 hold_code=code if isinstance(code, str) else None)
         else:
             dest = body.get("destination")
-            result = await service.journal.retry_dead(
+            result = await ctx.journal.retry_dead(
                 operator=principal.actor, reason=reason.strip(), at=at, ids=ids,
                 destination=dest if isinstance(dest, str) else None)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    service.dispatcher_wake()
+    ctx.wake()
     log.info(f"api.bulk_{action}", count=len(result.done), refused=len(result.refused), actor=principal.actor)
     done_key = "released" if action == "release" else "retried"
     return {done_key: list(result.done), "refused": [dict(r) for r in result.refused]}
 
 
-async def reroute_work(service: Service, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
+async def reroute_work(ctx: WebContext, body: dict[str, Any], principal: Principal) -> dict[str, Any]:
     """``{"from": OLD, "to": NEW, "reason": ...}``: the work of a renamed or removed destination goes to NEW."""
     source, target, reason = body.get("from"), body.get("to"), body.get("reason")
     for name, value in (("from", source), ("to", target), ("reason", reason)):
         if not isinstance(value, str) or not value.strip():
             raise ApiError(400, f"a non-empty '{name}' is required", invalid_param=name)
-    at = iso(service.clock.now())
+    at = iso(ctx.clock.now())
     try:
-        require_configured(str(target).strip(), list(service.destinations))
-        moved = await service.journal.reroute(
+        require_configured(str(target).strip(), list(ctx.destination_kinds))
+        moved = await ctx.journal.reroute(
             str(source).strip(), str(target).strip(), operator=principal.actor, reason=str(reason).strip(), at=at)
     except OperationError as exc:
         raise ApiError(exc.status, str(exc), invalid_param="to") from None
-    service.dispatcher_wake()
+    ctx.wake()
     log.info("api.bulk_reroute", count=len(moved), source=source, target=target, actor=principal.actor)
     return {"rerouted": [d.id for d in moved], "refused": []}
 
 
 # -- handlers -----------------------------------------------------------------------------------
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE_KEY]
+def _context(request: web.Request) -> WebContext:
+    return request.app[WEB_KEY]
 
 
 def _errors(handler: Any) -> Any:
@@ -345,7 +305,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
     filters, limit, offset = list_filters(request.query, operator=request[PRINCIPAL_KEY].is_operator)
     counting = (request.query.get("count") or "true").lower() not in ("0", "false", "no")
 
-    journal = _service(request).journal
+    journal = _context(request).journal
     rows = await journal.list_exchanges(**filters, limit=limit + 1, offset=offset)
     where = {k: v for k, v in filters.items() if k != "before_seq"}
     total = await journal.count_exchanges(cap=COUNT_CAP, **where) if counting else None
@@ -365,7 +325,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
 async def get_exchange(request: web.Request) -> web.Response:
     operator = request[PRINCIPAL_KEY].is_operator
     exchange_id = request.match_info["id"]
-    detail = await exchange_trace(_service(request).journal, exchange_id, operator=operator)
+    detail = await exchange_trace(_context(request).journal, exchange_id, operator=operator)
     if detail is None:
         raise ApiError(404, f"no exchange {exchange_id}")
     return web.json_response(detail, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
@@ -373,14 +333,14 @@ async def get_exchange(request: web.Request) -> web.Response:
 
 @_errors
 async def post_replay(request: web.Request) -> web.Response:
-    out = await replay_exchange(_service(request), request.match_info["id"], request[PRINCIPAL_KEY])
+    out = await replay_exchange(_context(request), request.match_info["id"], request[PRINCIPAL_KEY])
     out["links"] = {"exchange": f"/v1/exchanges/{out['exchange_id']}"}
     return web.json_response(out, status=201)
 
 
 @_errors
 async def post_retry(request: web.Request) -> web.Response:
-    return web.json_response(await retry(_service(request), request.match_info["id"], request[PRINCIPAL_KEY]))
+    return web.json_response(await retry(_context(request), request.match_info["id"], request[PRINCIPAL_KEY]))
 
 
 @_errors
@@ -392,7 +352,7 @@ async def post_release(request: web.Request) -> web.Response:
     reason = body.get("reason") if isinstance(body, dict) else None
     if not isinstance(reason, str) or not reason.strip():
         raise ApiError(400, "a non-empty 'reason' is required", invalid_param="reason")
-    out = await release(_service(request), request.match_info["id"], reason.strip(), request[PRINCIPAL_KEY])
+    out = await release(_context(request), request.match_info["id"], reason.strip(), request[PRINCIPAL_KEY])
     return web.json_response(out)
 
 
@@ -405,7 +365,7 @@ def _bulk_handler(action: str) -> Any:
             body = None
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object with a 'reason'")
-        return web.json_response(await bulk(_service(request), action, body, request[PRINCIPAL_KEY]))
+        return web.json_response(await bulk(_context(request), action, body, request[PRINCIPAL_KEY]))
 
     handler.__name__ = f"post_bulk_{action}"
     return handler
@@ -419,26 +379,22 @@ async def post_reroute(request: web.Request) -> web.Response:
         body = None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object: {\"from\": ..., \"to\": ..., \"reason\": ...}")
-    return web.json_response(await reroute_work(_service(request), body, request[PRINCIPAL_KEY]))
+    return web.json_response(await reroute_work(_context(request), body, request[PRINCIPAL_KEY]))
 
 
 @_errors
 async def get_destinations(request: web.Request) -> web.Response:
     """Health of each destination: state, failure rates (5/60 min), last success, queue depth, oldest age."""
-    service = _service(request)
-    rows = await destination_health(service.journal, now=service.clock.now(), kinds=destination_kinds(service))
+    ctx = _context(request)
+    rows = await destination_health(ctx.journal, now=ctx.clock.now(), kinds=dict(ctx.destination_kinds))
     return web.json_response({"items": [r.as_json() for r in rows]})
-
-
-def destination_kinds(service: Service) -> dict[str, str]:
-    return {name: d.kind for name, d in service.destinations.items()}
 
 
 @_errors
 async def get_identities(request: web.Request) -> web.Response:
     held_only = (request.query.get("held") or "").lower() in ("1", "true", "yes")
     operator = request[PRINCIPAL_KEY].is_operator
-    rows = await identities_view(_service(request).journal, held_only=held_only, operator=operator)
+    rows = await identities_view(_context(request).journal, held_only=held_only, operator=operator)
     return web.json_response({"items": rows}, dumps=lambda v: json.dumps(v, ensure_ascii=False, default=str))
 
 

@@ -1,7 +1,8 @@
 """Mount the operations API, the dashboard and their authentication on the HTTP app.
 
-``gateway.listeners.http.build_app`` calls :func:`setup` when this module exists. The
-auth middleware runs inside the problem middleware, so its refusals are problem JSON:
+The service calls :func:`setup` on the app ``gateway.listeners.http.build_app`` made; it is
+not optional (a missing web layer is a start-up error). The auth middleware runs inside the
+problem middleware, so its refusals are problem JSON:
 
 * open: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/login``, ``/static/*``;
 * ``/v1/*``: bearer token; 401 without a valid one; 403 for a viewer on a mutating call
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from yarl import URL
 
-from gateway.listeners.http import CLIENT_KEY, problem
+from gateway.httpkit import CLIENT_KEY, problem
 from gateway.web import api, dashboard
 from gateway.web.auth import SESSION_COOKIE, Authenticator, LoginThrottle, prepare_tokens
+from gateway.web.context import WEB_KEY, WebContext
 from gateway.web.openapi import handle_openapi
 
 if TYPE_CHECKING:
-    from gateway.service import Service
+    from gateway.settings import Settings
 
 __all__ = ["setup", "OPEN_PATHS", "INGEST_PATHS"]
 
@@ -71,10 +73,11 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return await handler(request)
 
 
-def setup(app: web.Application, service: Service) -> None:
+def setup(app: web.Application, context: WebContext, settings: Settings) -> None:
     """Add authentication, the ``/v1`` API, ``/openapi.json`` and the dashboard to ``app``."""
-    auth = Authenticator(prepare_tokens(service.settings))
-    api_settings = service.settings.api
+    auth = Authenticator(prepare_tokens(settings))
+    api_settings = settings.api
+    app[WEB_KEY] = context
     app[dashboard.THROTTLE_KEY] = LoginThrottle(
         per_client=api_settings.login_max_failures, overall=api_settings.login_max_failures_overall,
         window=api_settings.login_window_seconds,

@@ -15,22 +15,20 @@ import re
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import jinja2
 from aiohttp import web
 
-from gateway.commands._common import exchange_json
 from gateway.journal.rows import iso
-from gateway.listeners.http import SERVICE_KEY
 from gateway.operations.health import FAILED_OUTCOMES, destination_health
+from gateway.operations.views import exchange_json
 from gateway.web.api import (
     EXCHANGE_STATUSES,
     PRINCIPAL_KEY,
     ApiError,
     bulk,
-    destination_kinds,
     exchange_trace,
     identities_view,
     list_filters,
@@ -39,9 +37,7 @@ from gateway.web.api import (
     retry,
 )
 from gateway.web.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Authenticator, LoginThrottle, Session
-
-if TYPE_CHECKING:
-    from gateway.service import Service
+from gateway.web.context import WEB_KEY, WebContext
 
 __all__ = ["register", "timeline", "per_minute_series", "safe_next", "AUTH_KEY", "SESSION_KEY", "THROTTLE_KEY"]
 
@@ -155,8 +151,8 @@ def _render(request: web.Request, name: str, status: int = 200, **ctx: Any) -> w
     return resp
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE_KEY]
+def _context(request: web.Request) -> WebContext:
+    return request.app[WEB_KEY]
 
 
 def _redirect(location: str) -> web.Response:
@@ -196,7 +192,7 @@ _LOGIN_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 
 def _secure(request: web.Request) -> bool:
     """Cookies get ``Secure`` on TLS (direct, or the HTTP listener's TLS setting)."""
-    return request.secure or bool(_service(request).settings.http.tls_cert)
+    return request.secure or _context(request).secure_cookies
 
 
 def _login_form(request: web.Request, *, status: int = 200, nxt: str, error: str | None) -> web.Response:
@@ -273,16 +269,16 @@ async def _checked_form(request: web.Request, *, operator: bool = True) -> Any:
 
 # -- pages --------------------------------------------------------------------------------------
 async def overview(request: web.Request) -> web.Response:
-    service = _service(request)
-    now = service.clock.now()
+    ctx = _context(request)
+    now = ctx.clock.now()
     since = iso(now - timedelta(hours=1))
 
-    journal = service.journal
+    journal = ctx.journal
     held, held_total = await journal.held_worklist()
     dead, dead_total = await journal.dead_worklist()
     view: dict[str, Any] = {
         "by_status": await journal.count_by_status(),
-        "destinations": await destination_health(journal, now=now, kinds=destination_kinds(service)),
+        "destinations": await destination_health(journal, now=now, kinds=dict(ctx.destination_kinds)),
         "held": held, "held_total": held_total, "dead": dead, "dead_total": dead_total,
     }
     series = per_minute_series(await journal.exchanges_per_minute(since), now)
@@ -332,7 +328,7 @@ async def action_bulk(request: web.Request) -> web.Response:
     reason = str(form.get("reason") or "").strip()
     select = {"release": "all_held", "retry": "all_dead"}[action]
     try:
-        out = await bulk(_service(request), action, {"reason": reason, select: True}, request[PRINCIPAL_KEY])
+        out = await bulk(_context(request), action, {"reason": reason, select: True}, request[PRINCIPAL_KEY])
         done = out["released"] if action == "release" else out["retried"]
         verb = "Released" if action == "release" else "Retrying"
         _flash(request, "ok", f"{verb} {len(done)}; refused {len(out['refused'])}.")
@@ -342,19 +338,19 @@ async def action_bulk(request: web.Request) -> web.Response:
 
 
 async def exchanges_page(request: web.Request) -> web.Response:
-    service = _service(request)
+    ctx = _context(request)
     try:
         filters, limit, offset = list_filters(request.query, operator=request[PRINCIPAL_KEY].is_operator)
         error = None
     except ApiError as exc:
         filters, limit, offset, error = {}, 50, 0, exc.detail
-    rows = await service.journal.list_exchanges(**filters, limit=limit + 1, offset=offset)
+    rows = await ctx.journal.list_exchanges(**filters, limit=limit + 1, offset=offset)
     more = len(rows) > limit
     items = [exchange_json(r) for r in rows[:limit]]
     for item in items:  # a green "delivered" must not hide a ZAM the sender never got
         item["zam_failing"] = None
         if item["status"] == "delivered":
-            bad = zam_failing([d.as_dict() for d in await service.journal.deliveries_for(item["id"])])
+            bad = zam_failing([d.as_dict() for d in await ctx.journal.deliveries_for(item["id"])])
             item["zam_failing"] = bad["status"] if bad else None
     nxt = str(request.rel_url.update_query(offset=offset + limit)) if more else None
     prev = str(request.rel_url.update_query(offset=max(0, offset - limit))) if offset else None
@@ -365,10 +361,10 @@ async def exchanges_page(request: web.Request) -> web.Response:
 
 
 async def exchange_page(request: web.Request) -> web.Response:
-    service = _service(request)
+    ctx = _context(request)
     principal = request[PRINCIPAL_KEY]
     exchange_id = request.match_info["id"]
-    detail = await exchange_trace(service.journal, exchange_id, operator=principal.is_operator)
+    detail = await exchange_trace(ctx.journal, exchange_id, operator=principal.is_operator)
     if detail is None:
         return _render(request, "notfound.html", status=404, what=f"exchange {exchange_id}")
     raw_text = None
@@ -381,10 +377,10 @@ async def exchange_page(request: web.Request) -> web.Response:
 
 
 async def identities_page(request: web.Request) -> web.Response:
-    service = _service(request)
+    ctx = _context(request)
     held_only = request.query.get("held", "") in ("1", "true", "yes")
     operator = request[PRINCIPAL_KEY].is_operator
-    rows = await identities_view(service.journal, held_only=held_only, operator=operator)
+    rows = await identities_view(ctx.journal, held_only=held_only, operator=operator)
     return _render(request, "identities.html", rows=rows, held_only=held_only)
 
 
@@ -397,7 +393,7 @@ async def action_replay(request: web.Request) -> web.Response:
     await _checked_form(request)
     exchange_id = request.match_info["id"]
     try:
-        out = await replay_exchange(_service(request), exchange_id, request[PRINCIPAL_KEY])
+        out = await replay_exchange(_context(request), exchange_id, request[PRINCIPAL_KEY])
     except ApiError as exc:
         _flash(request, "error", exc.detail)
         return _redirect(f"/exchanges/{exchange_id}")
@@ -412,7 +408,7 @@ async def action_release(request: web.Request) -> web.Response:
     try:
         if not reason:
             raise ApiError(400, "a reason is required to release a held exchange")
-        await release(_service(request), exchange_id, reason, request[PRINCIPAL_KEY])
+        await release(_context(request), exchange_id, reason, request[PRINCIPAL_KEY])
         _flash(request, "ok", "Released: the deliveries are queued.")
     except ApiError as exc:
         _flash(request, "error", exc.detail)
@@ -423,7 +419,7 @@ async def action_retry(request: web.Request) -> web.Response:
     form = await _checked_form(request)
     back = _safe_next(str(form.get("back") or "/exchanges"))
     try:
-        await retry(_service(request), request.match_info["id"], request[PRINCIPAL_KEY])
+        await retry(_context(request), request.match_info["id"], request[PRINCIPAL_KEY])
         _flash(request, "ok", "The delivery is due now.")
     except ApiError as exc:
         _flash(request, "error", exc.detail)

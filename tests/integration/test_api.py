@@ -287,7 +287,8 @@ async def test_openapi_describes_every_route(gw: Gateway) -> None:
     async with gw.http.get("/openapi.json") as r:
         doc = await r.json()
     assert doc["openapi"].startswith("3.") and doc == openapi_document()
-    app = gw.service._runner.app  # type: ignore[union-attr]
+    app = gw.service.http_app
+    assert app is not None
     dashboard = {"/", "/login", "/logout", "/exchanges", "/exchanges/{id}", "/identities",
                  "/exchanges/{id}/replay", "/exchanges/{id}/release", "/deliveries/{id}/retry", "/bulk/{action}"}
     for route in app.router.routes():

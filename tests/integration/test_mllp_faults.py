@@ -25,7 +25,12 @@ async def _read_frame(reader: asyncio.StreamReader, timeout: float = 10) -> byte
     framer = MllpFramer(1 << 20)
     async with asyncio.timeout(timeout):
         while True:
-            data = await reader.read(65536)
+            try:
+                data = await reader.read(65536)
+            except ConnectionResetError:
+                # closed with our unread bytes in its buffer (a trickling sender's last byte
+                # crossed the close): the kernel answers RST instead of FIN, closed all the same
+                return None
             if not data:
                 return None
             frames = [e for e in framer.feed(data) if isinstance(e, Frame)]
