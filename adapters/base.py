@@ -40,6 +40,7 @@ from tenacity import (
 
 from gateway.errors import DestinationRejected, DestinationUnavailable, GatewayError
 from gateway.ports import Payload, SendResult
+from gateway.settings import Settings
 
 __all__ = ["RetrySettings", "BaseDestination", "Sleep"]
 
@@ -65,6 +66,11 @@ class RetrySettings:
     timeout: float = 30
     backoff_initial: float = 0.5
     backoff_max: float = 4.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrySettings:
+        """The ``[dispatcher]`` section's quick retries and per-attempt timeout."""
+        return cls(quick_attempts=settings.dispatcher.quick_retries, timeout=settings.dispatcher.attempt_timeout)
 
 
 class BaseDestination(ABC):

@@ -37,9 +37,10 @@ import structlog
 
 from adapters.base import BaseDestination, RetrySettings, Sleep
 from gateway.errors import DestinationRejected, DestinationUnavailable
-from gateway.ports import Payload, SendResult
+from gateway.ports import Clock, Payload, SendResult
+from gateway.settings import DestinationSettings, Settings
 
-__all__ = ["DONE_MARKER", "FileDestination", "Renderer", "atomic_write"]
+__all__ = ["DONE_MARKER", "FileDestination", "Renderer", "atomic_write", "destination_from_settings"]
 
 log = structlog.get_logger(__name__)
 
@@ -241,3 +242,9 @@ class FileDestination(BaseDestination):
     async def _lookup(self, payload: Payload) -> bool:
         marker = self.delivery_dir(payload) / DONE_MARKER
         return await asyncio.to_thread(marker.is_file)
+
+
+def destination_from_settings(d: DestinationSettings, settings: Settings, clock: Clock) -> FileDestination:
+    """A ``kind = "file"`` table: ``directory`` (default ``<data_dir>/outbox/<name>``)."""
+    directory = d.directory or str(settings.data_dir / "outbox" / d.name)
+    return FileDestination(d.name, directory, retry=RetrySettings.from_settings(settings))

@@ -10,9 +10,10 @@ from adapters.base import BaseDestination, RetrySettings
 from adapters.mllp_client import MllpClient
 from gateway.core.hl7v2.reader import Message
 from gateway.errors import DestinationRejected, DestinationUnavailable
-from gateway.ports import Payload, SendResult
+from gateway.ports import Clock, Payload, SendResult
+from gateway.settings import DestinationSettings, Settings
 
-__all__ = ["MllpDestination", "parse_address"]
+__all__ = ["MllpDestination", "destination_from_settings", "parse_address"]
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -52,3 +53,8 @@ class MllpDestination(BaseDestination):
     async def _lookup(self, payload: Payload) -> bool:
         # MLLP has no query: a repeated ZAM is harmless (the receiver matches OBX-4).
         return False
+
+
+def destination_from_settings(d: DestinationSettings, settings: Settings, clock: Clock) -> MllpDestination:
+    """A ``kind = "mllp"`` table: ``url`` (or ``options.address``) is ``host:port``."""
+    return MllpDestination(d.name, d.url or str(d.options.get("address", "")), retry=RetrySettings.from_settings(settings))

@@ -32,6 +32,7 @@ __all__ = [
     "DestinationUnavailable",
     "DestinationRejected",
     "OperationError",
+    "StartupRefused",
 ]
 
 
@@ -122,3 +123,7 @@ class OperationError(Exception):
     def __init__(self, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StartupRefused(Exception):
+    """A configuration the gateway must not run with; ``relais serve`` prints it on one line."""

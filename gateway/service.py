@@ -12,15 +12,15 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from adapters.dmp.pki import ensure_signing_material
 from gateway.delivery.dispatcher import Dispatcher, find_creator
 from gateway.delivery.mss_acks import MssAcks
+from gateway.destinations import DOCUMENT_KINDS, build_destinations, destination_kinds
+from gateway.errors import StartupRefused
 from gateway.intake.handler import Intake, IntakeResult, Router
 from gateway.journal.base import Journal
 from gateway.journal.instance_lock import InstanceLock
@@ -33,143 +33,21 @@ from gateway.operations.notifier import Notifier
 from gateway.operations.readiness import Readiness
 from gateway.operations.retention import RetentionTask, retention_policy
 from gateway.ports import Clock, Destination, SystemClock
-from gateway.settings import DestinationSettings, Settings
+from gateway.settings import Settings
 from gateway.web.app import setup as mount_web
-from gateway.web.auth import is_loopback, prepare_tokens
+from gateway.web.auth import prepare_tokens
 from gateway.web.context import WebContext
 
-__all__ = ["Service", "StartupRefused", "build_destinations", "check_dmp_identity"]
+__all__ = ["Service", "StartupRefused", "make_intake", "run_until_signalled"]
 
 log = structlog.get_logger(__name__)
 
-DOCUMENT_KINDS = ("dmp-xds", "mhd", "file")
-
-#: Values shipped as defaults that identify no real PFI: the XDS sourceId under the
-#: 1.2.250.1.999999 test arc and an LPS without DMP homologation number.
-PLACEHOLDER_SOURCE_ID = "1.2.250.1.999999.1"
-PLACEHOLDER_HOMOLOGATION = "NON-HOMOLOGUE"
-
-
-class StartupRefused(Exception):
-    """A configuration the gateway must not run with; ``relais serve`` prints it on one line."""
-
-
-def _is_test_url(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    return is_loopback(urlsplit(url).hostname or "")
-
-
-def check_dmp_identity(name: str, urls: list[str], *, source_id: str, homologation: str,
-                       signed: bool, test_platform: bool) -> list[str]:
-    """Placeholders in what the DMP reads about us: the warnings; raises ``StartupRefused``.
-
-    A "test URL" is a loopback / localhost one, or any URL of a destination declared
-    ``test_platform = true`` (the ANS DMP test platforms are not on loopback). Against
-    anything else, placeholders would be sent to the national DMP: refuse to start.
-    """
-    problems = []
-    if source_id == PLACEHOLDER_SOURCE_ID or source_id.startswith("1.2.250.1.999999."):
-        problems.append(f"gateway.source_id is the placeholder {source_id} (set the OID of this PFI)")
-    if not homologation or homologation == PLACEHOLDER_HOMOLOGATION:
-        problems.append("vihf_lps_homologation (LPS_ID_HOMOLOGATION_DMP) is the placeholder "
-                        f"{homologation or '(empty)'} (set the DMP homologation number)")
-    if not signed:
-        problems.append("xades = false: submission sets are not signed, which the DMP refuses")
-    if problems and not (test_platform or all(_is_test_url(u) for u in urls if u)):
-        raise StartupRefused(f"destination {name}: refusing to start against {urls[0]}: " + "; ".join(problems)
-                             + " (or declare test_platform = true for a DMP test platform)")
-    return problems
-
-
-def build_destinations(settings: Settings, clock: Clock) -> dict[str, Destination]:
-    """Instantiate the configured destinations; with none, a ``file`` outbox in the data dir."""
-    from adapters.base import RetrySettings
-
-    retry = RetrySettings(
-        quick_attempts=settings.dispatcher.quick_retries, timeout=settings.dispatcher.attempt_timeout
-    )
-    dests: dict[str, Destination] = {}
-    configured = list(settings.destinations)
-    if not any(d.kind in DOCUMENT_KINDS for d in configured):
-        configured.append(DestinationSettings(name="outbox", kind="file", directory=str(settings.data_dir / "outbox")))
-    for d in configured:
-        dests[d.name] = _destination(d, settings, clock, retry)
-    return dests
-
-
-def _destination(d: DestinationSettings, settings: Settings, clock: Clock, retry: Any) -> Destination:
-    opts = dict(d.options)
-    if d.kind == "file":
-        from adapters.file import FileDestination
-
-        return FileDestination(d.name, d.directory or str(settings.data_dir / "outbox" / d.name), retry=retry)
-    if d.kind == "mllp":
-        from adapters.mllp import MllpDestination
-
-        return MllpDestination(d.name, d.url or opts.get("address", ""), retry=retry)
-    if d.kind == "mhd":
-        import os
-
-        from adapters.mhd.client import MhdConfig, MhdDestination
-
-        token = os.environ.get(opts["bearer_token_env"]) if opts.get("bearer_token_env") else None
-        config = MhdConfig(
-            base_url=d.url, bearer_token=token, client_cert=opts.get("tls_cert"), client_key=opts.get("tls_key"),
-            ca_file=opts.get("tls_ca"), timeout=settings.dispatcher.attempt_timeout,
-        )
-        return MhdDestination(d.name, config, retry=retry, clock=clock)
-    if d.kind == "dmp-xds":
-        from adapters.dmp.client import DmpDestination, DmpSettings
-        from adapters.dmp.vihf import VihfSettings, check_vihf_settings, parse_roles
-
-        key, cert = opts.get("vihf_key"), opts.get("vihf_cert")
-        if not key or not cert:
-            key, cert = ensure_signing_material(settings.data_dir / "pki")
-            log.warning("dmp.self_signed_vihf", destination=d.name,
-                        hint="set vihf_key and vihf_cert to the structure's cachet certificate")
-        vihf_fields = {k[len("vihf_"):]: v for k, v in opts.items()
-                       if k.startswith("vihf_") and k not in ("vihf_key", "vihf_cert")}
-        # The J65 subject roles cannot come from the message (volet mapping table): one list
-        # per sending application (MSH-3), ``vihf_roles = { "RIS-Y" = ["10^1.2.250.1.71.1.2.7", …] }``.
-        raw_roles = dict(vihf_fields.pop("roles", {}) or {})
-        raw_default = vihf_fields.pop("default_roles", None)
-        structure_id = vihf_fields.pop("structure_id", opts.get("structure_id"))
-        try:
-            roles = {str(app): parse_roles(values, f"destination {d.name}: vihf_roles.{app}")
-                     for app, values in raw_roles.items()}
-            default_roles = parse_roles(raw_default, f"destination {d.name}: vihf_default_roles") if raw_default else ()
-            vihf = VihfSettings(
-                key_path=Path(key), cert_path=Path(cert),
-                structure_id=str(structure_id) if structure_id else None,
-                roles=roles,
-                default_roles=default_roles,
-                **vihf_fields,
-            )
-            check_vihf_settings(vihf)
-        except (ValueError, TypeError) as exc:
-            raise StartupRefused(f"destination {d.name}: {exc}") from exc
-        signed = bool(opts.get("xades", True))
-        for problem in check_dmp_identity(
-            d.name, [d.url, str(opts.get("registry_url") or "")], source_id=settings.gateway.source_id,
-            homologation=vihf.lps_homologation, signed=signed, test_platform=bool(opts.get("test_platform")),
-        ):
-            log.warning("dmp.placeholder_identity", destination=d.name, problem=problem)
-        dmp = DmpSettings(
-            url=d.url, vihf=vihf, registry_url=opts.get("registry_url"), source_id=settings.gateway.source_id,
-            tls_cert=Path(opts["tls_cert"]) if opts.get("tls_cert") else None,
-            tls_key=Path(opts["tls_key"]) if opts.get("tls_key") else None,
-            tls_ca=Path(opts["tls_ca"]) if opts.get("tls_ca") else None,
-            retry=retry,
-            sign_submission_set=signed,
-        )
-        return DmpDestination(d.name, dmp, clock=clock)
-    if d.kind == "mssante":
-        from adapters.mssante.client import MssanteDestination
-        from adapters.mssante.config import MssanteConfig
-
-        return MssanteDestination(d.name, MssanteConfig.from_options(opts), retry=retry, clock=clock)
-    raise ValueError(f"unknown destination kind {d.kind!r}")
+def make_intake(journal: Journal, settings: Settings, clock: Clock) -> Intake:
+    """The intake ``serve`` runs, routing to the configured destinations (``relais replay`` too)."""
+    kinds = destination_kinds(settings)
+    documents = tuple(n for n, k in kinds.items() if k in DOCUMENT_KINDS)
+    mail = next((n for n, k in kinds.items() if k == "mssante"), None)
+    return Intake(journal, settings, clock, Router(documents, mail_destination=mail, routes=settings.routes))
 
 
 class Service:
@@ -294,10 +172,7 @@ class Service:
                 await dest.close()
 
     def _open_intake(self) -> None:
-        s = self.settings
-        document_dests = tuple(n for n, d in self.destinations.items() if d.kind in DOCUMENT_KINDS)
-        self.intake = Intake(self.journal, s, self.clock,
-                             Router(document_dests, mail_destination=self._mail_destination(), routes=s.routes))
+        self.intake = make_intake(self.journal, self.settings, self.clock)
         intake = self.intake
 
         async def close_intake() -> None:

@@ -9,6 +9,7 @@ one shorthand (``operator:TOKEN,viewer:TOKEN``). Secrets come from the environme
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -345,3 +346,13 @@ def _destination(d: Mapping[str, Any]) -> DestinationSettings:
     return DestinationSettings(
         name=d["name"], kind=kind, url=d.get("url", ""), directory=d.get("directory", ""), options=options
     )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; ``0.0.0.0`` and names are not loopback."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -34,10 +34,11 @@ from adapters.base import BaseDestination, RetrySettings, Sleep
 from gateway.core.fhir.pdsm import document_identifier
 from gateway.errors import DestinationRejected, DestinationUnavailable
 from gateway.ports import Clock, Payload, SendResult, SystemClock
+from gateway.settings import DestinationSettings, Settings
 
 from .protocol import classify_failure, master_identifier, parse_transaction_response, searchset_count
 
-__all__ = ["MhdConfig", "MhdDestination"]
+__all__ = ["MhdConfig", "MhdDestination", "destination_from_settings"]
 
 log = structlog.get_logger(__name__)
 
@@ -310,3 +311,17 @@ def _already_updated(searchset: str, action: str) -> bool:
         ):
             return True
     return False
+
+
+def destination_from_settings(d: DestinationSettings, settings: Settings, clock: Clock) -> MhdDestination:
+    """A ``kind = "mhd"`` table: ``url`` the FHIR base; options ``bearer_token_env`` (the name
+    of the environment variable holding the token, never the token), ``tls_cert``, ``tls_key``,
+    ``tls_ca``."""
+    opts = d.options
+    env = opts.get("bearer_token_env")
+    config = MhdConfig(
+        base_url=d.url, bearer_token=os.environ.get(str(env)) if env else None,
+        client_cert=opts.get("tls_cert"), client_key=opts.get("tls_key"), ca_file=opts.get("tls_ca"),
+        timeout=settings.dispatcher.attempt_timeout,
+    )
+    return MhdDestination(d.name, config, retry=RetrySettings.from_settings(settings), clock=clock)

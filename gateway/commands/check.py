@@ -156,10 +156,10 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
 
 def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:
     """Where each document would go, as serve's router and destinations would decide."""
-    from gateway.service import DOCUMENT_KINDS
+    from gateway.destinations import DOCUMENT_KINDS
     from gateway.settings import DestinationSettings
 
-    # with no document destination serve writes to a file outbox (gateway.service.build_destinations)
+    # with no document destination serve writes to a file outbox (gateway.destinations.configured)
     dests = [d for d in settings.destinations if d.kind in DOCUMENT_KINDS] or [
         DestinationSettings(name="outbox", kind="file")
     ]

@@ -79,18 +79,14 @@ def _via_http(args: argparse.Namespace) -> int:
 
 
 async def _offline(args: argparse.Namespace) -> int:
-    from gateway.intake.handler import Intake, Router
     from gateway.ports import SystemClock
-    from gateway.service import DOCUMENT_KINDS, build_destinations
+    from gateway.service import make_intake
 
-    # the server's recorded configuration unless --config says otherwise: replay routes as serve does
+    # the server's recorded configuration unless --config says otherwise: replay routes as serve
+    # does, from the configuration alone (no destination is built, no key generated)
     settings, journal = open_writable(args, prefer_effective=True)
-    clock = SystemClock()
-    # the same routing as serve: build the destinations only to learn their names and kinds
-    destinations = build_destinations(settings, clock)
     try:
-        names = tuple(n for n, d in destinations.items() if d.kind in DOCUMENT_KINDS)
-        intake = Intake(journal, settings, clock, Router(names, routes=settings.routes))
+        intake = make_intake(journal, settings, SystemClock())
         ex = await journal.get_exchange(args.id)
         if ex is None:
             print(f"no exchange {args.id}")
@@ -102,9 +98,6 @@ async def _offline(args: argparse.Namespace) -> int:
             print(f"exchange {ex.id} has no stored bytes (pruned); it cannot be replayed")
             return 1
     finally:
-        for dest in destinations.values():
-            with suppress(Exception):
-                await dest.close()
         await journal.close()
     print(f"replayed {ex.id} as {result.exchange_id} ({result.status})")
     return 0

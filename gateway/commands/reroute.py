@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def configured_destinations(args: argparse.Namespace) -> list[str]:
     """The destination names ``serve`` has with this configuration (``outbox`` when none takes documents)."""
-    from gateway.service import DOCUMENT_KINDS
+    from gateway.destinations import DOCUMENT_KINDS
 
     settings = settings_from(args, prefer_effective=True)
     names = [d.name for d in settings.destinations]

@@ -22,7 +22,6 @@ through structlog, because it is a secret and logs are shipped elsewhere.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 import secrets
 import sys
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.settings import Settings
+from gateway.settings import Settings, is_loopback
 
 __all__ = [
     "Principal",
@@ -114,16 +113,6 @@ def parse_tokens(text: str) -> list[tuple[str, Principal]]:
             raise ValueError(f"api token for {role}:{name} is too short (8 characters at least)")
         out.append((token, Principal(role, name or f"{role}{counts[role]}")))
     return out
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``; ``0.0.0.0`` and names are not loopback."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def prepare_tokens(settings: Settings, *, stderr: Any = None) -> str:

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from adapters.dmp.config import check_dmp_identity
 from adapters.dmp.testing import TEST_CERT, TEST_KEY
+from gateway.destinations import build_destinations
+from gateway.errors import StartupRefused
 from gateway.ports import SystemClock
-from gateway.service import StartupRefused, build_destinations, check_dmp_identity
 from gateway.settings import load_settings
 
 
