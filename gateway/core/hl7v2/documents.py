@@ -31,10 +31,11 @@ Decisions taken here:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.core.cda import NS as CDA_NS
+from gateway.core.cda import sniff_cda
 from gateway.core.hl7v2.base64 import decode_payload
 from gateway.core.hl7v2.pid import patient_from_pid
 from gateway.core.hl7v2.reader import Field, Message, Repetition, Segment
@@ -61,7 +62,6 @@ __all__ = [
     "DocumentMessage",
     "parse_document_message",
     "check_against_cda",
-    "sniff_cda",
 ]
 
 META_SYSTEM = "MetaDMPMSS"
@@ -239,42 +239,6 @@ def _document_id(fld: Field) -> DocumentId | None:
         root=_s(rep.comp(3).text),
         root_type=_s(rep.comp(4).text),
     )
-
-
-# Prolog items allowed before the root element: blanks, XML declaration and other
-# processing instructions (the ANS samples carry xml-stylesheet and oxygen PIs),
-# comments, and a DOCTYPE (let the hardened parser reject it with a precise error).
-_PROLOG_ITEM = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.S)
-_ROOT_TAG = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)>")
-_XMLNS = re.compile(r"""xmlns(?::([A-Za-z_][\w.-]*))?\s*=\s*(["'])(.*?)\2""", re.S)
-_HL7V3 = "urn:hl7-org:v3"
-_SNIFF_BYTES = 64 * 1024
-
-
-def sniff_cda(data: bytes) -> bool:
-    """Quick check that ``data`` starts like a CDA R2 document; no XML parse.
-
-    After an optional BOM, blanks, XML declaration, processing instructions and
-    comments, the root element must be ``ClinicalDocument`` bound to ``urn:hl7-org:v3``
-    (default namespace or a declared prefix). Only the first 64 KiB are looked at.
-    """
-    head = data[:_SNIFF_BYTES]
-    if head.startswith(b"\xef\xbb\xbf"):
-        text = head[3:].decode("utf-8", "replace")
-    elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = head.decode("utf-16", "replace")
-    else:
-        # Latin-1 never fails and keeps ASCII markup intact for UTF-8 and ISO 8859 alike.
-        text = head.decode("latin-1")
-    pos = 0
-    while (m := _PROLOG_ITEM.match(text, pos)) is not None and m.end() > pos:
-        pos = m.end()
-    root = _ROOT_TAG.match(text, pos)
-    if root is None:
-        return False
-    prefix = root.group(1)
-    namespaces = {ns_prefix or None: uri for ns_prefix, _, uri in _XMLNS.findall(root.group(2))}
-    return namespaces.get(prefix) == _HL7V3
 
 
 def _tail(value: str) -> str:
@@ -579,7 +543,7 @@ def _read_document(
                 Finding(
                     "DOC_NOT_CDA",
                     f"{loc}-5.5 does not decode to a CDA R2 document "
-                    f"(root element ClinicalDocument in namespace {_HL7V3})",
+                    f"(root element ClinicalDocument in namespace {CDA_NS})",
                     f"{loc}-5.5",
                 )
             )
