@@ -1,4 +1,7 @@
-"""CDA R2 documents: hardened parsing, header extraction, optional XSD validation.
+"""CDA R2 documents: a quick sniff, hardened parsing, header extraction, optional XSD validation.
+
+``sniff_cda`` says whether bytes *start like* a CDA R2 document, without parsing them: the
+HL7 v2 reader uses it to reject an OBX-5 that is no CDA at all before any XML work is done.
 
 ``parse_cda`` turns untrusted bytes into an lxml root without ever expanding entities,
 loading a DTD or touching the network:
@@ -43,6 +46,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "DEFAULT_MAX_ELEMENTS",
     "DEFAULT_MAX_DEPTH",
+    "sniff_cda",
     "parse_cda",
     "parse_header",
     "validate_xsd",
@@ -61,6 +65,48 @@ _MAX_XSD_FINDINGS = 50
 # Skips the prolog items that may precede a DOCTYPE: BOM, whitespace, XML declaration / PIs, comments.
 _PROLOG_ITEM = re.compile(r"\A(?:\ufeff|\s+|<\?.*?\?>|<!--.*?-->)", re.DOTALL)
 _DOCTYPE_FORBIDDEN = re.compile(r"<!ENTITY|\bSYSTEM\b|\bPUBLIC\b")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sniffing: does it look like a CDA at all?
+
+# Prolog items allowed before the root element: blanks, XML declaration and other
+# processing instructions (the ANS samples carry xml-stylesheet and oxygen PIs),
+# comments, and a DOCTYPE (let the hardened parser reject it with a precise error).
+_SNIFF_PROLOG_ITEM = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.S)
+_SNIFF_ROOT_TAG = re.compile(r"<(?:([A-Za-z_][\w.-]*):)?ClinicalDocument(?=[\s/>])([^>]*)>")
+_XMLNS = re.compile(r"""xmlns(?::([A-Za-z_][\w.-]*))?\s*=\s*(["'])(.*?)\2""", re.S)
+_SNIFF_BYTES = 64 * 1024
+
+
+def sniff_cda(data: bytes) -> bool:
+    """Quick check that ``data`` starts like a CDA R2 document; no XML parse.
+
+    After an optional BOM, blanks, XML declaration, processing instructions and
+    comments, the root element must be ``ClinicalDocument`` bound to ``urn:hl7-org:v3``
+    (default namespace or a declared prefix). Only the first 64 KiB are looked at.
+    """
+    head = data[:_SNIFF_BYTES]
+    if head.startswith(b"\xef\xbb\xbf"):
+        text = head[3:].decode("utf-8", "replace")
+    elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = head.decode("utf-16", "replace")
+    else:
+        # Latin-1 never fails and keeps ASCII markup intact for UTF-8 and ISO 8859 alike.
+        text = head.decode("latin-1")
+    pos = 0
+    while (m := _SNIFF_PROLOG_ITEM.match(text, pos)) is not None and m.end() > pos:
+        pos = m.end()
+    root = _SNIFF_ROOT_TAG.match(text, pos)
+    if root is None:
+        return False
+    prefix = root.group(1)
+    namespaces = {ns_prefix or None: uri for ns_prefix, _, uri in _XMLNS.findall(root.group(2))}
+    return namespaces.get(prefix) == NS
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardened parsing
 
 
 def _parser() -> etree.XMLParser:

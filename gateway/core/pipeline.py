@@ -177,18 +177,7 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
     try:
         decoded = decode_message(raw, opts.default_charset)
     except GatewayError as exc:
-        an = Analysis(kind="unreadable", ack_code="AE", errors=[Finding(exc.code, exc.message, exc.location or "MSH-18")])
-        # we still want MSA-2 and the MSH swap: read MSH in latin-1, which cannot fail
-        try:
-            an.message = Message.parse(raw.decode("latin-1"))
-            an.kind = "unsupported"
-            an.summary = _summary(an.message, None)
-        except GatewayError:
-            an.ack_code = "AR"  # no MSH to answer to: the unreadable-MSH AR, as the journal records
-        else:
-            if an.message.msh.value(9, 1).strip() == "ACK":
-                _analyse_ack(an, an.message)
-        return an
+        return _undecodable(raw, exc)
     too_many = check_segments(decoded.text, opts.limits)
     text = decoded.text if too_many is None else _first_segment(decoded.text)
     try:
@@ -198,51 +187,78 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
     # an MSH field beyond the limits makes the MSH itself unusable: refused like an unreadable one
     msh_over = check_limits([msg.msh], msg.encoding, opts.limits)
     if msh_over is not None:
-        fits = {n: len(msg.msh.field(n).raw) <= opts.limits.max_field_chars for n in (3, 4, 9, 10, 12)}
-        summary = {
-            key: msg.msh.value(n) if fits[n] else None
-            for key, n in (("sender_app", 3), ("sender_facility", 4), ("control_id", 10), ("version", 12))
-        }
-        summary["message_type"] = msg.message_type if fits[9] else None
-        return Analysis(
-            kind="unsupported", ack_code="AR", message=msg, charset=decoded.declared, summary=summary,
-            errors=[msh_over],
-        )
+        return _msh_over_limits(msg, decoded.declared, msh_over, opts.limits)
     an = Analysis(kind="unsupported", message=msg, charset=decoded.declared, summary=_summary(msg, decoded.declared))
     if too_many is not None:
         an.errors.append(too_many)
         an.ack_code = "AE"
         return an
     # Blanks around components are not part of the value: "ORU^R01 " is ORU^R01.
-    code, trigger = msg.msh.value(9, 1).strip(), msg.msh.value(9, 2).strip()
-    version = msg.msh.value(12).strip()
-    if code == "ACK":
+    if msg.msh.value(9, 1).strip() == "ACK":
         _analyse_ack(an, msg)
         return an
+    if _refused_by_header(an, msg, opts.limits):
+        return an
+    _analyse_by_type(an, msg, opts, ids)
+    if an.ack_code == "AA" and an.errors:
+        an.ack_code = "AE"
+    return an
+
+
+def _undecodable(raw: bytes, exc: GatewayError) -> Analysis:
+    """A message whose bytes do not decode in their charset: AE, answered through an MSH read in latin-1."""
+    an = Analysis(kind="unreadable", ack_code="AE", errors=[Finding(exc.code, exc.message, exc.location or "MSH-18")])
+    # we still want MSA-2 and the MSH swap: read MSH in latin-1, which cannot fail
+    try:
+        an.message = Message.parse(raw.decode("latin-1"))
+        an.kind = "unsupported"
+        an.summary = _summary(an.message, None)
+    except GatewayError:
+        an.ack_code = "AR"  # no MSH to answer to: the unreadable-MSH AR, as the journal records
+    else:
+        if an.message.msh.value(9, 1).strip() == "ACK":
+            _analyse_ack(an, an.message)
+    return an
+
+
+def _msh_over_limits(msg: Message, charset: str | None, finding: Finding, limits: Limits) -> Analysis:
+    """An MSH with a field beyond the limits: AR, summarised from the MSH fields that fit."""
+    fits = {n: len(msg.msh.field(n).raw) <= limits.max_field_chars for n in (3, 4, 9, 10, 12)}
+    summary = {
+        key: msg.msh.value(n) if fits[n] else None
+        for key, n in (("sender_app", 3), ("sender_facility", 4), ("control_id", 10), ("version", 12))
+    }
+    summary["message_type"] = msg.message_type if fits[9] else None
+    return Analysis(
+        kind="unsupported", ack_code="AR", message=msg, charset=charset, summary=summary,
+        errors=[finding],
+    )
+
+
+def _refused_by_header(an: Analysis, msg: Message, limits: Limits) -> bool:
+    """MSH-10, MSH-12 and the limits of the segments after MSH; True when the message goes no further."""
     if not msg.control_id.strip():
         an.errors.append(Finding("MSH10_MISSING", "MSH-10 (message control id) is empty", "MSH-10"))
         an.ack_code = "AE"
+    version = msg.msh.value(12).strip()
     if not version.startswith(_SUPPORTED_VERSIONS):
         shown = _shown(version) or "(empty)"
         an.errors.append(Finding("VERSION_UNSUPPORTED", f"HL7 version {shown} is not supported", "MSH-12"))
         an.ack_code = "AR"
-        return an
-    over = check_limits(msg.segments[1:], msg.encoding, opts.limits)
+        return True
+    over = check_limits(msg.segments[1:], msg.encoding, limits)
     if over is not None:
         an.errors.append(over)
         an.ack_code = "AE"
-        return an
+        return True
+    return False
+
+
+def _analyse_by_type(an: Analysis, msg: Message, opts: PipelineOptions, ids: Ids) -> None:
+    """Documents and ADT events are read; any other type or event is refused (AR)."""
+    code, trigger = msg.msh.value(9, 1).strip(), msg.msh.value(9, 2).strip()
     if (code, trigger) in _DOC_TYPES:
-        profile, refusal = read_profile(msg)
-        if refusal is not None and refusal.severity == "error":
-            an.errors.append(refusal)
-            an.ack_code = "AR"
-            return an
-        an.kind = "document"
-        if refusal is not None:
-            an.warnings.append(refusal)
-        _check_segment_ids(an, msg)
-        _analyse_document_message(an, msg, opts, ids, orc_required=profile.requires_orc)
+        _analyse_document(an, msg, opts, ids)
     elif code == "ADT" and trigger in SUPPORTED_TRIGGERS:
         an.kind = "adt"
         _check_segment_ids(an, msg)
@@ -261,9 +277,20 @@ def analyse_hl7v2(raw: bytes, opts: PipelineOptions, ids: Ids) -> Analysis:
             Finding("MSG_TYPE_UNSUPPORTED", f"message type {_shown(f'{code}^{trigger}')} is not supported", "MSH-9")
         )
         an.ack_code = "AR"
-    if an.ack_code == "AA" and an.errors:
-        an.ack_code = "AE"
-    return an
+
+
+def _analyse_document(an: Analysis, msg: Message, opts: PipelineOptions, ids: Ids) -> None:
+    """A document message, once its volet profile (MSH-21) is one we read."""
+    profile, refusal = read_profile(msg)
+    if refusal is not None and refusal.severity == "error":
+        an.errors.append(refusal)
+        an.ack_code = "AR"
+        return
+    an.kind = "document"
+    if refusal is not None:
+        an.warnings.append(refusal)
+    _check_segment_ids(an, msg)
+    _analyse_document_message(an, msg, opts, ids, orc_required=profile.requires_orc)
 
 
 def _first_segment(text: str) -> str:
@@ -390,19 +417,12 @@ def _analyse_document_message(
 def _map_document(
     an: Analysis, data: bytes, ctx: SubmissionContext, opts: PipelineOptions, ids: Ids, *, location: str, index: int, infer_action: bool = False
 ) -> DocumentResult | None:
-    try:
-        root = cda_mod.parse_cda(
-            data, max_size=opts.max_cda_bytes, max_elements=opts.max_cda_elements, max_depth=opts.max_cda_depth
-        )
-        header = cda_mod.parse_header(root)
-    except GatewayError as exc:
-        an.errors.append(Finding(exc.code, exc.message, location))
+    """Parse one CDA and map it to XDS and FHIR; None (with the errors in ``an``) when it cannot be."""
+    header = _read_cda(an, data, opts, location)
+    if header is None:
         return None
     if infer_action and header.related_type == "RPLC" and header.parent_document_id:
         ctx = replace(ctx, action="replace", parent_document_id=header.parent_document_id)
-    if opts.cda_xsd is not None:
-        for f in cda_mod.validate_xsd(root, opts.cda_xsd):
-            an.errors.append(replace(f, location=f"{location}: {f.location}" if f.location else location))
     ctx = replace(
         ctx,
         submission_time=ids.xds_time,
@@ -414,23 +434,46 @@ def _map_document(
     )
     if ctx.patient is None:
         ctx = replace(ctx, patient=header.patient)
+    return _build_document(an, data, header, ctx, opts, ids, location=location, index=index)
+
+
+def _read_cda(an: Analysis, data: bytes, opts: PipelineOptions, location: str) -> CdaHeader | None:
+    """The hardened parse, the header and (when configured) the XSD check; None when the CDA is refused.
+
+    A refusal is one error in ``an``; XSD errors are added to ``an`` but keep the header.
+    """
+    try:
+        root = cda_mod.parse_cda(
+            data, max_size=opts.max_cda_bytes, max_elements=opts.max_cda_elements, max_depth=opts.max_cda_depth
+        )
+        header = cda_mod.parse_header(root)
+    except GatewayError as exc:
+        an.errors.append(Finding(exc.code, exc.message, location))
+        return None
+    if opts.cda_xsd is not None:
+        for f in cda_mod.validate_xsd(root, opts.cda_xsd):
+            an.errors.append(replace(f, location=f"{location}: {f.location}" if f.location else location))
+    return header
+
+
+def _build_document(
+    an: Analysis,
+    data: bytes,
+    header: CdaHeader,
+    ctx: SubmissionContext,
+    opts: PipelineOptions,
+    ids: Ids,
+    *,
+    location: str,
+    index: int,
+) -> DocumentResult | None:
+    """XDS metadata and, unless it is a deletion, the ITI-65 bundle of a parsed CDA."""
     try:
         xds, xds_findings = build_xds(header, data, ctx)
     except GatewayError as exc:
         an.errors.append(Finding(exc.code, exc.message, exc.location or location))
         return None
-    # No INS means no XDS patientId: the identity gate holds such a document, so this is
-    # not a reason to reject it.
-    xds_findings = [
-        replace(f, severity="warning") if f.code == "XDS_PATIENT_ID_MISSING" else f for f in xds_findings
-    ]
-    # The DMP refuses a typeCode outside JDV_J66 and needs a formatCode: for a DMP-bound
-    # document these are rejections, elsewhere only warnings.
-    dmp_bound = bool(ctx.flags.get("DESTDMP"))
-    for f in xds_findings:
-        if f.code in _DMP_REQUIRED:
-            f = replace(f, severity="error" if dmp_bound else "warning", location=f.location or location)
-        _split([f], an)
+    _split_xds_findings(an, xds_findings, dmp_bound=bool(ctx.flags.get("DESTDMP")), location=location)
     patient = ctx.patient or header.patient
     status = assess_status(patient.status, patient.ins is not None, opts.convention) if patient.status else None
     # identityReliability only when PID-32 said something (a CDA has no status): no guessed PROV
@@ -452,6 +495,20 @@ def _map_document(
         fhir=bundle,
         action=ctx.action,
     )
+
+
+def _split_xds_findings(an: Analysis, xds_findings: list[Finding], *, dmp_bound: bool, location: str) -> None:
+    """The XDS mapper's findings, with the severity the destination gives them."""
+    for f in xds_findings:
+        if f.code == "XDS_PATIENT_ID_MISSING":
+            # No INS means no XDS patientId: the identity gate holds such a document, so this is
+            # not a reason to reject it.
+            f = replace(f, severity="warning")
+        elif f.code in _DMP_REQUIRED:
+            # The DMP refuses a typeCode outside JDV_J66 and needs a formatCode: for a DMP-bound
+            # document these are rejections, elsewhere only warnings.
+            f = replace(f, severity="error" if dmp_bound else "warning", location=f.location or location)
+        _split([f], an)
 
 
 def _analyse_adt(an: Analysis, msg: Message, opts: PipelineOptions) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.cda import sniff_cda
 from gateway.core.hl7v2.adt import parse_adt
-from gateway.core.hl7v2.documents import check_against_cda, parse_document_message, sniff_cda
+from gateway.core.hl7v2.documents import check_against_cda, parse_document_message
 from gateway.core.hl7v2.reader import Message
 from gateway.model import Finding
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.cda import sniff_cda
 from gateway.core.hl7v2.base64 import decode_payload
 from gateway.core.hl7v2.documents import (
     DocumentId,
     DocumentMessage,
     check_against_cda,
     parse_document_message,
-    sniff_cda,
 )
 from gateway.core.hl7v2.reader import Message
 from gateway.errors import ValidationError
