@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from adapters.dmp.conformance import identifiers as ids
@@ -21,7 +20,7 @@ from adapters.dmp.conformance.names import NS, SS
 from adapters.dmp.conformance.registry_objects import Metadata, RegistryObject
 from adapters.dmp.conformance.valuesets import value_set
 from adapters.dmp.conformance.violation import Rule, Violation
-from adapters.dmp.conformance.xmldsig import SignatureCheck, verify_signature
+from adapters.dmp.conformance.xmldsig import SignatureCheck, is_trusted, is_valid_at, verify_signature
 
 __all__ = ["Vihf", "read_vihf", "check_vihf_security", "check_vihf_content", "ATTR"]
 
@@ -278,9 +277,9 @@ def _certificate_checks(
 ) -> list[Violation]:
     """VIHF-SIG-02: signed with the structure's cachet certificate, used within its validity."""
     found: list[Violation] = []
-    if trusted is not None and certificate.public_bytes(Encoding.DER) != trusted.public_bytes(Encoding.DER):
+    if not is_trusted(certificate, trusted):
         found.append(TRUSTED("the assertion is not signed with the trusted cachet certificate"))
-    if now is not None and not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
+    if not is_valid_at(certificate, now):
         found.append(TRUSTED("the signing certificate is outside its validity period"))
     return found
 
