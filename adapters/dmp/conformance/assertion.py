@@ -20,7 +20,7 @@ from adapters.dmp.conformance.names import NS, SS
 from adapters.dmp.conformance.registry_objects import Metadata, RegistryObject
 from adapters.dmp.conformance.valuesets import value_set
 from adapters.dmp.conformance.violation import Rule, Violation
-from adapters.dmp.conformance.xmldsig import SignatureCheck, is_trusted, is_valid_at, verify_signature
+from adapters.dmp.conformance.xmldsig import SignatureCheck, trust_problems, verify_signature
 
 __all__ = ["Vihf", "read_vihf", "check_vihf_security", "check_vihf_content", "ATTR"]
 
@@ -140,6 +140,11 @@ CONFIDENTIALITY = Rule(
     "XDSRegistryError",
 )
 
+# VIHF-SIG-02: signed with the structure's cachet certificate, used within its validity.
+_TRUST_TEXTS = (
+    "the assertion is not signed with the trusted cachet certificate",
+    "the signing certificate is outside its validity period",
+)
 # An assertion cannot be issued after it is received; allow for clocks a few minutes apart.
 _CLOCK_SKEW = timedelta(minutes=5)
 _ISSUER_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
@@ -255,7 +260,8 @@ def check_vihf_security(
     check = verify_signature(signature, trusted=None, now=None)
     found, verified = _signature_checks(assertion, check)
     if check.certificate is not None:
-        found += _certificate_checks(check.certificate, trusted=trusted, now=now)
+        trust = trust_problems(check.certificate, trusted=trusted, now=now, texts=_TRUST_TEXTS)
+        found += [TRUSTED(problem) for problem in trust]
     found += _issue_instant_checks(assertion, now)
     found += _conditions_checks(assertion, now)
     return found, verified
@@ -270,18 +276,6 @@ def _signature_checks(assertion: etree._Element, check: SignatureCheck) -> tuple
     if not covers:
         return [SIGNED(f"no verified reference to the assertion ID #{assertion_id}")], False
     return [], True
-
-
-def _certificate_checks(
-    certificate: x509.Certificate, *, trusted: x509.Certificate | None, now: datetime | None
-) -> list[Violation]:
-    """VIHF-SIG-02: signed with the structure's cachet certificate, used within its validity."""
-    found: list[Violation] = []
-    if not is_trusted(certificate, trusted):
-        found.append(TRUSTED("the assertion is not signed with the trusted cachet certificate"))
-    if not is_valid_at(certificate, now):
-        found.append(TRUSTED("the signing certificate is outside its validity period"))
-    return found
 
 
 def _issue_instant_checks(assertion: etree._Element, now: datetime | None) -> list[Violation]:

@@ -38,8 +38,7 @@ from adapters.dmp.conformance.xmldsig import (
     SignatureCheck,
     check_references,
     digest,
-    is_trusted,
-    is_valid_at,
+    trust_problems,
     verify_signature,
 )
 
@@ -89,6 +88,11 @@ CERTIFICATE = Rule(
 
 _XADES = (NS["xades111"], NS["xades132"])
 _MANIFEST_TYPE = "http://www.w3.org/2000/09/xmldsig#Manifest"
+# XADES-CERT-01: the structure's cachet certificate (the VIHF's), used within its validity.
+_TRUST_TEXTS = (
+    "signed with a certificate that is not the trusted cachet certificate",
+    "signing certificate outside its validity period",
+)
 
 
 def signature_entries(metadata: Metadata) -> list[RegistryObject]:
@@ -154,9 +158,12 @@ def check_xades(
     if data is None:
         found.append(PRESENT(f"no document for the signature entry {entry.id}"))
         return found, False
-    signature = _signature_document(data)
-    if isinstance(signature, Violation):
-        return found + [signature], False
+    try:
+        signature = etree.fromstring(data, SAFE_PARSER)
+    except etree.XMLSyntaxError as exc:
+        return found + [VERIFIES(f"signature document is not XML: {exc}")], False
+    if signature.tag != f"{{{NS['ds']}}}Signature":
+        return found + [VERIFIES(f"signature document root is {signature.tag}, not ds:Signature")], False
     check = verify_signature(signature)
     if not check.valid:
         found.append(VERIFIES("; ".join(check.problems)))
@@ -164,7 +171,8 @@ def check_xades(
     found += _manifest_checks(signature, _signed_documents(metadata, documents, entry), ss)
     found += _properties_checks(signature, check.certificate)
     if check.certificate is not None:
-        found += _certificate_checks(check.certificate, trusted=trusted, now=now)
+        trust = trust_problems(check.certificate, trusted=trusted, now=now, texts=_TRUST_TEXTS)
+        found += [CERTIFICATE(problem) for problem in trust]
     return found, check.valid and not found
 
 
@@ -188,17 +196,6 @@ def _signs_checks(metadata: Metadata, entry: RegistryObject, ss: RegistryObject 
     ):
         return [SIGNS(f"no signs association from {entry.id} to the SubmissionSet {ss.id}")]
     return []
-
-
-def _signature_document(data: bytes) -> etree._Element | Violation:
-    """XADES-SIG-01, first step: the signature document is XML whose root is ds:Signature."""
-    try:
-        signature = etree.fromstring(data, SAFE_PARSER)
-    except etree.XMLSyntaxError as exc:
-        return VERIFIES(f"signature document is not XML: {exc}")
-    if signature.tag != f"{{{NS['ds']}}}Signature":
-        return VERIFIES(f"signature document root is {signature.tag}, not ds:Signature")
-    return signature
 
 
 def _shape_checks(check: SignatureCheck) -> list[Violation]:
@@ -251,15 +248,3 @@ def _properties_checks(signature: etree._Element, certificate: x509.Certificate 
     if certificate is None:
         return []
     return [PROPERTIES(problem) for problem in _signed_property_checks(properties, certificate)]
-
-
-def _certificate_checks(
-    certificate: x509.Certificate, *, trusted: x509.Certificate | None, now: datetime | None
-) -> list[Violation]:
-    """XADES-CERT-01: signed with the structure's cachet certificate, the VIHF's, within its validity."""
-    found: list[Violation] = []
-    if not is_trusted(certificate, trusted):
-        found.append(CERTIFICATE("signed with a certificate that is not the trusted cachet certificate"))
-    if not is_valid_at(certificate, now):
-        found.append(CERTIFICATE("signing certificate outside its validity period"))
-    return found

@@ -38,8 +38,7 @@ __all__ = [
     "ReferenceCheck",
     "SignatureCheck",
     "verify_signature",
-    "is_trusted",
-    "is_valid_at",
+    "trust_problems",
     "certificate_of",
     "digest",
 ]
@@ -72,6 +71,10 @@ _SIGNATURES: dict[str, tuple[str, hashes.HashAlgorithm]] = {
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": ("ec", hashes.SHA256()),
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": ("ec", hashes.SHA384()),
 }
+_TRUST_TEXTS = (
+    "signed with a certificate that is not the trusted one",
+    "signing certificate outside its validity period",
+)
 
 
 @dataclass
@@ -242,14 +245,25 @@ def check_references(
     return checks
 
 
-def is_trusted(certificate: x509.Certificate, trusted: x509.Certificate | None) -> bool:
-    """Whether ``certificate`` is ``trusted`` (always, when no certificate is configured)."""
-    return trusted is None or certificate.public_bytes(Encoding.DER) == trusted.public_bytes(Encoding.DER)
+def trust_problems(
+    certificate: x509.Certificate,
+    *,
+    trusted: x509.Certificate | None,
+    now: datetime | None,
+    texts: tuple[str, str],
+) -> list[str]:
+    """What is wrong with the signing certificate, worded by the caller's rule.
 
-
-def is_valid_at(certificate: x509.Certificate, now: datetime | None) -> bool:
-    """Whether ``now`` is within the validity period of ``certificate`` (always, without ``now``)."""
-    return now is None or certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
+    ``texts`` is (untrusted, expired): the first unless ``certificate`` is ``trusted``, the second
+    unless ``now`` is within its validity. Without ``trusted`` (or ``now``) that half is not checked.
+    """
+    untrusted, expired = texts
+    problems: list[str] = []
+    if trusted is not None and certificate.public_bytes(Encoding.DER) != trusted.public_bytes(Encoding.DER):
+        problems.append(untrusted)
+    if now is not None and not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
+        problems.append(expired)
+    return problems
 
 
 def verify_signature(
@@ -273,10 +287,7 @@ def verify_signature(
     if check.certificate is None:
         check.problems.append("no readable X509Certificate in ds:KeyInfo")
         return check
-    if not is_trusted(check.certificate, trusted):
-        check.problems.append("signed with a certificate that is not the trusted one")
-    if not is_valid_at(check.certificate, now):
-        check.problems.append("signing certificate outside its validity period")
+    check.problems += trust_problems(check.certificate, trusted=trusted, now=now, texts=_TRUST_TEXTS)
     # Reference validation (§3.2.1), then signature validation of SignedInfo (§3.2.2).
     check.references = check_references(signed_info, signature, resolve)
     if not check.references:
