@@ -131,31 +131,46 @@ def parse_mtom(content_type: str, body: bytes) -> tuple[bytes, dict[str, bytes]]
     boundary = params.get("boundary")
     if not boundary:
         raise MtomError("multipart body without a boundary parameter")
-    delimiter = b"--" + boundary.encode("latin-1")
-    pieces = body.split(delimiter)
+    return _root_and_attachments(_parts(body, boundary), start=_strip_cid(params.get("start", "")))
+
+
+def _parts(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
+    """Headers and content of each part, up to the close delimiter (RFC 2046 §5.1.1)."""
+    pieces = body.split(b"--" + boundary.encode("latin-1"))
     if len(pieces) < 3:
         raise MtomError("multipart body has no parts")
     parts: list[tuple[dict[str, str], bytes]] = []
     for raw in pieces[1:]:
         if raw.startswith(b"--"):
             break  # close delimiter; the epilogue is ignored
-        # The CRLF that precedes a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
-        if raw.endswith(b"\r\n"):
-            raw = raw[:-2]
-        elif raw.endswith(b"\n"):
-            raw = raw[:-1]
-        # Transport padding and the line break after the delimiter.
-        raw = raw.lstrip(b" \t")
-        if raw.startswith(b"\r\n"):
-            raw = raw[2:]
-        elif raw.startswith(b"\n"):
-            raw = raw[1:]
-        parts.append(_split_headers(raw))
+        parts.append(_split_headers(_between_delimiters(raw)))
     else:
         raise MtomError("multipart body is not terminated")
     if not parts:
         raise MtomError("multipart body has no parts")
-    start = _strip_cid(params.get("start", ""))
+    return parts
+
+
+def _between_delimiters(raw: bytes) -> bytes:
+    """One part without the line breaks and transport padding that belong to its delimiters."""
+    # The CRLF that precedes a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
+    if raw.endswith(b"\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(b"\n"):
+        raw = raw[:-1]
+    # Transport padding and the line break after the delimiter.
+    raw = raw.lstrip(b" \t")
+    if raw.startswith(b"\r\n"):
+        return raw[2:]
+    if raw.startswith(b"\n"):
+        return raw[1:]
+    return raw
+
+
+def _root_and_attachments(
+    parts: list[tuple[dict[str, str], bytes]], *, start: str
+) -> tuple[bytes, dict[str, bytes]]:
+    """The root part (named by ``start``, else the first) and the others by Content-ID."""
     root_index = 0
     attachments: dict[str, bytes] = {}
     for index, (headers, data) in enumerate(parts):

@@ -116,32 +116,9 @@ def check_iti65(bundle: Any) -> list[Finding]:
         return [Finding("MHD_BUNDLE_TYPE", "Bundle.type must be 'transaction'", "Bundle.type")]
 
     findings: list[Finding] = []
-    full_urls: dict[str, tuple[int, dict[str, Any]]] = {}
-    submission_sets: list[tuple[int, dict[str, Any]]] = []
     for index, entry, resource in _entries(bundle):
-        where = f"Bundle.entry[{index}]"
-        if not resource:
-            findings.append(Finding("MHD_ENTRY", "entry without a resource", f"{where}.resource"))
-            continue
-        full_url = entry.get("fullUrl")
-        if isinstance(full_url, str) and full_url:
-            full_urls[full_url] = (index, resource)
-        else:
-            findings.append(Finding("MHD_REQUIRED", "entry.fullUrl is required", f"{where}.fullUrl"))
-        method = (entry.get("request") or {}).get("method")
-        # P4D replacement draft: a Parameters PATCH supersedes the old DocumentReference.
-        patch_ok = method == "PATCH" and resource.get("resourceType") == "Parameters"
-        if method != "POST" and not patch_ok:
-            findings.append(
-                Finding(
-                    "MHD_METHOD",
-                    f"entry.request.method must be POST, got {method!r}",
-                    f"{where}.request.method",
-                )
-            )
-        if _is_submissionset(resource):
-            submission_sets.append((index, resource))
-
+        findings += _check_entry(index, entry, resource)
+    submission_sets = [(i, r) for i, _e, r in _entries(bundle) if _is_submissionset(r)]
     if len(submission_sets) != 1:
         findings.append(
             Finding(
@@ -150,22 +127,67 @@ def check_iti65(bundle: Any) -> list[Finding]:
                 "Bundle.entry",
             )
         )
-
     docs = document_references(bundle)
     if not docs:
         findings.append(
             Finding("MHD_NO_DOCUMENT", "at least one DocumentReference is required", "Bundle.entry")
         )
+    return findings + _check_documents(docs, _full_urls(bundle), submission_sets)
 
+
+def _check_entry(index: int, entry: dict[str, Any], resource: dict[str, Any]) -> list[Finding]:
+    """One Bundle entry: a resource, a fullUrl, and a POST (or the P4D replacement PATCH) request."""
+    where = f"Bundle.entry[{index}]"
+    if not resource:
+        return [Finding("MHD_ENTRY", "entry without a resource", f"{where}.resource")]
+    findings: list[Finding] = []
+    full_url = entry.get("fullUrl")
+    if not (isinstance(full_url, str) and full_url):
+        findings.append(Finding("MHD_REQUIRED", "entry.fullUrl is required", f"{where}.fullUrl"))
+    method = (entry.get("request") or {}).get("method")
+    # P4D replacement draft: a Parameters PATCH supersedes the old DocumentReference.
+    patch_ok = method == "PATCH" and resource.get("resourceType") == "Parameters"
+    if method != "POST" and not patch_ok:
+        findings.append(
+            Finding(
+                "MHD_METHOD",
+                f"entry.request.method must be POST, got {method!r}",
+                f"{where}.request.method",
+            )
+        )
+    return findings
+
+
+def _full_urls(bundle: dict[str, Any]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """fullUrl → (entry index, resource) of the entries that have both (the last one wins)."""
+    return {
+        entry["fullUrl"]: (index, resource)
+        for index, entry, resource in _entries(bundle)
+        if resource and isinstance(entry.get("fullUrl"), str) and entry["fullUrl"]
+    }
+
+
+def _listed(submission_sets: list[tuple[int, dict[str, Any]]]) -> set[str]:
+    """The references of the SubmissionSet Lists' entry.item."""
     listed: set[str] = set()
     for _i, ss in submission_sets:
         for item in ss.get("entry") or []:
             ref = (item.get("item") or {}).get("reference") if isinstance(item, dict) else None
             if isinstance(ref, str):
                 listed.add(ref)
+    return listed
 
-    seen_ids: set[tuple[Any, Any]] = set()
+
+def _check_documents(
+    docs: list[tuple[int, dict[str, Any]]],
+    full_urls: dict[str, tuple[int, dict[str, Any]]],
+    submission_sets: list[tuple[int, dict[str, Any]]],
+) -> list[Finding]:
+    """Each DocumentReference: its own rules, a masterIdentifier of its own, listed in the SubmissionSet."""
+    listed = _listed(submission_sets)
     full_url_of = {index: url for url, (index, _r) in full_urls.items()}
+    seen_ids: set[tuple[Any, Any]] = set()
+    findings: list[Finding] = []
     for index, doc in docs:
         findings.extend(_check_document(index, doc, full_urls))
         ident = doc.get("masterIdentifier") or {}

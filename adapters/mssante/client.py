@@ -84,50 +84,13 @@ def _fail(step: str, code: int, reply: bytes | str) -> Exception:
 def submit(config: MssanteConfig, order: MailOrder, message: bytes, *, envelope_id: str) -> SmtpOutcome:
     """One SMTP transaction (blocking): recipient + our own copy, DSN parameters when offered."""
     ctx = config.tls_context()
-    try:
-        if config.smtp_security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, timeout=config.timeout,
-                                                  context=ctx)
-        else:
-            smtp = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=config.timeout)
-    except ConnectionRefusedError as exc:
-        raise DestinationUnavailable("SMTP connection refused", code="CONNECTION_REFUSED") from exc
-    except ssl.SSLError as exc:
-        raise DestinationUnavailable(f"TLS handshake failed: {exc.reason}", code="CONNECTION_REFUSED") from exc
-    except smtplib.SMTPConnectError as exc:
-        raise _fail("connect", exc.smtp_code, exc.smtp_error) from exc
+    smtp = _connect(config, ctx)
     data_sent = False
     try:
-        smtp.ehlo()
-        if config.smtp_security == "starttls":
-            if not smtp.has_extn("starttls"):
-                raise DestinationRejected("server does not offer STARTTLS", code="SMTP_NO_TLS")
-            try:
-                smtp.starttls(context=ctx)
-            except ssl.SSLError as exc:
-                raise DestinationUnavailable(f"TLS handshake failed: {exc.reason}",
-                                             code="CONNECTION_REFUSED") from exc
-            smtp.ehlo()
-        if config.smtp_user:
-            smtp.login(config.smtp_user, config.smtp_password)
+        _start_session(smtp, config, ctx)
         dsn = order.dsn and smtp.has_extn("dsn")
-        mail_opts = [f"ENVID={envelope_id}", "RET=HDRS"] if dsn else []
-        if smtp.has_extn("size"):
-            mail_opts.append(f"SIZE={len(message)}")
-        code, reply = smtp.mail(config.mailbox, mail_opts)
-        if code != 250:
-            raise _fail("MAIL FROM", code, reply)
-        # RFC 3461 §4.2 ORCPT: the address as we were asked for it, xtext-encoded (plain ASCII here).
-        rcpt_opts = ["NOTIFY=SUCCESS,FAILURE,DELAY", f"ORCPT=rfc822;{order.recipient}"] if dsn else []
-        code, reply = smtp.rcpt(order.recipient, rcpt_opts)
-        if code not in (250, 251):
-            smtp.rset()
-            raise _fail("RCPT TO", code, reply)
-        code, reply = smtp.rcpt(config.mailbox, ["NOTIFY=NEVER"] if smtp.has_extn("dsn") else [])
-        if code not in (250, 251):
-            smtp.rset()
-            # Without our own copy a crash could not be told apart from a refusal: do not send.
-            raise DestinationUnavailable(f"own copy refused: {code} {_text(reply)}"[:300], code=f"SMTP_{code}")
+        _mail_from(smtp, config, size=len(message), envelope_id=envelope_id, dsn=dsn)
+        _rcpt_to(smtp, config, order.recipient, dsn=dsn)
         data_sent = True
         code, reply = smtp.data(message)
         if code != 250:
@@ -145,6 +108,61 @@ def submit(config: MssanteConfig, order: MailOrder, message: bytes, *, envelope_
             smtp.quit()
         except (smtplib.SMTPException, OSError):
             smtp.close()
+
+
+def _connect(config: MssanteConfig, ctx: ssl.SSLContext) -> smtplib.SMTP:
+    """TCP (and implicit TLS) connection; nothing is sent yet, so no failure here needs a lookup."""
+    try:
+        if config.smtp_security == "tls":
+            return smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, timeout=config.timeout, context=ctx)
+        return smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=config.timeout)
+    except ConnectionRefusedError as exc:
+        raise DestinationUnavailable("SMTP connection refused", code="CONNECTION_REFUSED") from exc
+    except ssl.SSLError as exc:
+        raise DestinationUnavailable(f"TLS handshake failed: {exc.reason}", code="CONNECTION_REFUSED") from exc
+    except smtplib.SMTPConnectError as exc:
+        raise _fail("connect", exc.smtp_code, exc.smtp_error) from exc
+
+
+def _start_session(smtp: smtplib.SMTP, config: MssanteConfig, ctx: ssl.SSLContext) -> None:
+    """EHLO, STARTTLS when configured (EHLO again over TLS, RFC 3207 §4.2), then AUTH."""
+    smtp.ehlo()
+    if config.smtp_security == "starttls":
+        if not smtp.has_extn("starttls"):
+            raise DestinationRejected("server does not offer STARTTLS", code="SMTP_NO_TLS")
+        try:
+            smtp.starttls(context=ctx)
+        except ssl.SSLError as exc:
+            raise DestinationUnavailable(f"TLS handshake failed: {exc.reason}",
+                                         code="CONNECTION_REFUSED") from exc
+        smtp.ehlo()
+    if config.smtp_user:
+        smtp.login(config.smtp_user, config.smtp_password)
+
+
+def _mail_from(smtp: smtplib.SMTP, config: MssanteConfig, *, size: int, envelope_id: str, dsn: bool) -> None:
+    """MAIL FROM the application mailbox, with ENVID/RET (RFC 3461 §4.3-4.4) and SIZE (RFC 1870)."""
+    mail_opts = [f"ENVID={envelope_id}", "RET=HDRS"] if dsn else []
+    if smtp.has_extn("size"):
+        mail_opts.append(f"SIZE={size}")
+    code, reply = smtp.mail(config.mailbox, mail_opts)
+    if code != 250:
+        raise _fail("MAIL FROM", code, reply)
+
+
+def _rcpt_to(smtp: smtplib.SMTP, config: MssanteConfig, recipient: str, *, dsn: bool) -> None:
+    """The recipient, then our own copy in the same transaction (what the lookup searches for)."""
+    # RFC 3461 §4.2 ORCPT: the address as we were asked for it, xtext-encoded (plain ASCII here).
+    rcpt_opts = ["NOTIFY=SUCCESS,FAILURE,DELAY", f"ORCPT=rfc822;{recipient}"] if dsn else []
+    code, reply = smtp.rcpt(recipient, rcpt_opts)
+    if code not in (250, 251):
+        smtp.rset()
+        raise _fail("RCPT TO", code, reply)
+    code, reply = smtp.rcpt(config.mailbox, ["NOTIFY=NEVER"] if smtp.has_extn("dsn") else [])
+    if code not in (250, 251):
+        smtp.rset()
+        # Without our own copy a crash could not be told apart from a refusal: do not send.
+        raise DestinationUnavailable(f"own copy refused: {code} {_text(reply)}"[:300], code=f"SMTP_{code}")
 
 
 def find_copy(config: MssanteConfig, message_id: str) -> bool:

@@ -124,6 +124,20 @@ def read_xdm(data: bytes, *, max_bytes: int = 64 * 1024 * 1024) -> list[XdmDocum
     ``max_bytes`` bounds what the package may expand to (declared sizes, checked before
     anything is inflated), so a zip bomb in a mail cannot exhaust memory.
     """
+    zf, names = _open_package(data, max_bytes)
+    documents: list[XdmDocument] = []
+    for meta in _metadata_files(names):
+        root = _read_metadata(zf, names[meta], meta)
+        subset = meta[: -len("METADATA.XML")]
+        for eo in root.iter(f"{{{RIM_NS}}}ExtrinsicObject"):
+            documents.append(_read_document(zf, names, subset, meta, eo))
+    if not documents:
+        raise ValidationError("METADATA.XML lists no document", code="XDM_EMPTY")
+    return documents
+
+
+def _open_package(data: bytes, max_bytes: int) -> tuple[zipfile.ZipFile, dict[str, str]]:
+    """The zip and its entry names (upper-cased name → name), refused when unsafe to inflate."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
@@ -133,43 +147,56 @@ def read_xdm(data: bytes, *, max_bytes: int = 64 * 1024 * 1024) -> list[XdmDocum
     names = {n.upper(): n for n in zf.namelist()}
     if any(n.startswith("/") or ".." in n.split("/") for n in names.values()):
         raise ValidationError("zip entry with an absolute or parent path", code="XDM_UNSAFE_PATH")
+    return zf, names
+
+
+def _metadata_files(names: dict[str, str]) -> list[str]:
+    """``IHE_XDM/<subset>/METADATA.XML`` of each subset (TF-2b §3.32.4.1.3), in name order."""
     metas = sorted(n for n in names if n.startswith("IHE_XDM/") and n.endswith("/METADATA.XML"))
     if not metas:
         raise ValidationError("no IHE_XDM/<subset>/METADATA.XML in the package", code="XDM_NO_METADATA")
-    documents: list[XdmDocument] = []
-    for meta in metas:
-        subset = meta[: -len("METADATA.XML")]
-        parser = etree.XMLParser(resolve_entities=False, no_network=True)
-        try:
-            root = etree.fromstring(zf.read(names[meta]), parser)
-        except etree.XMLSyntaxError as exc:
-            raise ValidationError(f"{meta} is not well-formed XML", code="XDM_METADATA_XML") from exc
-        for eo in root.iter(f"{{{RIM_NS}}}ExtrinsicObject"):
-            slots = {
-                s.get("name"): [v.text or "" for v in s.iter(f"{{{RIM_NS}}}Value")]
-                for s in eo.findall(f"{{{RIM_NS}}}Slot")
-            }
-            uri = (slots.get("URI") or [""])[0]
-            path = (subset + uri).upper()
-            if not uri or path not in names:
-                raise ValidationError(f"document {uri or '(no URI)'} listed in {meta} is missing",
-                                      code="XDM_DOCUMENT_MISSING")
-            try:
-                content = zf.read(names[path])
-            except (zipfile.BadZipFile, OSError) as exc:  # CRC error, truncated entry
-                raise ValidationError(f"{uri}: unreadable zip entry", code="XDM_CORRUPT") from exc
-            size = (slots.get("size") or [""])[0]
-            digest = (slots.get("hash") or [""])[0].lower()
-            if size and size != str(len(content)):
-                raise ValidationError(f"{uri}: size {len(content)} differs from METADATA.XML {size}",
-                                      code="XDM_SIZE_MISMATCH")
-            if digest and digest != hashlib.sha1(content).hexdigest():  # noqa: S324
-                raise ValidationError(f"{uri}: SHA-1 differs from METADATA.XML", code="XDM_HASH_MISMATCH")
-            uid = None
-            for ei in eo.findall(f"{{{RIM_NS}}}ExternalIdentifier"):
-                if ei.get("identificationScheme") == "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab":
-                    uid = ei.get("value")
-            documents.append(XdmDocument(names[path], content, eo.get("mimeType") or "text/xml", uid))
-    if not documents:
-        raise ValidationError("METADATA.XML lists no document", code="XDM_EMPTY")
-    return documents
+    return metas
+
+
+def _read_metadata(zf: zipfile.ZipFile, name: str, meta: str) -> etree._Element:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    try:
+        return etree.fromstring(zf.read(name), parser)
+    except etree.XMLSyntaxError as exc:
+        raise ValidationError(f"{meta} is not well-formed XML", code="XDM_METADATA_XML") from exc
+
+
+def _read_document(
+    zf: zipfile.ZipFile, names: dict[str, str], subset: str, meta: str, eo: etree._Element
+) -> XdmDocument:
+    """The file a DocumentEntry's ``URI`` slot names, checked against its declared size and hash."""
+    slots = {
+        s.get("name"): [v.text or "" for v in s.iter(f"{{{RIM_NS}}}Value")]
+        for s in eo.findall(f"{{{RIM_NS}}}Slot")
+    }
+    uri = (slots.get("URI") or [""])[0]
+    path = (subset + uri).upper()
+    if not uri or path not in names:
+        raise ValidationError(f"document {uri or '(no URI)'} listed in {meta} is missing",
+                              code="XDM_DOCUMENT_MISSING")
+    try:
+        content = zf.read(names[path])
+    except (zipfile.BadZipFile, OSError) as exc:  # CRC error, truncated entry
+        raise ValidationError(f"{uri}: unreadable zip entry", code="XDM_CORRUPT") from exc
+    size = (slots.get("size") or [""])[0]
+    digest = (slots.get("hash") or [""])[0].lower()
+    if size and size != str(len(content)):
+        raise ValidationError(f"{uri}: size {len(content)} differs from METADATA.XML {size}",
+                              code="XDM_SIZE_MISMATCH")
+    if digest and digest != hashlib.sha1(content).hexdigest():  # noqa: S324
+        raise ValidationError(f"{uri}: SHA-1 differs from METADATA.XML", code="XDM_HASH_MISMATCH")
+    return XdmDocument(names[path], content, eo.get("mimeType") or "text/xml", _unique_id(eo))
+
+
+def _unique_id(eo: etree._Element) -> str | None:
+    """The DocumentEntry.uniqueId ExternalIdentifier (the last one, should there be several)."""
+    uid = None
+    for ei in eo.findall(f"{{{RIM_NS}}}ExternalIdentifier"):
+        if ei.get("identificationScheme") == "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab":
+            uid = ei.get("value")
+    return uid

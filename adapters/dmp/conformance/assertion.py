@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from adapters.dmp.conformance import identifiers as ids
 from adapters.dmp.conformance.names import NS, SS
-from adapters.dmp.conformance.registry_objects import Metadata
+from adapters.dmp.conformance.registry_objects import Metadata, RegistryObject
 from adapters.dmp.conformance.valuesets import value_set
 from adapters.dmp.conformance.violation import Rule, Violation
-from adapters.dmp.conformance.xmldsig import verify_signature
+from adapters.dmp.conformance.xmldsig import SignatureCheck, trust_problems, verify_signature
 
 __all__ = ["Vihf", "read_vihf", "check_vihf_security", "check_vihf_content", "ATTR"]
 
@@ -141,6 +140,11 @@ CONFIDENTIALITY = Rule(
     "XDSRegistryError",
 )
 
+# VIHF-SIG-02: signed with the structure's cachet certificate, used within its validity.
+_TRUST_TEXTS = (
+    "the assertion is not signed with the trusted cachet certificate",
+    "the signing certificate is outside its validity period",
+)
 # An assertion cannot be issued after it is received; allow for clocks a few minutes apart.
 _CLOCK_SKEW = timedelta(minutes=5)
 _ISSUER_FORMAT = "urn:oasis:names:tc:SAML:1.1:nameid-format:X509SubjectName"
@@ -249,44 +253,58 @@ def check_vihf_security(
     vihf: Vihf, *, trusted: x509.Certificate | None, now: datetime | None
 ) -> tuple[list[Violation], bool]:
     """Signature, trust and validity window (refused with a SOAP fault, WS-Security §12)."""
-    found: list[Violation] = []
     assertion = vihf.element
     signature = assertion.find(f"{{{NS['ds']}}}Signature")
     if signature is None:
         return [SIGNED("the assertion is not signed")], False
     check = verify_signature(signature, trusted=None, now=None)
+    found, verified = _signature_checks(assertion, check)
+    if check.certificate is not None:
+        trust = trust_problems(check.certificate, trusted=trusted, now=now, texts=_TRUST_TEXTS)
+        found += [TRUSTED(problem) for problem in trust]
+    found += _issue_instant_checks(assertion, now)
+    found += _conditions_checks(assertion, now)
+    return found, verified
+
+
+def _signature_checks(assertion: etree._Element, check: SignatureCheck) -> tuple[list[Violation], bool]:
+    """VIHF-SIG-01: the signature verifies and one verified reference is the assertion ID (SAML Core §5.4)."""
     assertion_id = assertion.get("ID", "")
     covers = any(r.uri == f"#{assertion_id}" and r.ok for r in check.references)
     if not check.valid:
-        found.append(SIGNED("; ".join(check.problems) or "signature does not verify"))
-    elif not covers:
-        found.append(SIGNED(f"no verified reference to the assertion ID #{assertion_id}"))
-    if check.certificate is not None:
-        if trusted is not None and check.certificate.public_bytes(Encoding.DER) != trusted.public_bytes(
-            Encoding.DER
-        ):
-            found.append(TRUSTED("the assertion is not signed with the trusted cachet certificate"))
-        if now is not None and not (
-            check.certificate.not_valid_before_utc <= now <= check.certificate.not_valid_after_utc
-        ):
-            found.append(TRUSTED("the signing certificate is outside its validity period"))
+        return [SIGNED("; ".join(check.problems) or "signature does not verify")], False
+    if not covers:
+        return [SIGNED(f"no verified reference to the assertion ID #{assertion_id}")], False
+    return [], True
+
+
+def _issue_instant_checks(assertion: etree._Element, now: datetime | None) -> list[Violation]:
+    """VIHF-TIME-01: IssueInstant is an xs:dateTime, not later than reception (SAML Core §2.3.3)."""
     issued = _instant(assertion.get("IssueInstant"))
     if issued is None:
-        found.append(VALIDITY("IssueInstant missing or not an xs:dateTime"))
-    elif now is not None and issued > now + _CLOCK_SKEW:
-        found.append(VALIDITY(f"IssueInstant {assertion.get('IssueInstant')} is in the future"))
+        return [VALIDITY("IssueInstant missing or not an xs:dateTime")]
+    if now is not None and issued > now + _CLOCK_SKEW:
+        return [VALIDITY(f"IssueInstant {assertion.get('IssueInstant')} is in the future")]
+    return []
+
+
+def _conditions_checks(assertion: etree._Element, now: datetime | None) -> list[Violation]:
+    """VIHF-TIME-01: optional Conditions NotBefore/NotAfter contain the reception time (SAML Core §2.5.1.2)."""
     conditions = assertion.find(f"{{{SAML}}}Conditions")
-    if now is not None and conditions is not None:
-        not_before = _instant(conditions.get("NotBefore"))
-        not_after = _instant(conditions.get("NotAfter"))
-        if not_before is not None and now < not_before:
-            found.append(VALIDITY(f"assertion not valid before {conditions.get('NotBefore')}"))
-        if not_after is not None and now >= not_after:
-            found.append(VALIDITY(f"assertion expired at {conditions.get('NotAfter')}"))
-    return found, check.valid and covers
+    if now is None or conditions is None:
+        return []
+    found: list[Violation] = []
+    not_before = _instant(conditions.get("NotBefore"))
+    not_after = _instant(conditions.get("NotAfter"))
+    if not_before is not None and now < not_before:
+        found.append(VALIDITY(f"assertion not valid before {conditions.get('NotBefore')}"))
+    if not_after is not None and now >= not_after:
+        found.append(VALIDITY(f"assertion expired at {conditions.get('NotAfter')}"))
+    return found
 
 
 def _role_checks(roles: list[str]) -> list[Violation]:
+    """VIHF-ROLE-01: the 1st to 4th subject:role occurrences, each from JDV_J65."""
     found: list[Violation] = []
     pairs = [tuple(r.split("^", 1)) if "^" in r else (r, "") for r in roles]
     j65 = value_set("J65")
@@ -312,65 +330,122 @@ def _role_checks(roles: list[str]) -> list[Violation]:
     return found
 
 
+# Attributes whose value is a constant of the mapping table: (attribute, expected, rule, label).
+_CONSTANTS = (
+    (ATTR.VERSION, "4.0", VERSION, "VIHF_Version"),  # VIHF_Version: Constante '4.0'
+    (ATTR.MODE, "INDIRECTE", MODE, "Authentification_Mode"),  # Constante 'INDIRECTE'
+    (ATTR.RESOURCE_URN, "urn:dmp", RESOURCE, "Ressource_URN"),  # Ressource_URN constante
+    (ATTR.PURPOSE, "normal^1.2.250.1.213.1.1.4.248", PURPOSE, "purposeofuse"),  # code='normal'
+)
+
+
 def check_vihf_content(vihf: Vihf, metadata: Metadata | None, *, secret_connection: bool) -> list[Violation]:
     """Attribute rules; ``metadata`` (ITI-41/57) ties the VIHF to the submission set."""
-    found: list[Violation] = []
+    found = _issuer_checks(vihf) + _required_checks(vihf) + _constant_checks(vihf) + _sector_checks(vihf)
+    found += _role_checks(vihf.attributes.get(ATTR.ROLE, []))
+    found += _placeholder_checks(vihf)
+    found += _confidentiality_checks(vihf, secret_connection=secret_connection)
+    ss = metadata.submission_set if metadata is not None else None
+    if ss is None:
+        return found
+    return found + _resource_tie(vihf, ss) + _structure_tie(vihf, ss) + _subject_tie(vihf, ss)
+
+
+def _issuer_checks(vihf: Vihf) -> list[Violation]:
+    """VIHF-ISSUER-01: Issuer is the certificate DN, Format X509SubjectName."""
     if vihf.issuer_format != _ISSUER_FORMAT or not vihf.issuer:
-        found.append(ISSUER(f"Issuer {vihf.issuer!r} with Format {vihf.issuer_format!r}"))
+        return [ISSUER(f"Issuer {vihf.issuer!r} with Format {vihf.issuer_format!r}")]
+    return []
+
+
+def _required_checks(vihf: Vihf) -> list[Violation]:
+    """VIHF-ATTR-01: every single-valued attribute of the mapping table, and the NameID, once each."""
     missing = [name for name in _SINGLE if len(vihf.attributes.get(name, [])) != 1 or not vihf.one(name)]
     if not vihf.name_id:
         missing.append("Subject/NameID")
     if missing:
-        found.append(REQUIRED(f"missing, empty or repeated: {', '.join(missing)}"))
-    version = vihf.one(ATTR.VERSION)
-    if version is not None and version != "4.0":
-        found.append(VERSION(f"VIHF_Version is {version!r}"))
-    mode = vihf.one(ATTR.MODE)
-    if mode is not None and mode != "INDIRECTE":
-        found.append(MODE(f"Authentification_Mode is {mode!r}"))
-    urn = vihf.one(ATTR.RESOURCE_URN)
-    if urn is not None and urn != "urn:dmp":
-        found.append(RESOURCE(f"Ressource_URN is {urn!r}"))
-    purpose = vihf.one(ATTR.PURPOSE)
-    if purpose is not None and purpose != "normal^1.2.250.1.213.1.1.4.248":
-        found.append(PURPOSE(f"purposeofuse is {purpose!r}"))
+        return [REQUIRED(f"missing, empty or repeated: {', '.join(missing)}")]
+    return []
+
+
+def _constant_checks(vihf: Vihf) -> list[Violation]:
+    """VIHF-VERSION-01, VIHF-MODE-01, VIHF-RES-01 (URN), VIHF-POU-01: the mapping table's constants."""
+    found: list[Violation] = []
+    for name, expected, rule, label in _CONSTANTS:
+        value = vihf.one(name)
+        if value is not None and value != expected:
+            found.append(rule(f"{label} is {value!r}"))
+    return found
+
+
+def _sector_checks(vihf: Vihf) -> list[Violation]:
+    """VIHF-SECT-01: Secteur_Activite is a JDV_J61 code^OID."""
     sector = vihf.one(ATTR.SECTOR)
     if sector is not None and tuple(sector.split("^", 1)) not in value_set("J61"):
-        found.append(SECTOR(f"Secteur_Activite {sector!r} is not a JDV_J61 code^OID"))
-    found += _role_checks(vihf.attributes.get(ATTR.ROLE, []))
-    for value in (vihf.name_id, vihf.one(ATTR.SUBJECT_ID)):
-        if value is not None and value.strip().lower() in _PLACEHOLDERS:
-            found.append(SUBJECT(f"{value!r} is a placeholder, not the sender"))
+        return [SECTOR(f"Secteur_Activite {sector!r} is not a JDV_J61 code^OID")]
+    return []
+
+
+def _placeholder_checks(vihf: Vihf) -> list[Violation]:
+    """VIHF-SUBJ-01: NameID and subject-id name the sender, never a placeholder."""
+    return [
+        SUBJECT(f"{value!r} is a placeholder, not the sender")
+        for value in (vihf.name_id, vihf.one(ATTR.SUBJECT_ID))
+        if value is not None and value.strip().lower() in _PLACEHOLDERS
+    ]
+
+
+def _confidentiality_checks(vihf: Vihf, *, secret_connection: bool) -> list[Violation]:
+    """VIHF-CONF-01: confidentiality-code present for a secret connection, each a JDV_J58 code^OID."""
     confidentiality = vihf.attributes.get(ATTR.CONFIDENTIALITY, [])
+    found: list[Violation] = []
     if secret_connection and not confidentiality:
         found.append(CONFIDENTIALITY("secret connection requested but no confidentiality-code attribute"))
-    for value in confidentiality:
-        if tuple(value.split("^", 1)) not in value_set("J58"):
-            found.append(CONFIDENTIALITY(f"confidentiality-code {value!r} is not a JDV_J58 code^OID"))
-    ss = metadata.submission_set if metadata is not None else None
-    if ss is None:
-        return found
+    found += [
+        CONFIDENTIALITY(f"confidentiality-code {value!r} is not a JDV_J58 code^OID")
+        for value in confidentiality
+        if tuple(value.split("^", 1)) not in value_set("J58")
+    ]
+    return found
+
+
+def _resource_tie(vihf: Vihf, ss: RegistryObject) -> list[Violation]:
+    """VIHF-RES-01: resource-id is the INS of the submission (resource-id ← PID-3)."""
     resource = vihf.one(ATTR.RESOURCE_ID)
-    patient = ss.external_ids.get(SS.PATIENT_ID)
-    if resource is not None and resource != patient:
-        found.append(RESOURCE(f"resource-id {resource!r} is not the SubmissionSet patientId"))
+    if resource is not None and resource != ss.external_ids.get(SS.PATIENT_ID):
+        return [RESOURCE(f"resource-id {resource!r} is not the SubmissionSet patientId")]
+    return []
+
+
+def _structure_tie(vihf: Vihf, ss: RegistryObject) -> list[Violation]:
+    """VIHF-STRUCT-01: Identifiant_Structure is a Struct_IdNat and one of the authorInstitution ids."""
     structure = vihf.one(ATTR.STRUCTURE)
+    if structure is None:
+        return []
+    found: list[Violation] = []
+    problem = ids.struct_id_problem(structure)
+    if problem:
+        found.append(STRUCTURE(problem))
     institutions = [ids.xon_id(x) for a in ss.authors for x in a.institutions]
-    if structure is not None:
-        problem = ids.struct_id_problem(structure)
-        if problem:
-            found.append(STRUCTURE(problem))
-        if structure not in institutions:
-            found.append(
-                STRUCTURE(
-                    f"Identifiant_Structure {structure!r} is none of the authorInstitution ids {institutions}"
-                )
+    if structure not in institutions:
+        found.append(
+            STRUCTURE(
+                f"Identifiant_Structure {structure!r} is none of the authorInstitution ids {institutions}"
             )
+        )
+    return found
+
+
+def _subject_tie(vihf: Vihf, ss: RegistryObject) -> list[Violation]:
+    """VIHF-SUBJ-01: NameID ← PRT-5.1 (authorPerson id), subject-id ← PRT-5.2 et PRT-5.3 (its names)."""
     persons = [p for a in ss.authors for p in a.person]
-    if vihf.name_id and persons and vihf.name_id not in {ids.xcn_id(p) for p in persons}:
+    if not persons:
+        return []
+    found: list[Violation] = []
+    if vihf.name_id and vihf.name_id not in {ids.xcn_id(p) for p in persons}:
         found.append(SUBJECT(f"NameID {vihf.name_id!r} is not the SubmissionSet authorPerson id"))
     subject_id = (vihf.one(ATTR.SUBJECT_ID) or "").lower()
-    if subject_id and persons:
+    if subject_id:
         family, given = ids.xcn_names(persons[0])
         absent = [n for n in (family, given) if n and n.lower() not in subject_id]
         if absent:

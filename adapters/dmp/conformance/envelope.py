@@ -89,52 +89,76 @@ class Envelope:
 def read_envelope(package: MimePackage, expected_action: str, *, mtom_required: bool) -> Envelope:
     """Parse the root part and check the SOAP / WS-Addressing / WS-Security layer."""
     result = Envelope()
-    if mtom_required and not (
-        package.multipart
-        and package.main_type == "multipart/related"
-        and package.type_parameter.lower() == "application/xop+xml"
-        and package.root_type == "application/xop+xml"
-    ):
+    if mtom_required and not _is_mtom(package):
         result.violations.append(
             MTOM_PACKAGE(f"body is {package.main_type or 'not multipart'}, not MTOM/XOP")
         )
         return result
-    try:
-        root = etree.fromstring(package.root, SAFE_PARSER)
-    except etree.XMLSyntaxError as exc:
-        result.violations.append(SOAP12(f"root part is not well-formed XML: {exc}"))
-        return result
-    if root.tag != f"{{{NS['s']}}}Envelope":
-        result.violations.append(SOAP12(f"root element is {root.tag}, not a SOAP 1.2 Envelope"))
+    root = _soap12_envelope(package.root)
+    if isinstance(root, Violation):
+        result.violations.append(root)
         return result
     result.root = root
-    header = root.find(f"{{{NS['s']}}}Header")
     body = root.find(f"{{{NS['s']}}}Body")
     if body is not None:
         result.body = next((c for c in body if isinstance(c.tag, str)), None)
+    header = root.find(f"{{{NS['s']}}}Header")
     if header is not None:
-        action = header.find(f"{{{NS['wsa']}}}Action")
-        message_id = header.find(f"{{{NS['wsa']}}}MessageID")
-        result.action = (action.text or "").strip() if action is not None else None
-        result.message_id = (message_id.text or "").strip() if message_id is not None else None
-        security = header.find(f"{{{NS['wsse']}}}Security")
-        if security is not None:
-            assertions = security.findall(f"{{{NS['saml']}}}Assertion")
-            if len(assertions) == 1:
-                result.assertion = assertions[0]
-            elif len(assertions) > 1:
-                result.violations.append(SECURITY_HEADER(f"{len(assertions)} assertions in wsse:Security"))
-    if result.action == _ITI62:
-        result.violations.append(
-            NOT_ITI62("ITI-62 DeleteDocumentSet received; delete with ITI-57 UpdateDocumentSet")
-        )
-    elif result.action != expected_action:
-        result.violations.append(WSA_ACTION(f"wsa:Action is {result.action!r}, expected {expected_action}"))
-    if not result.message_id:
-        result.violations.append(WSA_MESSAGE_ID("no wsa:MessageID"))
+        result.action = _header_text(header, f"{{{NS['wsa']}}}Action")
+        result.message_id = _header_text(header, f"{{{NS['wsa']}}}MessageID")
+        result.assertion, problems = _vihf_assertion(header)
+        result.violations += problems
+    result.violations += _addressing_checks(result, expected_action)
     if result.assertion is None and not result.violations:
         result.violations.append(SECURITY_HEADER("no saml2:Assertion in a wsse:Security header"))
     return result
+
+
+def _is_mtom(package: MimePackage) -> bool:
+    """ENV-MTOM-01: multipart/related; type=application/xop+xml; root part application/xop+xml (XOP §3)."""
+    return (
+        package.multipart
+        and package.main_type == "multipart/related"
+        and package.type_parameter.lower() == "application/xop+xml"
+        and package.root_type == "application/xop+xml"
+    )
+
+
+def _soap12_envelope(data: bytes) -> etree._Element | Violation:
+    """ENV-SOAP-01: the root part is well-formed XML whose root is a SOAP 1.2 Envelope (Part 1 §5.1)."""
+    try:
+        root = etree.fromstring(data, SAFE_PARSER)
+    except etree.XMLSyntaxError as exc:
+        return SOAP12(f"root part is not well-formed XML: {exc}")
+    if root.tag != f"{{{NS['s']}}}Envelope":
+        return SOAP12(f"root element is {root.tag}, not a SOAP 1.2 Envelope")
+    return root
+
+
+def _header_text(header: etree._Element, tag: str) -> str | None:
+    element = header.find(tag)
+    return (element.text or "").strip() if element is not None else None
+
+
+def _vihf_assertion(header: etree._Element) -> tuple[etree._Element | None, list[Violation]]:
+    """SEC-VIHF-01: the one saml2:Assertion of the wsse:Security header (WS-Security 1.1 §5)."""
+    security = header.find(f"{{{NS['wsse']}}}Security")
+    assertions = security.findall(f"{{{NS['saml']}}}Assertion") if security is not None else []
+    if len(assertions) > 1:
+        return None, [SECURITY_HEADER(f"{len(assertions)} assertions in wsse:Security")]
+    return (assertions[0] if assertions else None), []
+
+
+def _addressing_checks(envelope: Envelope, expected_action: str) -> list[Violation]:
+    """XDS-DEL-02, WSA-ACTION-01, WSA-MSGID-01: the WS-Addressing headers (ITI TF-2x §V.3.2.2)."""
+    found: list[Violation] = []
+    if envelope.action == _ITI62:
+        found.append(NOT_ITI62("ITI-62 DeleteDocumentSet received; delete with ITI-57 UpdateDocumentSet"))
+    elif envelope.action != expected_action:
+        found.append(WSA_ACTION(f"wsa:Action is {envelope.action!r}, expected {expected_action}"))
+    if not envelope.message_id:
+        found.append(WSA_MESSAGE_ID("no wsa:MessageID"))
+    return found
 
 
 def inline_xop(element: etree._Element, package: MimePackage) -> tuple[dict[str, bytes], list[Violation]]:

@@ -22,7 +22,7 @@ from lxml import etree
 
 from adapters.dmp.conformance import identifiers as ids
 from adapters.dmp.conformance.names import ASSOC, DE, SS, STATUS
-from adapters.dmp.conformance.registry_objects import Metadata, RegistryObject
+from adapters.dmp.conformance.registry_objects import Association, Metadata, RegistryObject
 from adapters.dmp.conformance.valuesets import value_set
 from adapters.dmp.conformance.violation import Rule, Violation
 from adapters.dmp.conformance.xmldsig import SAFE_PARSER
@@ -138,6 +138,8 @@ _CODE_SETS = {
     "healthcareFacilityTypeCode": (DE.FACILITY_TYPE_CODE, "J61"),
     "practiceSettingCode": (DE.PRACTICE_SETTING_CODE, "J62"),
 }
+_SS_CODE_SETS = {"contentTypeCode": (SS.CONTENT_TYPE_CODE, "J59")}
+_ENTRY_IDS = (("uniqueId", DE.UNIQUE_ID), ("patientId", DE.PATIENT_ID))
 _PARIS = ZoneInfo("Europe/Paris")
 
 
@@ -164,6 +166,7 @@ class RegistryView(Protocol):
 
 
 def _authors_checks(obj: RegistryObject, label: str) -> list[Violation]:
+    """XDS-INST-01 and XDS-AUTH-01: authorInstitution as an IDNST XON, authorPerson as a PS or system XCN."""
     found = []
     for author in obj.authors:
         for xon in author.institutions:
@@ -177,12 +180,49 @@ def _authors_checks(obj: RegistryObject, label: str) -> list[Violation]:
     return found
 
 
+def _code_checks(obj: RegistryObject, code_sets: dict[str, tuple[str, str]]) -> list[Violation]:
+    """XDS-CODE-01: each code of ``code_sets`` (attribute → (classification scheme, JDV)) is in its JDV."""
+    return [
+        CODE_IN_SET(f"{name} {coded.code}^{coded.scheme} is not in JDV_{key}")
+        for name, (scheme, key) in code_sets.items()
+        for coded in obj.codes.get(scheme, [])
+        if (coded.code, coded.scheme) not in value_set(key)
+    ]
+
+
+def _time_checks(obj: RegistryObject, label: str, names: tuple[str, ...]) -> list[Violation]:
+    """XDS-TIME-01: the named time slots, when given, are DTM in UTC (TF-3 Table 4.2.3.1.7-2)."""
+    found: list[Violation] = []
+    for name in names:
+        value = obj.slot(name)
+        problem = ids.dtm_problem(value) if value else None
+        if problem:
+            found.append(TIME_UTC(f"{label}.{name}: {problem}"))
+    return found
+
+
+def _patient_id_checks(obj: RegistryObject, label: str, scheme: str) -> list[Violation]:
+    """XDS-PID-01: patientId, when given, is an INS in CX form with a valid key (PatientId.fsh)."""
+    patient = obj.external_ids.get(scheme)
+    problem = ids.ins_problem(patient) if patient else None
+    return [PATIENT_ID(f"{label}.patientId: {problem}")] if problem else []
+
+
 def check_submission_set(metadata: Metadata, registry: RegistryView | None = None) -> list[Violation]:
     """Rules on the SubmissionSet itself (ITI-41 and ITI-57)."""
     if len(metadata.submission_sets) != 1:
         return [SS_ONE(f"{len(metadata.submission_sets)} SubmissionSets")]
     ss = metadata.submission_sets[0]
-    found: list[Violation] = []
+    found = _submission_set_required(ss) + _submission_set_ids(ss, registry)
+    found += _patient_id_checks(ss, "SubmissionSet", SS.PATIENT_ID)
+    found += _time_checks(ss, "SubmissionSet", ("submissionTime",))
+    found += _code_checks(ss, _SS_CODE_SETS)
+    found += _authors_checks(ss, "SubmissionSet")
+    return found
+
+
+def _submission_set_required(ss: RegistryObject) -> list[Violation]:
+    """XDS-SS-02: the SubmissionSet attributes required by TF-3 Table 4.3.1-3 and the volet mapping."""
     missing = [
         name
         for name, present in (
@@ -195,8 +235,12 @@ def check_submission_set(metadata: Metadata, registry: RegistryView | None = Non
         )
         if not present
     ]
-    if missing:
-        found.append(SS_REQUIRED(f"SubmissionSet lacks {', '.join(missing)}"))
+    return [SS_REQUIRED(f"SubmissionSet lacks {', '.join(missing)}")] if missing else []
+
+
+def _submission_set_ids(ss: RegistryObject, registry: RegistryView | None) -> list[Violation]:
+    """XDS-UID-02: uniqueId and sourceId are OIDs (TF-3 §4.2.3.3.12); XDS-DUP-01: uniqueId is new."""
+    found: list[Violation] = []
     unique_id = ss.external_ids.get(SS.UNIQUE_ID)
     if unique_id and not _OID.match(unique_id):
         found.append(SS_UNIQUE_ID(f"SubmissionSet.uniqueId {unique_id!r} is not an OID"))
@@ -205,20 +249,6 @@ def check_submission_set(metadata: Metadata, registry: RegistryView | None = Non
     source_id = ss.external_ids.get(SS.SOURCE_ID)
     if source_id and not _OID.match(source_id):
         found.append(SS_UNIQUE_ID(f"SubmissionSet.sourceId {source_id!r} is not an OID"))
-    patient = ss.external_ids.get(SS.PATIENT_ID)
-    if patient:
-        problem = ids.ins_problem(patient)
-        if problem:
-            found.append(PATIENT_ID(f"SubmissionSet.patientId: {problem}"))
-    submission_time = ss.slot("submissionTime")
-    if submission_time:
-        problem = ids.dtm_problem(submission_time)
-        if problem:
-            found.append(TIME_UTC(f"SubmissionSet.submissionTime: {problem}"))
-    for coded in ss.codes.get(SS.CONTENT_TYPE_CODE, []):
-        if (coded.code, coded.scheme) not in value_set("J59"):
-            found.append(CODE_IN_SET(f"contentTypeCode {coded.code}^{coded.scheme} is not in JDV_J59"))
-    found += _authors_checks(ss, "SubmissionSet")
     return found
 
 
@@ -247,58 +277,56 @@ def _dtm_prefix_matches(xds_value: str, instant: datetime) -> bool:
 
 
 def _check_entry(entry: RegistryObject, document: bytes | None) -> list[Violation]:
-    found: list[Violation] = []
-    missing = [name for name, (scheme, _) in _CODE_SETS.items() if not entry.codes.get(scheme)]
-    missing += [name for name in ("creationTime", "languageCode", "sourcePatientId") if not entry.slot(name)]
-    if not entry.external_ids.get(DE.UNIQUE_ID):
-        missing.append("uniqueId")
-    if not entry.external_ids.get(DE.PATIENT_ID):
-        missing.append("patientId")
-    if not entry.element.get("mimeType"):
-        missing.append("mimeType")
-    if missing:
-        found.append(DE_REQUIRED(f"DocumentEntry {entry.id} lacks {', '.join(missing)}"))
-    for name, (scheme, key) in _CODE_SETS.items():
-        for coded in entry.codes.get(scheme, []):
-            if (coded.code, coded.scheme) not in value_set(key):
-                found.append(CODE_IN_SET(f"{name} {coded.code}^{coded.scheme} is not in JDV_{key}"))
-    for name in ("creationTime", "serviceStartTime", "serviceStopTime"):
-        value = entry.slot(name)
-        if value:
-            problem = ids.dtm_problem(value)
-            if problem:
-                found.append(TIME_UTC(f"DocumentEntry.{name}: {problem}"))
+    found = _entry_required(entry)
+    found += _code_checks(entry, _CODE_SETS)
+    found += _time_checks(entry, "DocumentEntry", ("creationTime", "serviceStartTime", "serviceStopTime"))
     unique_id = entry.external_ids.get(DE.UNIQUE_ID)
     if unique_id and not _OID.match(unique_id):
+        # XDS-UID-01: root-only OID, the DMP refuses OID^extension (volet, TXA-12).
         found.append(UNIQUE_ID(f"DocumentEntry.uniqueId {unique_id!r} is not a root-only OID"))
-    patient = entry.external_ids.get(DE.PATIENT_ID)
-    if patient:
-        problem = ids.ins_problem(patient)
-        if problem:
-            found.append(PATIENT_ID(f"DocumentEntry.patientId: {problem}"))
+    found += _patient_id_checks(entry, "DocumentEntry", DE.PATIENT_ID)
     found += _authors_checks(entry, "DocumentEntry")
     if document is not None:
-        declared_hash = entry.slot("hash")
-        if declared_hash and declared_hash.lower() != hashlib.sha1(document).hexdigest():
-            found.append(HASH(f"DocumentEntry {entry.id}: hash differs from the document"))
-        declared_size = entry.slot("size")
-        if declared_size and declared_size != str(len(document)):
-            found.append(SIZE(f"DocumentEntry {entry.id}: size {declared_size} != {len(document)}"))
-        creation = entry.slot("creationTime")
-        cda_time = _cda_effective_time(document) if entry.element.get("mimeType") == "text/xml" else None
-        if (
-            creation
-            and cda_time is not None
-            and not ids.dtm_problem(creation)
-            and not _dtm_prefix_matches(creation, cda_time)
-        ):
-            found.append(
-                TIME_INSTANT(
-                    f"creationTime {creation} is not the CDA effectiveTime in UTC "
-                    f"({cda_time.strftime('%Y%m%d%H%M%S')})"
-                )
-            )
+        found += _document_checks(entry, document) + _creation_time_checks(entry, document)
     return found
+
+
+def _entry_required(entry: RegistryObject) -> list[Violation]:
+    """XDS-DE-01: the DocumentEntry attributes required by TF-3 Table 4.3.1-3 and the volet 'Fiche'."""
+    missing = [name for name, (scheme, _) in _CODE_SETS.items() if not entry.codes.get(scheme)]
+    missing += [name for name in ("creationTime", "languageCode", "sourcePatientId") if not entry.slot(name)]
+    missing += [name for name, scheme in _ENTRY_IDS if not entry.external_ids.get(scheme)]
+    if not entry.element.get("mimeType"):
+        missing.append("mimeType")
+    return [DE_REQUIRED(f"DocumentEntry {entry.id} lacks {', '.join(missing)}")] if missing else []
+
+
+def _document_checks(entry: RegistryObject, document: bytes) -> list[Violation]:
+    """XDS-HASH-01 and XDS-SIZE-01: declared hash and size are the document's (TF-3 §4.2.3.2.10, .19)."""
+    found: list[Violation] = []
+    declared_hash = entry.slot("hash")
+    if declared_hash and declared_hash.lower() != hashlib.sha1(document).hexdigest():
+        found.append(HASH(f"DocumentEntry {entry.id}: hash differs from the document"))
+    declared_size = entry.slot("size")
+    if declared_size and declared_size != str(len(document)):
+        found.append(SIZE(f"DocumentEntry {entry.id}: size {declared_size} != {len(document)}"))
+    return found
+
+
+def _creation_time_checks(entry: RegistryObject, document: bytes) -> list[Violation]:
+    """XDS-TIME-02: a well-formed creationTime is the CDA effectiveTime in UTC (TF-3 §4.2.3.2.6)."""
+    creation = entry.slot("creationTime")
+    if not creation or ids.dtm_problem(creation) or entry.element.get("mimeType") != "text/xml":
+        return []
+    cda_time = _cda_effective_time(document)
+    if cda_time is None or _dtm_prefix_matches(creation, cda_time):
+        return []
+    return [
+        TIME_INSTANT(
+            f"creationTime {creation} is not the CDA effectiveTime in UTC "
+            f"({cda_time.strftime('%Y%m%d%H%M%S')})"
+        )
+    ]
 
 
 def check_provide_and_register(
@@ -312,30 +340,58 @@ def check_provide_and_register(
     ss_patient = ss.external_ids.get(SS.PATIENT_ID) if ss else None
     if not metadata.entries:
         found.append(DE_REQUIRED("the submission has no DocumentEntry"))
-    entry_ids = {e.id for e in metadata.entries}
     for entry in metadata.entries:
-        document = documents.get(entry.id)
-        if document is None:
-            found.append(DOCUMENT(f"no Document for DocumentEntry {entry.id}"))
-        found += _check_entry(entry, document)
-        patient = entry.external_ids.get(DE.PATIENT_ID)
-        if ss_patient and patient and patient != ss_patient:
-            found.append(PATIENT_SAME(f"DocumentEntry {entry.id} patientId differs from the SubmissionSet's"))
-        unique_id = entry.external_ids.get(DE.UNIQUE_ID)
-        if unique_id and registry.has_unique_id(unique_id):
-            found.append(DUPLICATE(f"uniqueId {unique_id} is already registered"))
-        status = entry.element.get("status")
-        if status and status != STATUS.APPROVED:
-            found.append(NOT_A_DELETION(f"DocumentEntry {entry.id} submitted with status {status}"))
-    for extra in set(documents) - entry_ids:
-        found.append(
-            Violation(
-                DOCUMENT.code,
-                f"Document {extra} has no DocumentEntry",
-                DOCUMENT.reference,
-                "XDSMissingDocumentMetadata",
+        found += _submitted_entry_checks(entry, documents.get(entry.id), ss_patient, registry)
+    found += _orphan_documents(documents, {e.id for e in metadata.entries})
+    found += _membership_checks(metadata, ss)
+    for association in metadata.associations:
+        if association.type == ASSOC.UPDATE_AVAILABILITY:
+            found.append(
+                NOT_A_DELETION("an UpdateAvailabilityStatus association belongs in ITI-57, not ITI-41")
             )
+        if association.type == ASSOC.RPLC:
+            found += _rplc_target_checks(association, registry, ss_patient)
+    return found
+
+
+def _submitted_entry_checks(
+    entry: RegistryObject, document: bytes | None, ss_patient: str | None, registry: RegistryView
+) -> list[Violation]:
+    """One DocumentEntry in its submission: its Document, its own rules, then the registry state."""
+    found: list[Violation] = []
+    if document is None:
+        found.append(DOCUMENT(f"no Document for DocumentEntry {entry.id}"))
+    found += _check_entry(entry, document)
+    patient = entry.external_ids.get(DE.PATIENT_ID)
+    if ss_patient and patient and patient != ss_patient:
+        # XDS-PID-02: ITI TF-2b §3.41.4.1.3 (XDSPatientIdDoesNotMatch).
+        found.append(PATIENT_SAME(f"DocumentEntry {entry.id} patientId differs from the SubmissionSet's"))
+    unique_id = entry.external_ids.get(DE.UNIQUE_ID)
+    if unique_id and registry.has_unique_id(unique_id):
+        # XDS-DUP-01: ITI TF-2b §3.42.4.1.3 (XDSDuplicateUniqueIdInRegistry).
+        found.append(DUPLICATE(f"uniqueId {unique_id} is already registered"))
+    status = entry.element.get("status")
+    if status and status != STATUS.APPROVED:
+        # XDS-DEL-01: availabilityStatus is the registry's to set (TF-3 §4.2.3.2.3).
+        found.append(NOT_A_DELETION(f"DocumentEntry {entry.id} submitted with status {status}"))
+    return found
+
+
+def _orphan_documents(documents: dict[str, bytes], entry_ids: set[str]) -> list[Violation]:
+    """XDS-DOC-01, other way round: a Document without DocumentEntry is XDSMissingDocumentMetadata."""
+    return [
+        Violation(
+            DOCUMENT.code,
+            f"Document {extra} has no DocumentEntry",
+            DOCUMENT.reference,
+            "XDSMissingDocumentMetadata",
         )
+        for extra in set(documents) - entry_ids
+    ]
+
+
+def _membership_checks(metadata: Metadata, ss: RegistryObject | None) -> list[Violation]:
+    """XDS-MEMBER-01: a HasMember, SubmissionSetStatus=Original, from the SubmissionSet to each entry."""
     members = {
         a.target
         for a in metadata.associations
@@ -344,34 +400,36 @@ def check_provide_and_register(
         and a.source == ss.id
         and a.slots.get("SubmissionSetStatus") == ["Original"]
     }
-    for entry in metadata.entries:
-        if entry.id not in members:
-            found.append(MEMBERSHIP(f"no HasMember (SubmissionSetStatus=Original) to {entry.id}"))
-    for association in metadata.associations:
-        if association.type == ASSOC.UPDATE_AVAILABILITY:
-            found.append(
-                NOT_A_DELETION("an UpdateAvailabilityStatus association belongs in ITI-57, not ITI-41")
+    return [
+        MEMBERSHIP(f"no HasMember (SubmissionSetStatus=Original) to {entry.id}")
+        for entry in metadata.entries
+        if entry.id not in members
+    ]
+
+
+def _rplc_target_checks(
+    association: Association, registry: RegistryView, ss_patient: str | None
+) -> list[Violation]:
+    """XDS-RPLC-01: the replaced entry is registered, Approved and of the same patient (TF-3 §4.2.2.2)."""
+    target = registry.entry(association.target)
+    if target is None:
+        return [RPLC_TARGET(f"RPLC target {association.target} is not registered")]
+    if target.status != STATUS.APPROVED:
+        return [
+            Violation(
+                RPLC_TARGET.code,
+                f"RPLC target {association.target} is {target.status}",
+                RPLC_TARGET.reference,
+                "XDSRegistryDeprecatedDocumentError",
             )
-        if association.type == ASSOC.RPLC:
-            target = registry.entry(association.target)
-            if target is None:
-                found.append(RPLC_TARGET(f"RPLC target {association.target} is not registered"))
-            elif target.status != STATUS.APPROVED:
-                found.append(
-                    Violation(
-                        RPLC_TARGET.code,
-                        f"RPLC target {association.target} is {target.status}",
-                        RPLC_TARGET.reference,
-                        "XDSRegistryDeprecatedDocumentError",
-                    )
-                )
-            elif ss_patient and target.patient_id != ss_patient:
-                found.append(
-                    Violation(
-                        RPLC_TARGET.code,
-                        "RPLC target belongs to another patient",
-                        RPLC_TARGET.reference,
-                        "XDSPatientIdDoesNotMatch",
-                    )
-                )
-    return found
+        ]
+    if ss_patient and target.patient_id != ss_patient:
+        return [
+            Violation(
+                RPLC_TARGET.code,
+                "RPLC target belongs to another patient",
+                RPLC_TARGET.reference,
+                "XDSPatientIdDoesNotMatch",
+            )
+        ]
+    return []

@@ -21,9 +21,9 @@ Sources:
 
 from __future__ import annotations
 
-from adapters.dmp.conformance.metadata import RegistryView
+from adapters.dmp.conformance.metadata import KnownEntry, RegistryView
 from adapters.dmp.conformance.names import ASSOC, SS, STATUS
-from adapters.dmp.conformance.registry_objects import Metadata
+from adapters.dmp.conformance.registry_objects import Association, Metadata, RegistryObject
 from adapters.dmp.conformance.violation import Rule, Violation
 
 __all__ = ["StatusChange", "check_update"]
@@ -88,50 +88,69 @@ def check_update(metadata: Metadata, registry: RegistryView) -> tuple[list[Viola
     updates = [a for a in metadata.associations if a.type == ASSOC.UPDATE_AVAILABILITY]
     if not updates:
         found.append(ASSOCIATION("no UpdateAvailabilityStatus association"))
-    patient = ss.external_ids.get(SS.PATIENT_ID) if ss is not None else None
     for association in updates:
-        original = association.slots.get("OriginalStatus", [])
-        new = association.slots.get("NewStatus", [])
-        if ss is None or association.source != ss.id:
-            found.append(ASSOCIATION(f"association {association.id} does not start at the SubmissionSet"))
-        if len(original) != 1 or len(new) != 1:
-            found.append(
-                ASSOCIATION(f"association {association.id} needs one OriginalStatus and one NewStatus")
-            )
-            continue
-        if new[0] not in _ALLOWED:
-            found.append(NEW_STATUS(f"NewStatus {new[0]!r} is not a DMP availability status"))
-            continue
-        target = registry.entry(association.target)
-        if target is None:
-            found.append(TARGET(f"entry {association.target} is not registered"))
-            continue
-        if patient and target.patient_id != patient:
-            found.append(
-                Violation(
-                    TARGET.code,
-                    "the target entry belongs to another patient",
-                    TARGET.reference,
-                    "XDSPatientIdDoesNotMatch",
-                )
-            )
-        if target.status != original[0]:
-            found.append(
-                Violation(
-                    TARGET.code,
-                    f"OriginalStatus {original[0]} but the entry is {target.status}",
-                    TARGET.reference,
-                    "XDSMetadataUpdateError",
-                )
-            )
-        elif target.status not in _ALLOWED[new[0]]:
-            found.append(
-                Violation(
-                    TARGET.code,
-                    f"an entry {target.status} cannot become {new[0]}",
-                    TARGET.reference,
-                    "XDSMetadataUpdateError",
-                )
-            )
-        changes.append(StatusChange(association.target, original[0], new[0]))
+        problems, change = _check_status_update(association, ss, registry)
+        found += problems
+        if change is not None:
+            changes.append(change)
     return found, changes
+
+
+def _check_status_update(
+    association: Association, ss: RegistryObject | None, registry: RegistryView
+) -> tuple[list[Violation], StatusChange | None]:
+    """One UpdateAvailabilityStatus association: its form (U57-ASSOC-01, U57-STATUS-01), then its target."""
+    found: list[Violation] = []
+    original = association.slots.get("OriginalStatus", [])
+    new = association.slots.get("NewStatus", [])
+    if ss is None or association.source != ss.id:
+        found.append(ASSOCIATION(f"association {association.id} does not start at the SubmissionSet"))
+    if len(original) != 1 or len(new) != 1:
+        found.append(ASSOCIATION(f"association {association.id} needs one OriginalStatus and one NewStatus"))
+        return found, None
+    if new[0] not in _ALLOWED:
+        found.append(NEW_STATUS(f"NewStatus {new[0]!r} is not a DMP availability status"))
+        return found, None
+    target = registry.entry(association.target)
+    if target is None:
+        found.append(TARGET(f"entry {association.target} is not registered"))
+        return found, None
+    patient = ss.external_ids.get(SS.PATIENT_ID) if ss is not None else None
+    found += _target_checks(target, original[0], new[0], patient)
+    return found, StatusChange(association.target, original[0], new[0])
+
+
+def _target_checks(target: KnownEntry, original: str, new: str, patient: str | None) -> list[Violation]:
+    """U57-TARGET-01: the entry is the patient's, in OriginalStatus, and may become NewStatus.
+
+    The registry answers XDSMetadataUpdateError on a status mismatch (Metadata Update §3.57.4.1.3).
+    """
+    found: list[Violation] = []
+    if patient and target.patient_id != patient:
+        found.append(
+            Violation(
+                TARGET.code,
+                "the target entry belongs to another patient",
+                TARGET.reference,
+                "XDSPatientIdDoesNotMatch",
+            )
+        )
+    if target.status != original:
+        found.append(
+            Violation(
+                TARGET.code,
+                f"OriginalStatus {original} but the entry is {target.status}",
+                TARGET.reference,
+                "XDSMetadataUpdateError",
+            )
+        )
+    elif target.status not in _ALLOWED[new]:
+        found.append(
+            Violation(
+                TARGET.code,
+                f"an entry {target.status} cannot become {new}",
+                TARGET.reference,
+                "XDSMetadataUpdateError",
+            )
+        )
+    return found

@@ -27,14 +27,20 @@ import base64
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from adapters.dmp.conformance.names import ASSOC, DE, NS, SS
 from adapters.dmp.conformance.registry_objects import Metadata, RegistryObject
 from adapters.dmp.conformance.violation import Rule, Violation
-from adapters.dmp.conformance.xmldsig import SAFE_PARSER, check_references, digest, verify_signature
+from adapters.dmp.conformance.xmldsig import (
+    SAFE_PARSER,
+    SignatureCheck,
+    check_references,
+    digest,
+    trust_problems,
+    verify_signature,
+)
 
 __all__ = ["signature_entries", "check_xades", "SIGNATURE_CLASS"]
 
@@ -82,6 +88,11 @@ CERTIFICATE = Rule(
 
 _XADES = (NS["xades111"], NS["xades132"])
 _MANIFEST_TYPE = "http://www.w3.org/2000/09/xmldsig#Manifest"
+# XADES-CERT-01: the structure's cachet certificate (the VIHF's), used within its validity.
+_TRUST_TEXTS = (
+    "signed with a certificate that is not the trusted cachet certificate",
+    "signing certificate outside its validity period",
+)
 
 
 def signature_entries(metadata: Metadata) -> list[RegistryObject]:
@@ -141,22 +152,8 @@ def check_xades(
     entries = signature_entries(metadata)
     if not entries:
         return [PRESENT("no signature DocumentEntry: the submission set is not XAdES-signed")], None
-    found: list[Violation] = []
     entry = entries[0]
-    types = {c.code for c in entry.codes.get(DE.TYPE_CODE, [])}
-    formats = {c.code for c in entry.codes.get(DE.FORMAT_CODE, [])}
-    if (
-        "E1762" not in types
-        or "http://www.w3.org/2000/09/xmldsig#" not in formats
-        or entry.element.get("mimeType") != "text/xml"
-    ):
-        found.append(
-            PRESENT("signature entry must have typeCode E1762, formatCode xmldsig#, mimeType text/xml")
-        )
-    if ss is not None and not any(
-        a.type == ASSOC.SIGNS and a.source == entry.id and a.target == ss.id for a in metadata.associations
-    ):
-        found.append(SIGNS(f"no signs association from {entry.id} to the SubmissionSet {ss.id}"))
+    found = _entry_checks(entry) + _signs_checks(metadata, entry, ss)
     data = documents.get(entry.id)
     if data is None:
         found.append(PRESENT(f"no document for the signature entry {entry.id}"))
@@ -170,45 +167,84 @@ def check_xades(
     check = verify_signature(signature)
     if not check.valid:
         found.append(VERIFIES("; ".join(check.problems)))
+    found += _shape_checks(check)
+    found += _manifest_checks(signature, _signed_documents(metadata, documents, entry), ss)
+    found += _properties_checks(signature, check.certificate)
+    if check.certificate is not None:
+        trust = trust_problems(check.certificate, trusted=trusted, now=now, texts=_TRUST_TEXTS)
+        found += [CERTIFICATE(problem) for problem in trust]
+    return found, check.valid and not found
+
+
+def _entry_checks(entry: RegistryObject) -> list[Violation]:
+    """XADES-ENTRY-01: the signature entry is typeCode E1762, formatCode xmldsig#, text/xml (IHE DSG)."""
+    types = {c.code for c in entry.codes.get(DE.TYPE_CODE, [])}
+    formats = {c.code for c in entry.codes.get(DE.FORMAT_CODE, [])}
+    if (
+        "E1762" not in types
+        or "http://www.w3.org/2000/09/xmldsig#" not in formats
+        or entry.element.get("mimeType") != "text/xml"
+    ):
+        return [PRESENT("signature entry must have typeCode E1762, formatCode xmldsig#, mimeType text/xml")]
+    return []
+
+
+def _signs_checks(metadata: Metadata, entry: RegistryObject, ss: RegistryObject | None) -> list[Violation]:
+    """XADES-ASSOC-01: a 'signs' association from the signature entry to the SubmissionSet (IHE DSG)."""
+    if ss is not None and not any(
+        a.type == ASSOC.SIGNS and a.source == entry.id and a.target == ss.id for a in metadata.associations
+    ):
+        return [SIGNS(f"no signs association from {entry.id} to the SubmissionSet {ss.id}")]
+    return []
+
+
+def _shape_checks(check: SignatureCheck) -> list[Violation]:
+    """XADES-REF-01: SignedInfo references the ds:Manifest and the SignedProperties (TS 101 903 §6.2)."""
     manifest_ref = next((r for r in check.references if r.type == _MANIFEST_TYPE), None)
     props_ref = next((r for r in check.references if r.type.endswith("#SignedProperties")), None)
     if manifest_ref is None or props_ref is None:
-        found.append(
-            SHAPE("SignedInfo must reference a ds:Manifest and the XAdES SignedProperties (by Type)")
-        )
-    manifest = signature.find(f".//{{{NS['ds']}}}Manifest")
+        return [SHAPE("SignedInfo must reference a ds:Manifest and the XAdES SignedProperties (by Type)")]
+    return []
+
+
+def _signed_documents(
+    metadata: Metadata, documents: dict[str, bytes], signature_entry: RegistryObject
+) -> dict[str, bytes]:
+    """The documents the Manifest must reference, by their ``urn:oid:<uniqueId>`` URI."""
     by_uri: dict[str, bytes] = {}
     for document_entry in metadata.entries:
         unique_id = document_entry.external_ids.get(DE.UNIQUE_ID)
-        if document_entry is not entry and unique_id and document_entry.id in documents:
+        if document_entry is not signature_entry and unique_id and document_entry.id in documents:
             by_uri[f"urn:oid:{unique_id}"] = documents[document_entry.id]
+    return by_uri
+
+
+def _manifest_checks(
+    signature: etree._Element, by_uri: dict[str, bytes], ss: RegistryObject | None
+) -> list[Violation]:
+    """XADES-MANIFEST-01: the Manifest references the SubmissionSet and each document with its digest."""
+    manifest = signature.find(f".//{{{NS['ds']}}}Manifest")
     if manifest is None:
-        found.append(MANIFEST("no ds:Manifest in the signature"))
-    else:
-        references = check_references(manifest, signature, resolve=lambda uri: by_uri.get(uri))
-        seen = {r.uri for r in references}
-        ss_uid = ss.external_ids.get(SS.UNIQUE_ID) if ss is not None else None
-        if ss_uid and f"urn:oid:{ss_uid}" not in seen:
-            found.append(MANIFEST(f"the Manifest does not reference the SubmissionSet urn:oid:{ss_uid}"))
-        for uri in by_uri:
-            ref = next((r for r in references if r.uri == uri), None)
-            if ref is None:
-                found.append(MANIFEST(f"the Manifest does not reference {uri}"))
-            elif not ref.ok:
-                found.append(MANIFEST(f"{uri}: {ref.reason}"))
+        return [MANIFEST("no ds:Manifest in the signature")]
+    found: list[Violation] = []
+    references = check_references(manifest, signature, resolve=lambda uri: by_uri.get(uri))
+    ss_uid = ss.external_ids.get(SS.UNIQUE_ID) if ss is not None else None
+    if ss_uid and f"urn:oid:{ss_uid}" not in {r.uri for r in references}:
+        found.append(MANIFEST(f"the Manifest does not reference the SubmissionSet urn:oid:{ss_uid}"))
+    for uri in by_uri:
+        ref = next((r for r in references if r.uri == uri), None)
+        if ref is None:
+            found.append(MANIFEST(f"the Manifest does not reference {uri}"))
+        elif not ref.ok:
+            found.append(MANIFEST(f"{uri}: {ref.reason}"))
+    return found
+
+
+def _properties_checks(signature: etree._Element, certificate: x509.Certificate | None) -> list[Violation]:
+    """XADES-PROPS-01: SignedProperties with SigningTime and SigningCertificate (TS 101 903 §7.2.1-2)."""
     properties = _find_properties(signature)
     if properties is None:
-        found.append(PROPERTIES("no XAdES QualifyingProperties/SignedProperties"))
-    elif check.certificate is not None:
-        for problem in _signed_property_checks(properties, check.certificate):
-            found.append(PROPERTIES(problem))
-    if check.certificate is not None:
-        if trusted is not None and check.certificate.fingerprint(hashes.SHA256()) != trusted.fingerprint(
-            hashes.SHA256()
-        ):
-            found.append(CERTIFICATE("signed with a certificate that is not the trusted cachet certificate"))
-        if now is not None and not (
-            check.certificate.not_valid_before_utc <= now <= check.certificate.not_valid_after_utc
-        ):
-            found.append(CERTIFICATE("signing certificate outside its validity period"))
-    return found, check.valid and not found
+        return [PROPERTIES("no XAdES QualifyingProperties/SignedProperties")]
+    if certificate is None:
+        return []
+    return [PROPERTIES(problem) for problem in _signed_property_checks(properties, certificate)]

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 
 from adapters.dmp.conformance.names import NS
@@ -37,6 +38,7 @@ __all__ = [
     "ReferenceCheck",
     "SignatureCheck",
     "verify_signature",
+    "trust_problems",
     "certificate_of",
     "digest",
 ]
@@ -69,6 +71,10 @@ _SIGNATURES: dict[str, tuple[str, hashes.HashAlgorithm]] = {
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": ("ec", hashes.SHA256()),
     "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": ("ec", hashes.SHA384()),
 }
+_TRUST_TEXTS = (
+    "signed with a certificate that is not the trusted one",
+    "signing certificate outside its validity period",
+)
 
 
 @dataclass
@@ -239,6 +245,27 @@ def check_references(
     return checks
 
 
+def trust_problems(
+    certificate: x509.Certificate,
+    *,
+    trusted: x509.Certificate | None,
+    now: datetime | None,
+    texts: tuple[str, str],
+) -> list[str]:
+    """What is wrong with the signing certificate, worded by the caller's rule.
+
+    ``texts`` is (untrusted, expired): the first unless ``certificate`` is ``trusted``, the second
+    unless ``now`` is within its validity. Without ``trusted`` (or ``now``) that half is not checked.
+    """
+    untrusted, expired = texts
+    problems: list[str] = []
+    if trusted is not None and certificate.public_bytes(Encoding.DER) != trusted.public_bytes(Encoding.DER):
+        problems.append(untrusted)
+    if now is not None and not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
+        problems.append(expired)
+    return problems
+
+
 def verify_signature(
     signature: etree._Element,
     *,
@@ -260,30 +287,32 @@ def verify_signature(
     if check.certificate is None:
         check.problems.append("no readable X509Certificate in ds:KeyInfo")
         return check
-    if trusted is not None and check.certificate.fingerprint(hashes.SHA256()) != trusted.fingerprint(
-        hashes.SHA256()
-    ):
-        check.problems.append("signed with a certificate that is not the trusted one")
-    if now is not None and not (
-        check.certificate.not_valid_before_utc <= now <= check.certificate.not_valid_after_utc
-    ):
-        check.problems.append("signing certificate outside its validity period")
+    check.problems += trust_problems(check.certificate, trusted=trusted, now=now, texts=_TRUST_TEXTS)
+    # Reference validation (§3.2.1), then signature validation of SignedInfo (§3.2.2).
     check.references = check_references(signed_info, signature, resolve)
     if not check.references:
         check.problems.append("ds:SignedInfo has no ds:Reference")
-    for ref in check.references:
-        if not ref.ok:
-            check.problems.append(f"reference {ref.uri or '(document)'}: {ref.reason}")
+    check.problems += [f"reference {r.uri or '(document)'}: {r.reason}" for r in check.references if not r.ok]
+    problem = _signature_value_problem(signed_info, signature, check.certificate)
+    if problem:
+        check.problems.append(problem)
+        return check
+    check.signature_value_ok = True
+    return check
+
+
+def _signature_value_problem(
+    signed_info: etree._Element, signature: etree._Element, certificate: x509.Certificate
+) -> str | None:
+    """Why SignatureValue does not verify over the canonical SignedInfo (§3.2.2), or None when it does."""
     method = signed_info.find(f"{{{DS}}}CanonicalizationMethod")
     c14n = method.get("Algorithm", "") if method is not None else ""
     sig_method = signed_info.find(f"{{{DS}}}SignatureMethod")
     sig_algorithm = sig_method.get("Algorithm", "") if sig_method is not None else ""
     if c14n not in _C14N:
-        check.problems.append(f"unsupported CanonicalizationMethod {c14n or '(none)'}")
-        return check
+        return f"unsupported CanonicalizationMethod {c14n or '(none)'}"
     if sig_algorithm not in _SIGNATURES:
-        check.problems.append(f"unsupported SignatureMethod {sig_algorithm or '(none)'}")
-        return check
+        return f"unsupported SignatureMethod {sig_algorithm or '(none)'}"
     prefixes: list[str] = []
     inclusive = method.find(f"{{{EXC_C14N}}}InclusiveNamespaces") if method is not None else None
     if inclusive is not None:
@@ -293,10 +322,15 @@ def verify_signature(
     try:
         value = base64.b64decode("".join((value_node.text or "").split()) if value_node is not None else "")
     except ValueError:
-        check.problems.append("SignatureValue is not base64")
-        return check
+        return "SignatureValue is not base64"
     kind, hash_algorithm = _SIGNATURES[sig_algorithm]
-    key = check.certificate.public_key()
+    return _public_key_problem(certificate.public_key(), kind, hash_algorithm, value, octets)
+
+
+def _public_key_problem(
+    key: object, kind: str, hash_algorithm: hashes.HashAlgorithm, value: bytes, octets: bytes
+) -> str | None:
+    """Verify ``value`` over ``octets``: PKCS#1 v1.5 for RSA, r||s (the XML-DSig ECDSA form) for ECDSA."""
     try:
         if kind == "rsa" and isinstance(key, rsa.RSAPublicKey):
             key.verify(value, octets, padding.PKCS1v15(), hash_algorithm)
@@ -307,10 +341,7 @@ def verify_signature(
             )
             key.verify(der, octets, ec.ECDSA(hash_algorithm))
         else:
-            check.problems.append("SignatureMethod does not match the certificate's key type")
-            return check
+            return "SignatureMethod does not match the certificate's key type"
     except InvalidSignature:
-        check.problems.append("SignatureValue does not verify")
-        return check
-    check.signature_value_ok = True
-    return check
+        return "SignatureValue does not verify"
+    return None
