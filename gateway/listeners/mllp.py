@@ -68,6 +68,27 @@ class _Connection:
         self.buffered = 0  # bytes of this connection's unfinished frame, in the listener's total
 
 
+class _FrameDeadline:
+    """When the frame being received must be complete: set as one starts, moved on after each
+    complete frame (the next one starts its own clock), cleared between frames."""
+
+    def __init__(self, frame_timeout: float) -> None:
+        self._frame_timeout = frame_timeout
+        self._loop = asyncio.get_running_loop()
+        self._at: float | None = None
+
+    def timeout(self, idle_timeout: float) -> float:
+        if self._at is None:
+            return idle_timeout
+        return max(0.0, min(idle_timeout, self._at - self._loop.time()))
+
+    def update(self, in_frame: bool, got_frame: bool) -> None:
+        if not in_frame:
+            self._at = None
+        elif self._at is None or got_frame:
+            self._at = self._loop.time() + self._frame_timeout
+
+
 class MllpListener:
     """An MLLP/TCP (optionally TLS) server feeding frames to ``handler``.
 
@@ -166,80 +187,17 @@ class MllpListener:
         self._log.info("mllp.stopped", listener=self.name)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        addr = writer.get_extra_info("peername") or ("?", 0)
         if len(self._connections) >= self._max_connections:
-            # Refused at once and quietly (a FIN, no reset): the sender retries later, as
-            # after any connection loss, while the connections we have keep their share.
-            self.refused_connections += 1
-            self._log.warning("mllp.refused", listener=self.name, reason="max_connections",
-                              connections=len(self._connections))
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await self._turn_away(writer)
             return
         conn = _Connection(asyncio.current_task())
         self._connections.add(conn)
-        sslobj = writer.get_extra_info("ssl_object")
-        peer = PeerInfo(
-            host=str(addr[0]),
-            port=int(addr[1]),
-            listener=self.name,
-            tls_subject=_subject(sslobj.getpeercert()) if sslobj is not None else None,
-        )
+        peer = self._peer(writer)
         log = self._log.bind(listener=self.name, peer_host=peer.host, peer_port=peer.port)
-        log.info("mllp.connected", tls=sslobj is not None)
-        framer = MllpFramer(self._max_size)
+        log.info("mllp.connected", tls=writer.get_extra_info("ssl_object") is not None)
         reason = "eof"
-        loop = asyncio.get_running_loop()
-        frame_deadline: float | None = None  # when the frame being received must be complete
         try:
-            while not conn.stopping:
-                timeout = self._idle_timeout
-                if frame_deadline is not None:
-                    timeout = max(0.0, min(timeout, frame_deadline - loop.time()))
-                try:
-                    async with asyncio.timeout(timeout):
-                        data = await reader.read(_READ_SIZE)
-                except TimeoutError:
-                    reason = "idle"
-                    if framer.in_frame:
-                        # a sender trickling bytes (or gone silent mid-frame) must not keep a
-                        # connection and its buffer forever; it gets an AR for what it sent
-                        reason = "frame-timeout"
-                        await self._refuse(
-                            writer, framer, peer, log, "MLLP_FRAME_TIMEOUT",
-                            f"the frame was not complete within {self._frame_timeout:g} s",
-                        )
-                    break
-                if not data:
-                    if framer.in_frame:
-                        log.warning("mllp.truncated", buffered=framer.buffered)
-                    break
-                events = framer.feed(data)
-                self._account(conn, framer)
-                if not await self._handle_events(events, conn, writer, peer, log):
-                    reason = "closed"
-                    if conn.drain:
-                        reason = await self._drain(reader, framer, log)
-                    break
-                if not framer.in_frame:
-                    frame_deadline = None
-                elif frame_deadline is None or any(isinstance(e, Frame) for e in events):
-                    frame_deadline = loop.time() + self._frame_timeout
-                if framer.in_frame and self._buffered > self._max_buffered:
-                    reason = "busy"
-                    log.warning("mllp.buffers_full", buffered=self._buffered, limit=self._max_buffered)
-                    sent = await self._refuse(
-                        writer, framer, peer, log, "MLLP_BUSY",
-                        "the gateway is receiving too much at once; send this message again later",
-                    )
-                    framer.skip_frame()
-                    self._account(conn, framer)
-                    if sent:
-                        await self._drain(reader, framer, log)
-                    break
-            else:
-                reason = "stopping"
+            reason = await self._receive(reader, writer, conn, peer, log)
         except asyncio.CancelledError:
             # Cancelled by stop(): end quietly. Re-raising would make asyncio's stream
             # callback log the cancellation as an error for every idle connection.
@@ -254,6 +212,70 @@ class MllpListener:
             writer.close()
             with contextlib.suppress(OSError):  # SSLError and ConnectionError are OSErrors
                 await writer.wait_closed()
+
+    async def _turn_away(self, writer: asyncio.StreamWriter) -> None:
+        # Refused at once and quietly (a FIN, no reset): the sender retries later, as
+        # after any connection loss, while the connections we have keep their share.
+        self.refused_connections += 1
+        self._log.warning("mllp.refused", listener=self.name, reason="max_connections",
+                          connections=len(self._connections))
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    def _peer(self, writer: asyncio.StreamWriter) -> PeerInfo:
+        addr = writer.get_extra_info("peername") or ("?", 0)
+        sslobj = writer.get_extra_info("ssl_object")
+        return PeerInfo(
+            host=str(addr[0]), port=int(addr[1]), listener=self.name,
+            tls_subject=_subject(sslobj.getpeercert()) if sslobj is not None else None,
+        )
+
+    async def _receive(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Connection,
+                       peer: PeerInfo, log: Any) -> str:
+        """Read, frame and answer until the connection ends; returns why it ended."""
+        framer = MllpFramer(self._max_size)
+        deadline = _FrameDeadline(self._frame_timeout)
+        while not conn.stopping:
+            try:
+                async with asyncio.timeout(deadline.timeout(self._idle_timeout)):
+                    data = await reader.read(_READ_SIZE)
+            except TimeoutError:
+                return await self._timed_out(writer, framer, peer, log)
+            if not data:
+                if framer.in_frame:
+                    log.warning("mllp.truncated", buffered=framer.buffered)
+                return "eof"
+            events = framer.feed(data)
+            self._account(conn, framer)
+            if not await self._handle_events(events, conn, writer, peer, log):
+                return await self._drain(reader, framer, log) if conn.drain else "closed"
+            deadline.update(framer.in_frame, any(isinstance(e, Frame) for e in events))
+            if framer.in_frame and self._buffered > self._max_buffered:
+                return await self._busy(reader, writer, framer, conn, peer, log)
+        return "stopping"
+
+    async def _timed_out(self, writer: asyncio.StreamWriter, framer: MllpFramer, peer: PeerInfo, log: Any) -> str:
+        if not framer.in_frame:
+            return "idle"
+        # a sender trickling bytes (or gone silent mid-frame) must not keep a connection and
+        # its buffer forever; it gets an AR for what it sent
+        await self._refuse(writer, framer, peer, log, "MLLP_FRAME_TIMEOUT",
+                           f"the frame was not complete within {self._frame_timeout:g} s")
+        return "frame-timeout"
+
+    async def _busy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: MllpFramer,
+                    conn: _Connection, peer: PeerInfo, log: Any) -> str:
+        log.warning("mllp.buffers_full", buffered=self._buffered, limit=self._max_buffered)
+        sent = await self._refuse(
+            writer, framer, peer, log, "MLLP_BUSY",
+            "the gateway is receiving too much at once; send this message again later",
+        )
+        framer.skip_frame()
+        self._account(conn, framer)
+        if sent:
+            await self._drain(reader, framer, log)
+        return "busy"
 
     async def _handle_events(
         self,

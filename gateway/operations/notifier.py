@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,7 +24,7 @@ import structlog
 
 from gateway.journal.base import Journal
 from gateway.journal.rows import iso
-from gateway.operations.health import destination_health
+from gateway.operations.health import DestinationHealth, destination_health
 from gateway.operations.periodic import PeriodicTask
 from gateway.settings import NotifySettings
 
@@ -42,35 +43,54 @@ class Condition:
 async def judge(journal: Journal, cfg: NotifySettings, *, now: datetime, kinds: dict[str, str], ready: bool,
                 commit_errors_grew: bool) -> dict[str, Condition]:
     """The conditions that hold now, by key."""
-    out: dict[str, Condition] = {}
-
-    def add(key: str, summary: str, **labels: Any) -> None:
-        out[key] = Condition(key, summary, labels)
-
+    found: list[Condition] = []
     if not ready:
-        add("not_ready", "the gateway cannot take messages (journal or disk)")
-    for d in await destination_health(journal, now=now, kinds=kinds):
-        if d.state == "failing":
-            add(f"destination_failing:{d.name}", f"destination {d.name} is failing",
-                destination=d.name, failure_rate_5m=d.failure_rate_5m, queue_depth=d.queue_depth)
-        if d.oldest_queued_seconds is not None and d.oldest_queued_seconds > cfg.queued_max_seconds:
-            add(f"oldest_queued:{d.name}", f"the oldest delivery to {d.name} waits for {d.oldest_queued_seconds:.0f} s",
-                destination=d.name, seconds=d.oldest_queued_seconds)
+        found.append(Condition("not_ready", "the gateway cannot take messages (journal or disk)", {}))
+    found += _destination_conditions(await destination_health(journal, now=now, kinds=kinds), cfg)
     held = await journal.oldest_held_since()
     if held is not None and (now - datetime.fromisoformat(held)).total_seconds() > cfg.held_max_seconds:
-        add("held_too_long", "a document has been held by the identity gate too long", since=held)
-    zam = await journal.zam_trouble()
-    if zam.get("failed"):
-        add("zam_failing", f"{zam['failed']} business acknowledgement(s) being retried", count=zam["failed"])
-    if zam.get("dead"):
-        add("zam_given_up", f"{zam['dead']} business acknowledgement(s) given up", count=zam["dead"])
+        found.append(Condition("held_too_long", "a document has been held by the identity gate too long",
+                               {"since": held}))
+    found += _zam_conditions(await journal.zam_trouble())
     if commit_errors_grew:
-        add("journal_commit_errors", "journal commits failed since the last check")
-    if journal.location is not None:
-        usage = shutil.disk_usage(journal.location)
-        if usage.total and usage.free / usage.total < cfg.disk_min_free_ratio:
-            add("disk_almost_full", "the journal's disk is almost full", free_ratio=round(usage.free / usage.total, 3))
+        found.append(Condition("journal_commit_errors", "journal commits failed since the last check", {}))
+    found += _disk_conditions(journal.location, cfg)
+    return {c.key: c for c in found}
+
+
+def _destination_conditions(health: list[DestinationHealth], cfg: NotifySettings) -> list[Condition]:
+    out = []
+    for d in health:
+        if d.state == "failing":
+            out.append(Condition(f"destination_failing:{d.name}", f"destination {d.name} is failing",
+                                 {"destination": d.name, "failure_rate_5m": d.failure_rate_5m,
+                                  "queue_depth": d.queue_depth}))
+        waited = d.oldest_queued_seconds
+        if waited is not None and waited > cfg.queued_max_seconds:
+            out.append(Condition(f"oldest_queued:{d.name}", f"the oldest delivery to {d.name} waits for {waited:.0f} s",
+                                 {"destination": d.name, "seconds": waited}))
     return out
+
+
+def _zam_conditions(zam: Mapping[str, int]) -> list[Condition]:
+    out = []
+    if zam.get("failed"):
+        out.append(Condition("zam_failing", f"{zam['failed']} business acknowledgement(s) being retried",
+                             {"count": zam["failed"]}))
+    if zam.get("dead"):
+        out.append(Condition("zam_given_up", f"{zam['dead']} business acknowledgement(s) given up",
+                             {"count": zam["dead"]}))
+    return out
+
+
+def _disk_conditions(location: Path | None, cfg: NotifySettings) -> list[Condition]:
+    if location is None:
+        return []
+    usage = shutil.disk_usage(location)
+    if usage.total and usage.free / usage.total < cfg.disk_min_free_ratio:
+        return [Condition("disk_almost_full", "the journal's disk is almost full",
+                          {"free_ratio": round(usage.free / usage.total, 3)})]
+    return []
 
 
 class Notifier(PeriodicTask):

@@ -153,28 +153,44 @@ def list_filters(query: Any, *, operator: bool = False) -> tuple[dict[str, Any],
     ``gateway.operations.search`` (an INS, IPP or uniqueId only for operators); ``cursor`` is the keyset
     position that ``next`` links carry (``offset`` stays for old links)."""
     filters: dict[str, Any] = {}
-    status = (query.get("status") or "").strip()
-    if status:
-        if status not in EXCHANGE_STATUSES:
-            raise ApiError(400, f"status must be one of {', '.join(EXCHANGE_STATUSES)}", invalid_param="status")
-        filters["status"] = status
+    _status_filter(query, filters)
     for param, key in (("type", "message_type"), ("sender", "sender"), ("control_id", "control_id")):
-        value = (query.get(param) or "").strip()
-        if value:
+        if value := _text(query, param):
             filters[key] = value
-    for param in ("patient", "document"):
-        value = (query.get(param) or "").strip()
-        if value:
-            if not operator:
-                raise ApiError(403, f"searching by {param} needs the operator role (patient data)", invalid_param=param)
-            filters[param] = value
-    term = (query.get("q") or "").strip()
-    if term:
+    _patient_data_filters(query, filters, operator=operator)
+    if term := _text(query, "q"):
         _kind, found = search_filters(term, operator=operator)
         filters |= found
     for param in ("since", "until"):
         if query.get(param):
             filters[param] = _instant(query[param], param)
+    limit, offset = _page(query, filters)
+    return filters, limit, offset
+
+
+def _text(query: Any, param: str) -> str:
+    return (query.get(param) or "").strip()
+
+
+def _status_filter(query: Any, filters: dict[str, Any]) -> None:
+    status = _text(query, "status")
+    if status and status not in EXCHANGE_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(EXCHANGE_STATUSES)}", invalid_param="status")
+    if status:
+        filters["status"] = status
+
+
+def _patient_data_filters(query: Any, filters: dict[str, Any], *, operator: bool) -> None:
+    for param in ("patient", "document"):
+        value = _text(query, param)
+        if value and not operator:
+            raise ApiError(403, f"searching by {param} needs the operator role (patient data)", invalid_param=param)
+        if value:
+            filters[param] = value
+
+
+def _page(query: Any, filters: dict[str, Any]) -> tuple[int, int]:
+    """``limit`` and ``offset``; a ``cursor`` becomes the keyset filter ``before_seq``."""
     try:
         limit = int(query.get("limit", 50))
         offset = int(query.get("offset", 0))
@@ -185,7 +201,7 @@ def list_filters(query: Any, *, operator: bool = False) -> tuple[dict[str, Any],
         raise ApiError(400, "limit, offset and cursor must be integers", invalid_param="limit") from None
     if not 1 <= limit <= MAX_LIMIT or offset < 0:
         raise ApiError(400, f"limit must be 1..{MAX_LIMIT} and offset >= 0", invalid_param="limit")
-    return filters, limit, offset
+    return limit, offset
 
 
 # -- actions (shared with the dashboard) -------------------------------------------------------
