@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.core.charset import HL7_CHARSETS, declared_charset
@@ -65,17 +66,83 @@ _LOCATION = re.compile(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One line of the finding code → table 0357 mapping; it matches when any of its tests does.
+
+    A code is read as its ``_``-separated words: ``words`` matches when the code has one of
+    them, ``all_words`` when it has every one; ``prefixes`` and ``within`` test the whole
+    code, ``codes`` names exact codes. ``unless`` excludes codes, and ``on_segment`` limits
+    the rule to findings located on a whole segment (``PV1``, ``MRG[2]``).
+    """
+
+    hl7: str
+    words: frozenset[str] = frozenset()
+    all_words: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    within: tuple[str, ...] = ()
+    codes: frozenset[str] = frozenset()
+    unless: frozenset[str] = frozenset()
+    on_segment: bool = False
+
+    def matches(self, code: str, words: set[str], on_segment: bool) -> bool:
+        if code in self.unless or (self.on_segment and not on_segment):
+            return False
+        return bool(
+            code in self.codes
+            or code.startswith(self.prefixes)
+            or words & self.words
+            or (self.all_words and self.all_words <= words)
+            or any(part in code for part in self.within)
+        )
+
+
+#: Finding code → HL7 table 0357, first match wins; a code no rule matches gets 102.
+#: The rules are in the order of ``hl7_error_code``'s docstring, which says why.
+_RULES: tuple[_Rule, ...] = (
+    _Rule("207", words=frozenset({"INTERNAL", "JOURNAL"}), prefixes=("FHIR_CONTEXT",)),
+    _Rule("203", prefixes=("PROFILE_",), unless=frozenset({"PROFILE_MISSING"})),
+    _Rule("100", words=frozenset({"MISSING", "REQUIRED"}), on_segment=True),
+    _Rule("103", codes=frozenset({"CHARSET_UNSUPPORTED"})),
+    _Rule(
+        "102",
+        prefixes=("CHARSET_", "PARSE_"),
+        codes=frozenset({"MSH_ENCODING"}),
+        words=frozenset({"DATATYPE", "FORMAT"}),
+    ),
+    _Rule("203", words=frozenset({"VERSION"})),
+    _Rule("201", words=frozenset({"EVENT", "TRIGGER"})),
+    _Rule("200", within=("MESSAGE_TYPE", "MSG_TYPE")),
+    _Rule("202", words=frozenset({"PROCESSING"})),
+    _Rule("205", words=frozenset({"DUPLICATE"})),
+    _Rule("204", within=("UNKNOWN_KEY", "NOT_FOUND")),
+    _Rule("100", codes=frozenset({"MSH_MISSING"}), words=frozenset({"SEGMENT", "ORDER", "SEQUENCE"})),
+    _Rule("101", words=frozenset({"MISSING", "REQUIRED", "EMPTY"})),
+    _Rule(
+        "103",
+        words=frozenset({"TABLE", "VALUESET", "INCONSISTENT"}),
+        all_words=frozenset({"CODE", "UNKNOWN"}),
+        within=("NOT_DMP",),
+    ),
+)
+
+_BARE_SEGMENT = re.compile(r"[A-Z][A-Z0-9]{2}(\[\d+\])?")
+
+
 def hl7_error_code(finding: Finding) -> tuple[str, str]:
     """Map a finding to an HL7 table 0357 ``(code, text)`` from its stable code.
 
-    The code is split on ``_`` and read word by word, first match wins:
+    The code is split on ``_`` and read word by word against ``_RULES``, first match wins:
 
+    * our own faults (``INTERNAL_*``, ``JOURNAL_*``, ``FHIR_CONTEXT_*``) → 207, and only
+      they: 0357 calls 207 "application internal error";
+    * a refused volet profile (``PROFILE_*`` other than ``PROFILE_MISSING``, MSH-21) → 203: MSH-21
+      versions the volet the way MSH-12 versions HL7;
+    * a ``MISSING`` / ``REQUIRED`` finding located on a whole segment (``PV1``,
+      ``MRG``) → 100, since 0357 files absent segments under "segment sequence";
     * ``CHARSET_UNSUPPORTED`` → 103 (MSH-18 is not a value of table 0211);
       other ``CHARSET_*``, ``*_DATATYPE``, ``*_FORMAT``, ``PARSE_*``,
       ``MSH_ENCODING`` → 102 (the bytes or the syntax do not fit the type);
-    * a refused volet profile (``PROFILE_*``, MSH-21) → 203;
-    * a ``MISSING`` / ``REQUIRED`` finding located on a whole segment (``PV1``,
-      ``MRG``) → 100, since 0357 files absent segments under "segment sequence";
     * a ``VERSION`` word → 203; ``EVENT`` / ``TRIGGER`` → 201;
       ``MESSAGE_TYPE`` / ``MSG_TYPE`` → 200; ``PROCESSING`` → 202;
     * ``DUPLICATE`` → 205; ``UNKNOWN_KEY`` / ``NOT_FOUND`` (a referenced document
@@ -84,44 +151,13 @@ def hl7_error_code(finding: Finding) -> tuple[str, str]:
     * a ``MISSING`` / ``REQUIRED`` / ``EMPTY`` word → 101;
     * a ``TABLE`` / ``VALUESET`` / ``CODE`` + ``UNKNOWN`` word, a value outside the set the
       volet allows (``*_NOT_DMP``, ``*_INCONSISTENT``: ORC-1 / OBX-11 / trigger) → 103;
-    * our own faults (``INTERNAL_*``, ``JOURNAL_*``, ``FHIR_CONTEXT_*``) → 207, and only
-      they: 0357 calls 207 "application internal error";
     * any other content rule (INS rules, CDA content, a field that contradicts another:
       ``*_MISMATCH``) → 102, the value in the field is not what the field must hold.
     """
     code = finding.code.upper()
     words = set(code.split("_"))
-    bare_segment = bool(finding.location) and re.fullmatch(r"[A-Z][A-Z0-9]{2}(\[\d+\])?", finding.location or "")
-    if words & {"INTERNAL", "JOURNAL"} or code.startswith("FHIR_CONTEXT"):
-        hl7 = "207"  # our fault, never the sender's
-    elif code.startswith("PROFILE_") and code != "PROFILE_MISSING":
-        hl7 = "203"  # MSH-21 versions the volet the way MSH-12 versions HL7
-    elif words & {"MISSING", "REQUIRED"} and bare_segment:
-        hl7 = "100"  # a required segment is absent (0357: "required segments are missing")
-    elif code == "CHARSET_UNSUPPORTED":
-        hl7 = "103"
-    elif code.startswith(("CHARSET_", "PARSE_")) or code == "MSH_ENCODING" or words & {"DATATYPE", "FORMAT"}:
-        hl7 = "102"
-    elif "VERSION" in words:
-        hl7 = "203"
-    elif words & {"EVENT", "TRIGGER"}:
-        hl7 = "201"
-    elif "MESSAGE_TYPE" in code or "MSG_TYPE" in code:
-        hl7 = "200"
-    elif "PROCESSING" in words:
-        hl7 = "202"
-    elif "DUPLICATE" in words:
-        hl7 = "205"
-    elif "UNKNOWN_KEY" in code or "NOT_FOUND" in code:
-        hl7 = "204"
-    elif code == "MSH_MISSING" or words & {"SEGMENT", "ORDER", "SEQUENCE"}:
-        hl7 = "100"
-    elif words & {"MISSING", "REQUIRED", "EMPTY"}:
-        hl7 = "101"
-    elif words & {"TABLE", "VALUESET", "INCONSISTENT"} or {"CODE", "UNKNOWN"} <= words or "NOT_DMP" in code:
-        hl7 = "103"
-    else:
-        hl7 = "102"
+    on_segment = bool(finding.location and _BARE_SEGMENT.fullmatch(finding.location))
+    hl7 = next((rule.hl7 for rule in _RULES if rule.matches(code, words, on_segment)), "102")
     return hl7, HL7_0357[hl7]
 
 

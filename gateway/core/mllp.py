@@ -124,58 +124,64 @@ class MllpFramer:
         events: list[FrameEvent] = []
         n = len(data)
         i = 0
-        # Position of the next 0x0B at or after i, cached so that many small frames in
-        # one large read do not rescan the whole chunk each time (-1: none left).
-        next_sb = -2
+        # One step per frame boundary, not per byte: each step finds its boundary with bytes.find.
         while i < n:
             state = self._state
-            if state == _AFTER_END:
+            if state == _OUTSIDE:
+                i = self._find_start(data, i, events)
+            elif state == _AFTER_END:  # swallow the 0x0D that normally follows 0x1C, if it is there
                 if data[i] == CARRIAGE_RETURN:
                     i += 1
                 self._state = _OUTSIDE
-                continue
-            if state == _OUTSIDE:
-                j = data.find(_SB, i)
-                if j == -1:
-                    self._garbage += n - i
-                    break
-                self._garbage += j - i
-                self._flush_garbage(events)
-                self._state = _INSIDE
-                self._buf.clear()
-                i = j + 1
-                continue
-            # _INSIDE or _SKIPPING: the frame ends at 0x1C or is abandoned at 0x0B.
-            if next_sb != -1 and next_sb < i:
-                next_sb = data.find(_SB, i)
-            j_end = data.find(_EB, i)
-            candidates = [p for p in (j_end, next_sb) if p != -1]
-            j = min(candidates) if candidates else n
-            if state == _INSIDE:
-                size = len(self._buf) + (j - i)
-                if size > self.max_size:
-                    events.append(Oversize(size_so_far=size))
-                    self._buf.clear()
-                    self._state = state = _SKIPPING
-                else:
-                    self._buf += data[i:j]
-            if j == n:
-                break
-            if data[j] == END_BLOCK:
-                if state == _INSIDE:
-                    events.append(Frame(bytes(self._buf)))
-                self._buf.clear()
-                self._state = _AFTER_END
-            else:  # a new start block
-                if state == _INSIDE:
-                    # the abandoned start block plus what followed it
-                    self._garbage += len(self._buf) + 1
-                    self._flush_garbage(events)
-                self._buf.clear()
-                self._state = _INSIDE
-            i = j + 1
+            else:  # _INSIDE or _SKIPPING
+                i = self._read_frame(data, i, events)
         self._flush_garbage(events)
         return events
+
+    def _find_start(self, data: bytes, i: int, events: list[FrameEvent]) -> int:
+        """Outside a frame: the bytes before the next 0x0B are garbage; a frame starts after it."""
+        j = data.find(_SB, i)
+        if j == -1:
+            self._garbage += len(data) - i
+            return len(data)
+        self._garbage += j - i
+        self._flush_garbage(events)
+        self._state = _INSIDE
+        self._buf.clear()
+        return j + 1
+
+    def _read_frame(self, data: bytes, i: int, events: list[FrameEvent]) -> int:
+        """In a frame: take bytes up to its 0x1C (complete) or a new 0x0B (abandoned), or all of them.
+
+        While skipping an oversized frame the bytes are dropped and its end emits nothing.
+        """
+        n = len(data)
+        end = data.find(_EB, i)
+        stop = n if end == -1 else end
+        restart = data.find(_SB, i, stop)  # a 0x0B after the 0x1C belongs to the next frame
+        j = stop if restart == -1 else restart
+        if self._state == _INSIDE:
+            size = len(self._buf) + (j - i)
+            if size > self.max_size:
+                events.append(Oversize(size_so_far=size))
+                self._buf.clear()
+                self._state = _SKIPPING
+            else:
+                self._buf += data[i:j]
+        if j == n:
+            return n
+        if restart == -1:  # data[j] is the end block
+            if self._state == _INSIDE:
+                events.append(Frame(bytes(self._buf)))
+            self._state = _AFTER_END
+        else:
+            if self._state == _INSIDE:
+                # the abandoned start block plus what followed it
+                self._garbage += len(self._buf) + 1
+                self._flush_garbage(events)
+            self._state = _INSIDE
+        self._buf.clear()
+        return j + 1
 
     def _flush_garbage(self, events: list[FrameEvent]) -> None:
         if self._garbage:

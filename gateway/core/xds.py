@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from datetime import tzinfo as tzinfo_t
 from zoneinfo import ZoneInfo
@@ -265,6 +265,19 @@ def _source_patient_info(patient: PatientIdentity) -> list[str]:
     return lines
 
 
+@dataclass
+class _Findings:
+    """The findings of one build, in the order the metadata is built."""
+
+    found: list[Finding] = field(default_factory=list)
+
+    def warn(self, code: str, message: str, location: str | None = None) -> None:
+        self.found.append(Finding(code, message, location, "warning"))
+
+    def error(self, code: str, message: str, location: str | None = None) -> None:
+        self.found.append(Finding(code, message, location, "error"))
+
+
 def build_xds(
     header: CdaHeader, cda_bytes: bytes, ctx: SubmissionContext
 ) -> tuple[XdsMetadata, list[Finding]]:
@@ -273,14 +286,29 @@ def build_xds(
     Returns the metadata and the findings; errors among them mean the DMP would refuse the
     submission (``XDS_TYPECODE_NOT_DMP`` only matters when the destination is the DMP).
     """
-    findings: list[Finding] = []
+    findings = _Findings()
+    entry: XdsDocumentEntry = {
+        **_document_id(header, ctx, findings),
+        **_type_and_class(header, ctx, findings),
+        **_format(header, findings),
+        "confidentialityCode": _confidentiality(header, ctx.flags, findings),
+        **_care_setting(header, findings),
+        **_authors(header),
+        **_patient(header, ctx.patient, findings),
+        **_times(header, findings),
+        **_content(header, cda_bytes),
+        **_action(header, ctx, findings),
+    }
+    metadata: XdsMetadata = {
+        "documentEntry": entry,
+        "submissionSet": _submission_set(header, ctx, entry.get("patientId")),
+        "request": _request(ctx, findings),
+    }
+    return metadata, findings.found
 
-    def warn(code: str, message: str, location: str | None = None) -> None:
-        findings.append(Finding(code, message, location, "warning"))
 
-    def error(code: str, message: str, location: str | None = None) -> None:
-        findings.append(Finding(code, message, location, "error"))
-
+def _document_id(header: CdaHeader, ctx: SubmissionContext, findings: _Findings) -> XdsDocumentEntry:
+    """entryUUID (injected) and uniqueId (the CDA id)."""
     entry: XdsDocumentEntry = {}
     if ctx.entry_uuid:
         entry["entryUUID"] = ctx.entry_uuid
@@ -289,63 +317,69 @@ def build_xds(
         # Volet §6 (TXA-12) and domain brief §5: the DMP does not accept OID^extension
         # document ids. An error here; the pipeline downgrades it when the DMP is not a
         # destination, as for XDS_TYPECODE_NOT_DMP.
-        error(
+        findings.error(
             "XDS_DOCUMENT_ID_EXTENSION",
             f"ClinicalDocument/id has an extension ({header.id_root}^…): the DMP accepts only a "
             "root-only OID as uniqueId",
             "/ClinicalDocument/id",
         )
+    return entry
 
-    # typeCode / classCode
+
+def _type_and_class(header: CdaHeader, ctx: SubmissionContext, findings: _Findings) -> XdsDocumentEntry:
+    """typeCode = the CDA code (JDV_J66), classCode from ASS_X16 then ASS_X04."""
     type_code = header.code
-    if type_code:
-        entry["typeCode"] = _bound("jdv_j66_typecode_dmp", type_code)
-        if not terminology.in_value_set("jdv_j66_typecode_dmp", type_code["code"], type_code["codeSystem"]):
-            error(
-                "XDS_TYPECODE_NOT_DMP",
-                f"typeCode {type_code['code']} is not in JDV_J66 (DMP type codes)",
-                "/ClinicalDocument/code",
-            )
-        if ctx.type_code and ctx.type_code.get("code") and ctx.type_code["code"] != type_code["code"]:
-            warn(
-                "XDS_TYPE_MISMATCH",
-                f"message type code {ctx.type_code['code']} differs from CDA code {type_code['code']}",
-                "OBX-3",
-            )
-        class_code = terminology.class_for_type(type_code["code"], type_code["codeSystem"] or None)
-        if class_code:
-            entry["classCode"] = class_code
-        else:
-            warn("XDS_CLASS_UNKNOWN", f"no classCode for typeCode {type_code['code']} in ASS_X16/ASS_X04")
+    if not type_code:
+        findings.error("XDS_TYPECODE_NOT_DMP", "the CDA has no code", "/ClinicalDocument/code")
+        findings.warn("XDS_CLASS_UNKNOWN", "no typeCode to derive a classCode from")
+        return {}
+    entry: XdsDocumentEntry = {"typeCode": _bound("jdv_j66_typecode_dmp", type_code)}
+    if not terminology.in_value_set("jdv_j66_typecode_dmp", type_code["code"], type_code["codeSystem"]):
+        findings.error(
+            "XDS_TYPECODE_NOT_DMP",
+            f"typeCode {type_code['code']} is not in JDV_J66 (DMP type codes)",
+            "/ClinicalDocument/code",
+        )
+    if ctx.type_code and ctx.type_code.get("code") and ctx.type_code["code"] != type_code["code"]:
+        findings.warn(
+            "XDS_TYPE_MISMATCH",
+            f"message type code {ctx.type_code['code']} differs from CDA code {type_code['code']}",
+            "OBX-3",
+        )
+    class_code = terminology.class_for_type(type_code["code"], type_code["codeSystem"] or None)
+    if class_code:
+        entry["classCode"] = class_code
     else:
-        error("XDS_TYPECODE_NOT_DMP", "the CDA has no code", "/ClinicalDocument/code")
-        warn("XDS_CLASS_UNKNOWN", "no typeCode to derive a classCode from")
+        findings.warn("XDS_CLASS_UNKNOWN", f"no classCode for typeCode {type_code['code']} in ASS_X16/ASS_X04")
+    return entry
 
-    # formatCode
+
+def _format(header: CdaHeader, findings: _Findings) -> XdsDocumentEntry:
+    """formatCode from ASS_A11: by templateIds, or by the nonXMLBody media type at level 1."""
     format_code = terminology.format_for_templates(
         header.template_ids, header.level, header.nonxml_media_type
     )
-    if format_code:
-        entry["formatCode"] = format_code
-        if not terminology.in_value_set(
-            "jdv_j60_formatcode_dmp", format_code["code"], format_code["codeSystem"]
-        ):
-            warn("XDS_FORMAT_NOT_DMP", f"formatCode {format_code['code']} is not in JDV_J60")
-    else:
-        warn(
+    if not format_code:
+        findings.warn(
             "XDS_FORMAT_UNKNOWN",
             "no formatCode in ASS_A11 for the document's templateIds / media type",
             "/ClinicalDocument/templateId",
         )
+        return {}
+    if not terminology.in_value_set("jdv_j60_formatcode_dmp", format_code["code"], format_code["codeSystem"]):
+        findings.warn("XDS_FORMAT_NOT_DMP", f"formatCode {format_code['code']} is not in JDV_J60")
+    return {"formatCode": format_code}
 
-    # confidentialityCode: the CDA code first, then the visibility codes
+
+def _confidentiality(header: CdaHeader, flags: dict[str, bool], findings: _Findings) -> list[CodedValue]:
+    """The CDA confidentialityCode (N when it has none), then the visibility codes the flags ask for."""
     confidentiality: list[CodedValue] = []
     if header.confidentiality:
         conf = dict(header.confidentiality)
         conf["codeSystem"] = conf.get("codeSystem") or terminology.HL7_CONFIDENTIALITY
         confidentiality.append(_bound("jdv_j58_confidentiality_dmp", conf))
     else:
-        warn(
+        findings.warn(
             "XDS_CONFIDENTIALITY_MISSING",
             "no confidentialityCode in the CDA; N (normal) used",
             "/ClinicalDocument/confidentialityCode",
@@ -353,18 +387,26 @@ def build_xds(
         normal = terminology.coded("jdv_j58_confidentiality_dmp", "N", terminology.HL7_CONFIDENTIALITY)
         if normal:
             confidentiality.append(normal)
-    for flag, code in _VISIBILITY_FLAGS:
-        if ctx.flags.get(flag):
-            value = terminology.coded("jdv_j58_confidentiality_dmp", code, terminology.TRE_A07)
-            confidentiality.append(
-                value or {"code": code, "codeSystem": terminology.TRE_A07, "displayName": code}
-            )
-    entry["confidentialityCode"] = confidentiality
+    return confidentiality + _visibility(flags)
 
+
+def _visibility(flags: dict[str, bool]) -> list[CodedValue]:
+    """The TRE_A07 codes of the MetaDMPMSS visibility flags that are set."""
+    codes: list[CodedValue] = []
+    for flag, code in _VISIBILITY_FLAGS:
+        if flags.get(flag):
+            value = terminology.coded("jdv_j58_confidentiality_dmp", code, terminology.TRE_A07)
+            codes.append(value or {"code": code, "codeSystem": terminology.TRE_A07, "displayName": code})
+    return codes
+
+
+def _care_setting(header: CdaHeader, findings: _Findings) -> XdsDocumentEntry:
+    """healthcareFacilityTypeCode (JDV_J61) and practiceSettingCode (JDV_J62) from the CDA."""
+    entry: XdsDocumentEntry = {}
     if header.facility_type:
         entry["healthcareFacilityTypeCode"] = _bound("jdv_j61_facilitytype_dmp", header.facility_type)
     else:
-        warn(
+        findings.warn(
             "XDS_FACILITY_TYPE_MISSING",
             "no healthCareFacility/code in the CDA",
             "/ClinicalDocument/componentOf/encompassingEncounter/location/healthCareFacility/code",
@@ -372,50 +414,73 @@ def build_xds(
     if header.practice_setting:
         entry["practiceSettingCode"] = _bound("jdv_j62_practicesetting_dmp", header.practice_setting)
     else:
-        warn(
+        findings.warn(
             "XDS_PRACTICE_SETTING_MISSING",
             "no serviceEvent performer organisation standardIndustryClassCode in the CDA",
             "/ClinicalDocument/documentationOf/serviceEvent/performer",
         )
+    return entry
 
+
+def _authors(header: CdaHeader) -> XdsDocumentEntry:
+    """The document's authors and its legal authenticator."""
+    entry: XdsDocumentEntry = {}
     authors = [a for a in (_xds_author(author) for author in header.authors) if a]
     if authors:
         entry["authors"] = authors
     legal = xcn(header.legal_authenticator.person if header.legal_authenticator else None)
     if legal:
         entry["legalAuthenticator"] = legal
+    return entry
 
-    # patient: the envelope's identity (PID) wins over the CDA's, as the PFI checks them equal
-    envelope = ctx.patient
+
+def _patient(header: CdaHeader, envelope: PatientIdentity | None, findings: _Findings) -> XdsDocumentEntry:
+    """patientId (the INS), sourcePatientId (the IPP, else the INS) and sourcePatientInfo.
+
+    The envelope's identity (PID) wins over the CDA's, as the PFI checks them equal.
+    """
+    entry: XdsDocumentEntry = {}
     ins = (envelope.ins if envelope else None) or header.patient.ins
     ipp = (envelope.ipp if envelope else None) or header.patient.ipp
     patient_id = cx(ins, "NH") if ins else None
     if patient_id:
         entry["patientId"] = patient_id
     else:
-        error("XDS_PATIENT_ID_MISSING", "no INS for the patient: XDS patientId cannot be set", "PID-3")
+        findings.error("XDS_PATIENT_ID_MISSING", "no INS for the patient: XDS patientId cannot be set", "PID-3")
     source_patient = cx(ipp, "PI") if ipp else patient_id
     if source_patient:
         entry["sourcePatientId"] = source_patient
     info = _source_patient_info(envelope or header.patient)
     if info:
         entry["sourcePatientInfo"] = info
+    return entry
 
-    service = "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime"
+
+_SERVICE_TIME = "/ClinicalDocument/documentationOf/serviceEvent/effectiveTime"
+
+
+def _times(header: CdaHeader, findings: _Findings) -> XdsDocumentEntry:
+    """creationTime and serviceStart/StopTime in UTC; a time that is not an HL7 TS is left out."""
+    entry: XdsDocumentEntry = {}
     times: tuple[tuple[str, str | None, str], ...] = (
         ("creationTime", header.effective_time, "/ClinicalDocument/effectiveTime"),
-        ("serviceStartTime", header.service_start, f"{service}/low"),
-        ("serviceStopTime", header.service_stop, f"{service}/high"),
+        ("serviceStartTime", header.service_start, f"{_SERVICE_TIME}/low"),
+        ("serviceStopTime", header.service_stop, f"{_SERVICE_TIME}/high"),
     )
     for key, ts, location in times:
         if not ts:
             continue
         converted = to_xds_time(ts)
         if converted is None:
-            warn("XDS_TIME_INVALID", f"{key}: {ts!r} is not an HL7 TS", location)
+            findings.warn("XDS_TIME_INVALID", f"{key}: {ts!r} is not an HL7 TS", location)
         else:
             entry[key] = converted  # type: ignore[literal-required]
+    return entry
 
+
+def _content(header: CdaHeader, cda_bytes: bytes) -> XdsDocumentEntry:
+    """What describes the document's bytes: language, title, mime type, hash and size."""
+    entry: XdsDocumentEntry = {}
     if header.language:
         entry["languageCode"] = header.language
     if header.title:
@@ -423,18 +488,28 @@ def build_xds(
     entry["mimeType"] = "text/xml"
     entry["hash"] = hashlib.sha1(cda_bytes).hexdigest()
     entry["size"] = len(cda_bytes)
-    entry["action"] = ctx.action
-    if ctx.action == "replace":
-        parent = ctx.parent_document_id or header.parent_document_id
-        if parent:
-            entry["replaces"] = parent
-        else:
-            error(
-                "XDS_REPLACE_PARENT_MISSING",
-                "replacement without a parent document id (TXA-13 or relatedDocument)",
-                "TXA-13",
-            )
+    return entry
 
+
+def _action(header: CdaHeader, ctx: SubmissionContext, findings: _Findings) -> XdsDocumentEntry:
+    """The action, and for a replacement the uniqueId of the document it replaces."""
+    entry: XdsDocumentEntry = {"action": ctx.action}
+    if ctx.action != "replace":
+        return entry
+    parent = ctx.parent_document_id or header.parent_document_id
+    if parent:
+        entry["replaces"] = parent
+    else:
+        findings.error(
+            "XDS_REPLACE_PARENT_MISSING",
+            "replacement without a parent document id (TXA-13 or relatedDocument)",
+            "TXA-13",
+        )
+    return entry
+
+
+def _submission_set(header: CdaHeader, ctx: SubmissionContext, patient_id: str | None) -> XdsSubmissionSet:
+    """The SubmissionSet: injected ids and time, the PFI's sourceId, contentTypeCode from PV1-2."""
     submission: XdsSubmissionSet = {}
     if ctx.submission_set_uuid:
         submission["entryUUID"] = ctx.submission_set_uuid
@@ -446,26 +521,34 @@ def build_xds(
     if ctx.submission_time:
         submission["submissionTime"] = ctx.submission_time
     submission["contentTypeCode"] = terminology.content_type_for_patient_class(ctx.patient_class)
-    set_author = _xds_author(ctx.sender) if ctx.sender else None
-    if set_author is None and header.authors:
-        set_author = _xds_author(header.authors[0])
-    if set_author:
-        submission["authors"] = [set_author]
-
-    metadata: XdsMetadata = {"documentEntry": entry, "submissionSet": submission}
-    metadata["request"] = _request(ctx, error)
-    return metadata, findings
+    author = _submission_author(header, ctx)
+    if author:
+        submission["authors"] = [author]
+    return submission
 
 
-def _request(ctx: SubmissionContext, error: Callable[[str, str, str | None], None]) -> XdsRequest:
+def _submission_author(header: CdaHeader, ctx: SubmissionContext) -> XdsAuthor | None:
+    """The sender (PRT SB); without one, the document's first author."""
+    author = _xds_author(ctx.sender) if ctx.sender else None
+    if author is None and header.authors:
+        author = _xds_author(header.authors[0])
+    return author
+
+
+def _request(ctx: SubmissionContext, findings: _Findings) -> XdsRequest:
     """The VIHF inputs the message gives (volet ``mapping.md``, "Mapping VIHF pour le DMP")."""
     request: XdsRequest = {"secretConnection": bool(ctx.flags.get("CONNEXION_SECRETE"))}
     if ctx.sending_application:
         request["sendingApplication"] = ctx.sending_application
-    if ctx.sender is None:
-        return request
+    if ctx.sender is not None:
+        request["sender"] = _sender(ctx.sender, findings)
+    return request
+
+
+def _sender(author: Author, findings: _Findings) -> XdsSender:
+    """The SB PRT as the VIHF reads it: the user (or device) and its Struct_IdNat."""
     sender: XdsSender = {}
-    person = ctx.sender.person
+    person = author.person
     if person is not None:
         for key, value in (
             ("id", person.id),
@@ -479,16 +562,15 @@ def _request(ctx: SubmissionContext, error: Callable[[str, str, str | None], Non
                 sender[key] = value  # type: ignore[literal-required]
         if person.device:
             sender["device"] = True
-    organization = ctx.sender.organization
+    organization = author.organization
     idnat = struct_idnat(organization)
     if idnat:
         sender["structureIdNat"] = idnat
     elif organization is not None and organization.id:
-        error(
+        findings.error(
             "XDS_STRUCT_IDNAT",
             f"PRT-8.7 '{organization.id_type or ''}' is not a structure id type (FINEG, FINEJ, SIREN, "
             "SIRET, IDNST): no Struct_IdNat for the VIHF Identifiant_Structure",
             "PRT-8.7",
         )
-    request["sender"] = sender
-    return request
+    return sender

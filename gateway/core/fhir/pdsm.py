@@ -318,21 +318,7 @@ def _document_reference(
         "resourceType": "DocumentReference",
         "meta": {"profile": [DOCUMENTREFERENCE_PROFILE]},
     }
-    contained: list[dict[str, Any]] = []
-    author_refs: list[dict[str, str]] = []
-    for index, author in enumerate(header.authors, start=1):
-        resources, ref, _ = _actor_resources(author, f"author-{index}")
-        contained.extend(resources)
-        if ref:
-            author_refs.append({"reference": ref})
-    authenticator_ref = None
-    if header.legal_authenticator is not None:
-        resources, authenticator_ref, _ = _actor_resources(header.legal_authenticator, "legal-auth")
-        contained.extend(resources)
-    if header.custodian is not None:
-        contained.append(build_organization(header.custodian, "custodian"))
-    if patient is not None:
-        contained.append(_source_patient(patient))
+    contained, author_refs, authenticator_ref = _contained(header, patient)
     _put(resource, "contained", contained)
 
     resource["masterIdentifier"] = {"use": "usual", **document_identifier(_first(de.get("uniqueId"), header.document_id))}
@@ -353,12 +339,46 @@ def _document_reference(
     parent = _replaced_document(header, ctx, de)
     if parent:
         resource["relatesTo"] = [{"code": "replaces", "target": {"identifier": document_identifier(parent)}}]
+    _put(resource, "securityLabel", _security_labels(header, de))
+    resource["content"] = [_content(header, cda_bytes, de, binary_url=binary_url, creation=creation)]
+    resource["context"] = _context(header, de, patient_url=patient_url, patient=patient)
+    return resource
 
+
+def _contained(
+    header: CdaHeader, patient: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], str | None]:
+    """The DocumentReference's contained actors and source patient: (resources, author refs, authenticator ref)."""
+    contained: list[dict[str, Any]] = []
+    author_refs: list[dict[str, str]] = []
+    for index, author in enumerate(header.authors, start=1):
+        resources, ref, _ = _actor_resources(author, f"author-{index}")
+        contained.extend(resources)
+        if ref:
+            author_refs.append({"reference": ref})
+    authenticator_ref = None
+    if header.legal_authenticator is not None:
+        resources, authenticator_ref, _ = _actor_resources(header.legal_authenticator, "legal-auth")
+        contained.extend(resources)
+    if header.custodian is not None:
+        contained.append(build_organization(header.custodian, "custodian"))
+    if patient is not None:
+        contained.append(_source_patient(patient))
+    return contained, author_refs, authenticator_ref
+
+
+def _security_labels(header: CdaHeader, de: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The XDS confidentialityCodes (CDA code and visibility codes), else the CDA code alone."""
     labels: list[Mapping[str, Any]] = list(de.get("confidentialityCode") or [])
     if not labels and header.confidentiality:
         labels = [header.confidentiality]
-    _put(resource, "securityLabel", [c for c in (codeable(v) for v in labels) if c])
+    return [c for c in (codeable(v) for v in labels) if c]
 
+
+def _content(
+    header: CdaHeader, cda_bytes: bytes, de: Mapping[str, Any], *, binary_url: str, creation: str | None
+) -> dict[str, Any]:
+    """``content``: the attachment pointing at the Binary entry, and the formatCode."""
     attachment: dict[str, Any] = {
         "contentType": _first(de.get("mimeType"), DEFAULT_MIME_TYPE),
         "language": _first(de.get("languageCode"), header.language, DEFAULT_LANGUAGE),
@@ -372,11 +392,29 @@ def _document_reference(
     content: dict[str, Any] = {"attachment": attachment}
     if de.get("formatCode"):
         content["format"] = coding(de["formatCode"])
-    resource["content"] = [content]
+    return content
 
+
+def _context(
+    header: CdaHeader, de: Mapping[str, Any], *, patient_url: str, patient: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``context``: service event and period, care setting codes, sourcePatientInfo."""
     context: dict[str, Any] = {}
     event = codeable(header.service_event_code)
     _put(context, "event", [event] if event else None)
+    _put(context, "period", _service_period(header, de))
+    _put(
+        context, "facilityType", codeable(_first(de.get("healthcareFacilityTypeCode"), header.facility_type))
+    )
+    _put(context, "practiceSetting", codeable(_first(de.get("practiceSettingCode"), header.practice_setting)))
+    context["sourcePatientInfo"] = (
+        {"reference": f"#{SOURCE_PATIENT_ID}"} if patient is not None else {"reference": patient_url}
+    )
+    return context
+
+
+def _service_period(header: CdaHeader, de: Mapping[str, Any]) -> dict[str, str]:
+    """The CDA service event times (local when they carry no offset), else the XDS ones (UTC)."""
     period: dict[str, str] = {}
     if header.service_start:
         period["start"] = fhir_datetime(header.service_start)
@@ -386,16 +424,7 @@ def _document_reference(
         period["end"] = fhir_datetime(header.service_stop)
     elif de.get("serviceStopTime"):
         period["end"] = fhir_datetime(de["serviceStopTime"], default_tz="UTC")
-    _put(context, "period", period)
-    _put(
-        context, "facilityType", codeable(_first(de.get("healthcareFacilityTypeCode"), header.facility_type))
-    )
-    _put(context, "practiceSetting", codeable(_first(de.get("practiceSettingCode"), header.practice_setting)))
-    context["sourcePatientInfo"] = (
-        {"reference": f"#{SOURCE_PATIENT_ID}"} if patient is not None else {"reference": patient_url}
-    )
-    resource["context"] = context
-    return resource
+    return period
 
 
 def _replaced_document(header: CdaHeader, ctx: SubmissionContext, de: Mapping[str, Any]) -> str | None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.hl7v2.pid import identifiers_from_cx, null_identifiers, patient_from_pid
-from gateway.core.hl7v2.reader import Message
+from gateway.core.hl7v2.reader import Message, Segment
 from gateway.model import INS_OIDS, Finding, Identifier, PatientIdentity
 
 __all__ = [
@@ -103,83 +103,17 @@ class AdtEvent:
 
 def parse_adt(msg: Message) -> tuple[AdtEvent, list[Finding]]:
     """Read a PAM-FR ADT message. Never raises for content problems; returns findings."""
-    findings: list[Finding] = []
-    msh = msg.msh
-    code, trigger, structure = msh[9].value(1).strip(), msh[9].value(2).strip(), msh[9].value(3).strip()
-    version = msh[12].value(1).strip()
-    extension = msh[12].value(3).strip() if msh[12].value(2).strip() == "FRA" else ""
     pids = msg.all("PID")
     pid = pids[0] if pids else None
     patient = patient_from_pid(pid) if pid is not None else PatientIdentity()
-    base: dict[str, Any] = {
-        "trigger": trigger,
-        "structure": structure,
-        "control_id": msg.control_id,
-        "version": version,
-        "national_extension": extension or None,
-        "event_time": msg["EVN"].value(2).strip() or None,
-        "patient": patient,
-    }
-    if code != "ADT" or trigger not in SUPPORTED_TRIGGERS:
-        findings.append(
-            Finding(
-                "MSG_TYPE_UNSUPPORTED",
-                f"MSH-9 '{code}^{trigger}' is not a supported ADT event ({', '.join(sorted(SUPPORTED_TRIGGERS))})",
-                "MSH-9",
-            )
-        )
-        return AdtEvent(**base), findings
-    if not version.startswith("2.5"):
-        findings.append(
-            Finding("MSG_VERSION_UNEXPECTED", f"MSH-12 '{version}': PAM-FR uses 2.5", "MSH-12", "warning")
-        )
-    if pid is None:
-        findings.append(Finding("PID3_MISSING", "PID segment is missing", "PID"))
-    elif not patient.identifiers:
-        findings.append(Finding("PID3_MISSING", "PID-3 carries no patient identifier", "PID-3"))
-
-    pv1_seg = msg.segment("PV1")
-    if trigger in ENCOUNTER_TRIGGERS and pv1_seg is None:
-        findings.append(Finding("PV1_MISSING", f"ADT^{trigger} requires a PV1 segment (PAM-FR)", "PV1"))
-    if trigger in ENCOUNTER_TRIGGERS and trigger != "A08" and msg.segment("ZBE") is None:
-        findings.append(
-            Finding("ZBE_MISSING", f"ADT^{trigger} without the PAM-FR movement segment ZBE", "ZBE", "warning")
-        )
-    other: PatientIdentity | None = None
-    if trigger in _LINK_TRIGGERS:
-        if len(pids) < 2 or not patient_from_pid(pids[1]).identifiers:
-            findings.append(
-                Finding(
-                    "PID_LINK_MISSING",
-                    f"ADT^{trigger} requires a second PID naming the other patient (ADT_A24 structure)",
-                    "PID[2]-3",
-                )
-            )
-        else:
-            other = patient_from_pid(pids[1])
-
-    merged: tuple[Identifier, ...] = ()
-    removed_ins: Identifier | None = None
-    if trigger in _MRG_TRIGGERS:
-        mrg = msg.segment("MRG")
-        merged = identifiers_from_cx(mrg[1]) if mrg is not None else ()
-        if mrg is None:
-            findings.append(Finding("MRG_MISSING", f"ADT^{trigger} requires an MRG segment", "MRG"))
-        elif not merged and trigger != "A44":
-            findings.append(
-                Finding("MRG_MISSING", f"ADT^{trigger} requires MRG-1 (previous identifiers)", "MRG-1")
-            )
-        if trigger == "A47" and pid is not None:
-            removed_ins = _removed_ins(merged, patient, null_identifiers(pid[3]))
-            if removed_ins is not None and "VALI" in patient.status:
-                findings.append(
-                    Finding(
-                        "ADT_STATUS_INCONSISTENT",
-                        "ADT^A47 removes the INS but PID-32 still says VALI (PAM-FR expects a downgraded status)",
-                        "PID-32",
-                        "warning",
-                    )
-                )
+    base = _envelope(msg, patient)
+    trigger = base["trigger"]
+    unsupported = _unsupported(msg, trigger)
+    if unsupported is not None:
+        return AdtEvent(**base), [unsupported]
+    findings = _structure_findings(msg, trigger, base["version"], pid, patient)
+    other = _other_patient(trigger, pids, findings)
+    merged, removed_ins = _merged(msg, trigger, pid, patient, findings)
     pv1 = msg["PV1"]
     event = AdtEvent(
         **base,
@@ -191,6 +125,101 @@ def parse_adt(msg: Message) -> tuple[AdtEvent, list[Finding]]:
         cancels=CANCELLATIONS.get(trigger),
     )
     return event, findings
+
+
+def _envelope(msg: Message, patient: PatientIdentity) -> dict[str, Any]:
+    """The fields every event has, supported or not: MSH-9/10/12, EVN-2 and the first PID."""
+    msh = msg.msh
+    extension = msh[12].value(3).strip() if msh[12].value(2).strip() == "FRA" else ""
+    return {
+        "trigger": msh[9].value(2).strip(),
+        "structure": msh[9].value(3).strip(),
+        "control_id": msg.control_id,
+        "version": msh[12].value(1).strip(),
+        "national_extension": extension or None,
+        "event_time": msg["EVN"].value(2).strip() or None,
+        "patient": patient,
+    }
+
+
+def _unsupported(msg: Message, trigger: str) -> Finding | None:
+    """``MSG_TYPE_UNSUPPORTED`` when MSH-9 is not one of the PAM-FR ADT events."""
+    code = msg.msh[9].value(1).strip()
+    if code == "ADT" and trigger in SUPPORTED_TRIGGERS:
+        return None
+    return Finding(
+        "MSG_TYPE_UNSUPPORTED",
+        f"MSH-9 '{code}^{trigger}' is not a supported ADT event ({', '.join(sorted(SUPPORTED_TRIGGERS))})",
+        "MSH-9",
+    )
+
+
+def _structure_findings(
+    msg: Message, trigger: str, version: str, pid: Segment | None, patient: PatientIdentity
+) -> list[Finding]:
+    """The HL7 version, then the segments every event of its transaction requires (PID; PV1, ZBE)."""
+    findings: list[Finding] = []
+    if not version.startswith("2.5"):
+        findings.append(
+            Finding("MSG_VERSION_UNEXPECTED", f"MSH-12 '{version}': PAM-FR uses 2.5", "MSH-12", "warning")
+        )
+    if pid is None:
+        findings.append(Finding("PID3_MISSING", "PID segment is missing", "PID"))
+    elif not patient.identifiers:
+        findings.append(Finding("PID3_MISSING", "PID-3 carries no patient identifier", "PID-3"))
+    if trigger not in ENCOUNTER_TRIGGERS:
+        return findings
+    if msg.segment("PV1") is None:
+        findings.append(Finding("PV1_MISSING", f"ADT^{trigger} requires a PV1 segment (PAM-FR)", "PV1"))
+    if trigger != "A08" and msg.segment("ZBE") is None:
+        findings.append(
+            Finding("ZBE_MISSING", f"ADT^{trigger} without the PAM-FR movement segment ZBE", "ZBE", "warning")
+        )
+    return findings
+
+
+def _other_patient(trigger: str, pids: list[Segment], findings: list[Finding]) -> PatientIdentity | None:
+    """A24 / A37: the patient of the second PID, linked to (or unlinked from) the first."""
+    if trigger not in _LINK_TRIGGERS:
+        return None
+    other = patient_from_pid(pids[1]) if len(pids) >= 2 else None
+    if other is None or not other.identifiers:
+        findings.append(
+            Finding(
+                "PID_LINK_MISSING",
+                f"ADT^{trigger} requires a second PID naming the other patient (ADT_A24 structure)",
+                "PID[2]-3",
+            )
+        )
+        return None
+    return other
+
+
+def _merged(
+    msg: Message, trigger: str, pid: Segment | None, patient: PatientIdentity, findings: list[Finding]
+) -> tuple[tuple[Identifier, ...], Identifier | None]:
+    """A40 / A44 / A47: the MRG-1 identifiers, and for A47 the INS the sender withdraws."""
+    if trigger not in _MRG_TRIGGERS:
+        return (), None
+    mrg = msg.segment("MRG")
+    merged = identifiers_from_cx(mrg[1]) if mrg is not None else ()
+    if mrg is None:
+        findings.append(Finding("MRG_MISSING", f"ADT^{trigger} requires an MRG segment", "MRG"))
+    elif not merged and trigger != "A44":
+        findings.append(Finding("MRG_MISSING", f"ADT^{trigger} requires MRG-1 (previous identifiers)", "MRG-1"))
+    if trigger != "A47" or pid is None:
+        return merged, None
+    removed_ins = _removed_ins(merged, patient, null_identifiers(pid[3]))
+    if removed_ins is not None and "VALI" in patient.status:
+        findings.append(
+            Finding(
+                "ADT_STATUS_INCONSISTENT",
+                "ADT^A47 removes the INS but PID-32 still says VALI (PAM-FR expects a downgraded status)",
+                "PID-32",
+                "warning",
+            )
+        )
+    return merged, removed_ins
 
 
 def _removed_ins(
