@@ -136,36 +136,46 @@ _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _REAL_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
-def _affinity(value: Any, affinity: str) -> Any:
-    """``value`` as SQLite stores it in a column of that affinity (bools are integers to SQLite)."""
-    if isinstance(value, bool):
-        value = int(value)
-    if value is None or affinity == "BLOB":
-        return value
-    if affinity == "TEXT":
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, float):
-            return repr(value)
-        return value
-    if affinity == "INTEGER":
-        if isinstance(value, str):
-            if _INT_TEXT.fullmatch(value):
-                n = int(value)
-                return n if -_MAX_INT - 1 <= n <= _MAX_INT else float(n)
-            if _REAL_TEXT.fullmatch(value):
-                value = float(value)
-            else:
-                return value
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-            return int(value)
-        return value
-    # REAL
+def _as_text(value: Any) -> Any:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _as_integer(value: Any) -> Any:
+    if isinstance(value, str):
+        if _INT_TEXT.fullmatch(value):
+            n = int(value)
+            return n if -_MAX_INT - 1 <= n <= _MAX_INT else float(n)
+        if not _REAL_TEXT.fullmatch(value):
+            return value
+        value = float(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+def _as_real(value: Any) -> Any:
     if isinstance(value, str) and _REAL_TEXT.fullmatch(value):
         return float(value)
     if isinstance(value, int):
         return float(value)
     return value
+
+
+#: the schema's column affinities: how each converts a value it is given (BLOB keeps it as it is)
+_AFFINITIES: dict[str, Callable[[Any], Any]] = {
+    "TEXT": _as_text, "INTEGER": _as_integer, "REAL": _as_real, "BLOB": lambda value: value,
+}
+
+
+def _affinity(value: Any, affinity: str) -> Any:
+    """``value`` as SQLite stores it in a column of that affinity (bools are integers to SQLite)."""
+    if isinstance(value, bool):
+        value = int(value)
+    return None if value is None else _AFFINITIES[affinity](value)
 
 
 @lru_cache(maxsize=256)
