@@ -34,22 +34,34 @@ def settings_from(args: argparse.Namespace, *, prefer_effective: bool = False, *
     data directory (``effective-config.json``) is used when it is there: an offline replay or
     re-route then routes as the server does.
     """
-    gateway = dict(overrides.pop("gateway", {}))
-    if getattr(args, "data_dir", None):
-        gateway["data_dir"] = args.data_dir
-    if getattr(args, "journal", None):
-        overrides = {**overrides, "journal": {**overrides.get("journal", {}), "url": args.journal}}
+    overrides = _with_flags(args, overrides)
     path = getattr(args, "config", None)
     if prefer_effective and not path:
         recorded = _recorded_config(args)
         if recorded is not None:
             try:
-                return settings_from_raw(recorded, env={}, overrides={"gateway": gateway, **overrides})
+                return settings_from_raw(recorded, env={}, overrides=overrides)
             except (KeyError, ValueError, TypeError) as exc:
                 raise ConfigError(f"recorded configuration: {exc}") from exc
+    return _load(path, overrides)
+
+
+def _with_flags(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``overrides`` with --data-dir and --journal, which win over the configuration."""
+    rest = {section: values for section, values in overrides.items() if section != "gateway"}
+    gateway = dict(overrides.get("gateway", {}))
+    if getattr(args, "data_dir", None):
+        gateway["data_dir"] = args.data_dir
+    if getattr(args, "journal", None):
+        rest["journal"] = {**rest.get("journal", {}), "url": args.journal}
+    return {"gateway": gateway, **rest}
+
+
+def _load(path: str | None, overrides: dict[str, dict[str, Any]]) -> Settings:
+    """``load_settings``, each way a configuration can be unusable as one ``ConfigError`` naming it."""
     where = f"configuration {path}" if path else "configuration"
     try:
-        return load_settings(path, overrides={"gateway": gateway, **overrides})
+        return load_settings(path, overrides=overrides)
     except FileNotFoundError as exc:
         raise ConfigError(f"{where}: no such file") from exc
     except OSError as exc:

@@ -60,9 +60,7 @@ def input_kind(data: bytes) -> tuple[str, bytes]:
 
 def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_xsd: str | None = None,
                 config: str | None = None, ids: Any = None) -> dict[str, Any]:
-    from gateway.core.fhir.patient import build_patient
-    from gateway.core.identity.status import reliability_extension
-    from gateway.core.pipeline import Ids, analyse_cda, analyse_hl7v2
+    from gateway.core.pipeline import Ids
     from gateway.intake.handler import pipeline_options
     from gateway.settings import load_settings
 
@@ -75,38 +73,65 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     ids = ids or Ids(now=datetime.now(UTC), new_uuid=lambda: str(uuid.uuid4()))
     kind, payload = input_kind(data)
     if kind == "neither":
-        # serve's MLLP listener would answer AR (no MSH: MSA-2 empty); over HTTP a 4xx
-        return {
-            "outcome": "rejected", "message_type": None, "control_id": None, "ack_code": "AR",
-            "errors": [{"code": "INPUT_UNKNOWN", "message": "neither an HL7 v2 message (MSH…) nor an XML document (<…)",
-                        "location": "byte 0"}],
-            "warnings": [], "identity": {"qualified": False, "hold_reason": None}, "fhir": None, "xds": None,
-        }
-    if kind == "hl7v2":
-        an = analyse_hl7v2(payload, opts, ids)
-        # a message with a malformed segment id is already refused naming it: hl7apy would only add noise
-        if strict and an.message is not None and an.kind in ("document", "adt") and not an.message.bad_segment_names():
-            from gateway.core.hl7v2.strict import strict_validate
+        return _unknown_input()
+    an = _analyse(kind, payload, opts, ids, strict=strict)
+    out = _verdict(an, _control_id(an, kind, payload))
+    out.update(_details(an, kind, opts, ids))
+    if config is not None and an.kind in ("document", "cda") and an.ack_code == "AA":
+        out["routes"] = _routes(settings, an)
+        if out["outcome"] == "accepted" and any(r["status"] == "refused" for r in out["routes"]):
+            out["outcome"] = "undeliverable"
+    return out
 
-            for f in strict_validate("\r".join(s.raw for s in an.message.segments)):
-                (an.warnings if f.severity == "warning" else an.errors).append(f)
-            if an.errors and an.ack_code == "AA":
-                an.ack_code = "AE"
-    else:
-        an = analyse_cda(payload, {"DESTDMP": True}, opts, ids)
+
+def _unknown_input() -> dict[str, Any]:
+    """Neither HL7 v2 nor XML: serve's MLLP listener would answer AR (no MSH: MSA-2 empty); over HTTP a 4xx."""
+    return {
+        "outcome": "rejected", "message_type": None, "control_id": None, "ack_code": "AR",
+        "errors": [{"code": "INPUT_UNKNOWN", "message": "neither an HL7 v2 message (MSH…) nor an XML document (<…)",
+                    "location": "byte 0"}],
+        "warnings": [], "identity": {"qualified": False, "hold_reason": None}, "fhir": None, "xds": None,
+    }
+
+
+def _analyse(kind: str, payload: bytes, opts: Any, ids: Any, *, strict: bool) -> Any:
+    """The pipeline's analysis, as serve makes it; with ``strict``, hl7apy's findings added."""
+    from gateway.core.pipeline import analyse_cda, analyse_hl7v2
+
+    if kind != "hl7v2":
+        return analyse_cda(payload, {"DESTDMP": True}, opts, ids)
+    an = analyse_hl7v2(payload, opts, ids)
+    # a message with a malformed segment id is already refused naming it: hl7apy would only add noise
+    if strict and an.message is not None and an.kind in ("document", "adt") and not an.message.bad_segment_names():
+        from gateway.core.hl7v2.strict import strict_validate
+
+        for f in strict_validate("\r".join(s.raw for s in an.message.segments)):
+            (an.warnings if f.severity == "warning" else an.errors).append(f)
+        if an.errors and an.ack_code == "AA":
+            an.ack_code = "AE"
+    return an
+
+
+def _control_id(an: Any, kind: str, payload: bytes) -> str | None:
+    """The control id serve echoes in MSA-2."""
+    control_id: str | None = an.summary.get("control_id")
+    if control_id is not None or kind != "hl7v2":
+        return control_id
+    from gateway.core.hl7v2.salvage import salvage_control_id
+
+    # an MSH the reader refuses may still give MSH-10
+    salvaged = salvage_control_id(payload)
+    return salvaged.decode("latin-1") if salvaged is not None else None
+
+
+def _xds(doc: Any) -> dict[str, Any]:
+    return {"documentEntry": doc.xds["documentEntry"], "submissionSet": doc.xds["submissionSet"]}
+
+
+def _verdict(an: Any, control_id: str | None) -> dict[str, Any]:
+    """What every check reports: the outcome, the ACK, the findings, the first document's FHIR and XDS."""
     doc = an.documents[0] if an.documents else None
-    xds = None
-    if doc is not None:
-        xds = {"documentEntry": doc.xds["documentEntry"], "submissionSet": doc.xds["submissionSet"]}
-    plan = an.ack_plan
-    control_id = an.summary.get("control_id")
-    if control_id is None and kind == "hl7v2":
-        from gateway.core.hl7v2.salvage import salvage_control_id
-
-        # an MSH the reader refuses may still give MSH-10, which serve echoes in MSA-2
-        salvaged = salvage_control_id(payload)
-        control_id = salvaged.decode("latin-1") if salvaged is not None else None
-    out: dict[str, Any] = {
+    return {
         "outcome": an.outcome,
         "message_type": an.summary.get("message_type"),
         "control_id": control_id,
@@ -118,8 +143,15 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
             "hold_reason": an.identity.reason.as_dict() if an.identity.reason else None,
         },
         "fhir": doc.fhir if doc else None,
-        "xds": xds,
+        "xds": _xds(doc) if doc is not None else None,
     }
+
+
+def _details(an: Any, kind: str, opts: Any, ids: Any) -> dict[str, Any]:
+    """What only some inputs have: enhanced-mode ACKs, the ACK answered, the ADT patient, the hold,
+    every document when there are several."""
+    out: dict[str, Any] = {}
+    plan = an.ack_plan
     if kind == "hl7v2" and an.message is not None and an.kind != "ack" and plan.enhanced:
         out["acknowledgement"] = {
             "mode": "enhanced",
@@ -129,29 +161,28 @@ def check_bytes(data: bytes, *, allow_test_ins: bool, strict: bool = False, cda_
     if an.kind == "ack":
         out["acknowledges"] = an.acknowledges
     if an.kind == "adt" and an.patient is not None and an.adt is not None:
-        status = an.identity.status
-        reliability = reliability_extension(status, opts.convention) if status is not None and status.status else None
-        out["adt"] = {
-            "trigger": an.adt.trigger,
-            "cancels": an.adt.cancels,
-            "patient_class": an.adt.patient_class,
-            "qualified": an.identity.qualified,
-            "patient": build_patient(an.patient, reliability=reliability, id=ids.new_uuid()),
-        }
+        out["adt"] = _adt(an, opts, ids)
     if an.outcome == "held" and an.identity.reason is not None:
         out["hold"] = an.identity.reason.as_dict()
     if len(an.documents) > 1:
-        out["documents"] = [
-            {"uniqueId": d.unique_id, "fhir": d.fhir,
-             "xds": {"documentEntry": d.xds["documentEntry"], "submissionSet": d.xds["submissionSet"]}}
-            for d in an.documents
-        ]
-    if config is not None and an.kind in ("document", "cda") and an.ack_code == "AA":
-        out["routes"] = _routes(settings, an)
-        refused = [r for r in out["routes"] if r["status"] == "refused"]
-        if refused and out["outcome"] == "accepted":
-            out["outcome"] = "undeliverable"
+        out["documents"] = [{"uniqueId": d.unique_id, "fhir": d.fhir, "xds": _xds(d)} for d in an.documents]
     return out
+
+
+def _adt(an: Any, opts: Any, ids: Any) -> dict[str, Any]:
+    """The ADT event and the FHIR Patient serve would keep for it."""
+    from gateway.core.fhir.patient import build_patient
+    from gateway.core.identity.status import reliability_extension
+
+    status = an.identity.status
+    reliability = reliability_extension(status, opts.convention) if status is not None and status.status else None
+    return {
+        "trigger": an.adt.trigger,
+        "cancels": an.adt.cancels,
+        "patient_class": an.adt.patient_class,
+        "qualified": an.identity.qualified,
+        "patient": build_patient(an.patient, reliability=reliability, id=ids.new_uuid()),
+    }
 
 
 def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import NoReturn
 
-from gateway.errors import ConfigError, DestinationUnavailable, GatewayError, JournalError
+from gateway.errors import ConfigError, DestinationUnavailable, GatewayError, JournalError, OperationError
 
 __all__ = [
     "EX_USAGE",
@@ -73,30 +73,38 @@ def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and the exit code for an exception that reached the command boundary."""
     if isinstance(exc, CommandFailed):
         return exc.message, exc.exit_code
+    if isinstance(exc, GatewayError):
+        return _gateway_error(exc)
+    if isinstance(exc, OperationError):  # an operator action refused as a whole (unknown target …)
+        return str(exc), EX_DATAERR
+    if isinstance(exc, OSError):
+        return _os_error(exc)
+    return f"internal error {type(exc).__name__}: {exc} (set RELAIS_DEBUG=1 for the traceback)", EX_SOFTWARE
+
+
+def _gateway_error(exc: GatewayError) -> tuple[str, int]:
+    """Our own errors carry their message; the kind of error picks the code."""
     if isinstance(exc, ConfigError):
         return exc.message, EX_CONFIG
     if isinstance(exc, JournalError):
         return exc.message, _JOURNAL_CODES.get(exc.code, EX_IOERR)
     if isinstance(exc, DestinationUnavailable):
         return exc.message, EX_UNAVAILABLE
-    if isinstance(exc, GatewayError):
-        return f"{exc.code}: {exc.message}", EX_DATAERR
-    from gateway.operations.audit import OperationError
+    return f"{exc.code}: {exc.message}", EX_DATAERR
 
-    if isinstance(exc, OperationError):  # an operator action refused as a whole (unknown target …)
-        return str(exc), EX_DATAERR
+
+def _os_error(exc: OSError) -> tuple[str, int]:
+    """The system's word for what failed, with the file or the address it failed on."""
     if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
         return f"cannot read {exc.filename}: {exc.strerror}", EX_NOINPUT
     if isinstance(exc, PermissionError):
         return f"cannot open {exc.filename}: {exc.strerror}", EX_IOERR
     if isinstance(exc, ConnectionError):
         return f"connection failed: {exc.strerror or type(exc).__name__}", EX_UNAVAILABLE
-    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+    if exc.errno == errno.EADDRINUSE:
         # asyncio words it "error while attempting to bind on address (...): address already in use"
         return str(exc.strerror or exc).replace("error while attempting to bind on", "cannot listen on"), EX_UNAVAILABLE
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}", EX_IOERR
-    return f"internal error {type(exc).__name__}: {exc} (set RELAIS_DEBUG=1 for the traceback)", EX_SOFTWARE
+    return f"{exc.strerror or exc}", EX_IOERR
 
 
 def debug_enabled() -> bool:

@@ -29,7 +29,14 @@ from gateway.journal.engine import SessionJournal
 from gateway.journal.migrate import SchemaStatus, available, plan
 from gateway.journal.rows import JournalStats
 from gateway.journal.session import Session
-from gateway.journal.tx import DESTINATION_UNKNOWN, GENESIS_HASH, Tx, like_escape
+from gateway.journal.tx import (
+    DESTINATION_UNKNOWN,
+    GENESIS_HASH,
+    Tx,
+    exchange_alternatives,
+    exchange_where,
+    like_escape,
+)
 from gateway.ports import Clock
 
 __all__ = ["MemoryStore", "MemorySession", "MemoryJournal", "latest_schema"]
@@ -120,7 +127,6 @@ _FOR_PATIENT = ("id", "status", "reason_code", "patient_ins", "patient_ipp", "he
 
 _OPEN = ("waiting", "queued", "in_flight", "failed")
 _INTERRUPTED = "outcome unknown: interrupted in flight"
-_INS = re.compile(r"\d{13}(\d{2})?")  # as tx._INS: a NIR/NIA with or without its key
 _MAX_INT = 9223372036854775807
 _MISSING: Any = object()
 
@@ -130,36 +136,46 @@ _INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
 _REAL_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
-def _affinity(value: Any, affinity: str) -> Any:
-    """``value`` as SQLite stores it in a column of that affinity (bools are integers to SQLite)."""
-    if isinstance(value, bool):
-        value = int(value)
-    if value is None or affinity == "BLOB":
-        return value
-    if affinity == "TEXT":
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, float):
-            return repr(value)
-        return value
-    if affinity == "INTEGER":
-        if isinstance(value, str):
-            if _INT_TEXT.fullmatch(value):
-                n = int(value)
-                return n if -_MAX_INT - 1 <= n <= _MAX_INT else float(n)
-            if _REAL_TEXT.fullmatch(value):
-                value = float(value)
-            else:
-                return value
-        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
-            return int(value)
-        return value
-    # REAL
+def _as_text(value: Any) -> Any:
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _as_integer(value: Any) -> Any:
+    if isinstance(value, str):
+        if _INT_TEXT.fullmatch(value):
+            n = int(value)
+            return n if -_MAX_INT - 1 <= n <= _MAX_INT else float(n)
+        if not _REAL_TEXT.fullmatch(value):
+            return value
+        value = float(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+def _as_real(value: Any) -> Any:
     if isinstance(value, str) and _REAL_TEXT.fullmatch(value):
         return float(value)
     if isinstance(value, int):
         return float(value)
     return value
+
+
+#: the schema's column affinities: how each converts a value it is given (BLOB keeps it as it is)
+_AFFINITIES: dict[str, Callable[[Any], Any]] = {
+    "TEXT": _as_text, "INTEGER": _as_integer, "REAL": _as_real, "BLOB": lambda value: value,
+}
+
+
+def _affinity(value: Any, affinity: str) -> Any:
+    """``value`` as SQLite stores it in a column of that affinity (bools are integers to SQLite)."""
+    if isinstance(value, bool):
+        value = int(value)
+    return None if value is None else _AFFINITIES[affinity](value)
 
 
 @lru_cache(maxsize=256)
@@ -315,6 +331,54 @@ class MemoryStore:
         return len(self.tables[table].rows)
 
 
+# -- the exchange search: search.sql's WHERE fragments in Python ------------------------------------------
+_RowTest = Callable[[dict[str, Any]], bool]
+#: matches no message type or sender (as ``Tx``'s on SQLite)
+_NOTHING = "\x00none"
+
+
+def _where_since(p: dict[str, Any], s: MemorySession) -> _RowTest:
+    since, first = p["since"], s._first_seq_received_from(p["since"])
+    return lambda r: r["received_at"] >= since and r["seq"] >= first
+
+
+def _where_until(p: dict[str, Any], s: MemorySession) -> _RowTest:
+    until, first = p["until"], s._first_seq_received_from(p["until"])
+    return lambda r: r["received_at"] < until and r["seq"] < first
+
+
+def _where_document(p: dict[str, Any], s: MemorySession) -> _RowTest:
+    ids = s._exchanges_with_document(p["document"])
+    return lambda r: r["id"] in ids
+
+
+#: fragment name → (its parameters, the session for subqueries) → the row test; the fragments
+#: and their parameters come from ``tx.EXCHANGE_FILTERS``, as for SQL
+_WHERE: dict[str, Callable[[dict[str, Any], MemorySession], _RowTest]] = {
+    "where_status": lambda p, _s: lambda r: _eq(r["status"], p["status"]),
+    "where_message_type_like": lambda p, _s: lambda r: _like(r["message_type"], p["message_type_like"], "\\"),
+    "where_message_type": lambda p, _s: lambda r: _eq(r["message_type"], p["message_type"]),
+    # IS, not =: NULL is NULL
+    "where_sender_pair": lambda p, _s: lambda r: (r["sender_app"] == p["sender_app"]
+                                                   and r["sender_facility"] == p["sender_facility"]),
+    "where_control_id": lambda p, _s: lambda r: _eq(r["control_id"], p["control_id"]),
+    "where_q": lambda p, _s: lambda r: (_eq(r["control_id"], p["q"]) or _like(r["id"], p["q_like"], "\\")
+                                        or _eq(r["document_id"], p["q"])),
+    "where_since": _where_since,
+    "where_until": _where_until,
+    "where_patient_ipp": lambda p, _s: lambda r: _eq(r["patient_ipp"], p["patient"]),
+    "where_patient_ins": lambda p, _s: lambda r: _eq(r["patient_ins"], p["patient"]),
+    # substr(patient_ipp, instr(patient_ipp, '|') + 1): the value after the authority
+    "where_patient_ipp_value": lambda p, _s: lambda r: (isinstance(r["patient_ipp"], str)
+                                                         and _after_bar(r["patient_ipp"]) == p["patient"]),
+    "where_document": _where_document,
+    # a byte range on the id, not LIKE
+    "where_control_or_id": lambda p, _s: lambda r: (_eq(r["control_id"], p["control_or_id"])
+                                                     or (isinstance(r["id"], str)
+                                                         and p["id_low"] <= r["id"] < p["id_high"])),
+}
+
+
 # -- the session ------------------------------------------------------------------------------------------
 def _check_columns(table: str, rec: Mapping[str, Any], columns: Sequence[str]) -> None:
     for key in rec:
@@ -463,70 +527,33 @@ class MemorySession:
         n = total if cap + 1 < 0 else min(total, cap + 1)  # LIMIT :cap + 1 (a negative LIMIT is none)
         return min(n, cap), n > cap
 
-    def _exchange_filter(
-        self,
-        *,
-        status: str | None = None,
-        message_type: str | None = None,
-        sender: str | None = None,
-        control_id: str | None = None,
-        q: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        patient: str | None = None,
-        document: str | None = None,
-        control_or_id: str | None = None,
-    ) -> Callable[[dict[str, Any]], bool]:
-        """The predicate of ``Tx._exchange_filter`` (with ``Tx._alternatives``' senders and type prefixes)."""
-        tests: list[Callable[[dict[str, Any]], bool]] = []
-        if status:
-            tests.append(lambda r: _eq(r["status"], status))
-        if message_type:
-            t = message_type
-            if "*" in t:
-                pattern = like_escape(t).replace("*", "%")
-                tests.append(lambda r: _like(r["message_type"], pattern, "\\"))
-            elif "^" in t:
-                tests.append(lambda r: _eq(r["message_type"], t))
-            else:  # "ADT": every event type that starts so (binary, case-sensitive: an index range)
-                type_high = t + "\uffff"
-                tests.append(lambda r: isinstance(r["message_type"], str) and t <= r["message_type"] < type_high)
-        if sender:
-            if "|" in sender:
-                app, _, facility = sender.partition("|")
-                tests.append(lambda r: r["sender_app"] == app and r["sender_facility"] == facility)
-            else:  # the non-null (application, facility) pairs where either is the sender
-                tests.append(lambda r: r["sender_app"] is not None and r["sender_facility"] is not None
-                             and (r["sender_app"] == sender or r["sender_facility"] == sender))
-        if control_id:
-            tests.append(lambda r: _eq(r["control_id"], control_id))
-        if q:
-            q_like = like_escape(q) + "%"
-            tests.append(lambda r: _eq(r["control_id"], q) or _like(r["id"], q_like, "\\")
-                         or _eq(r["document_id"], q))
-        if since:
-            since_seq = self._first_seq_received_from(since)
-            tests.append(lambda r: r["received_at"] >= since and r["seq"] >= since_seq)
-        if until:
-            until_seq = self._first_seq_received_from(until)
-            tests.append(lambda r: r["received_at"] < until and r["seq"] < until_seq)
-        if patient:
-            p = patient
-            if "|" in p:
-                tests.append(lambda r: _eq(r["patient_ipp"], p))
-            elif _INS.fullmatch(p):
-                tests.append(lambda r: _eq(r["patient_ins"], p))
-            else:  # substr(patient_ipp, instr(patient_ipp, '|') + 1): the value after the authority
-                tests.append(lambda r: isinstance(r["patient_ipp"], str) and _after_bar(r["patient_ipp"]) == p)
-        if document:
-            ids = {d["exchange_id"] for d in self._store.scan("documents") if _eq(d["unique_id"], document)}
-            tests.append(lambda r: r["id"] in ids)
-        if control_or_id:
-            id_low = control_or_id.lower()
-            id_high = id_low + "\uffff"
-            tests.append(lambda r: _eq(r["control_id"], control_or_id)
-                         or (isinstance(r["id"], str) and id_low <= r["id"] < id_high))
+    def _exchange_filter(self, *, sender: str | None = None, **filters: Any) -> _RowTest:
+        """The predicate of ``Tx``'s search: its disjoint cases, each the search.sql fragments it joins."""
+        cases = exchange_alternatives(filters, sender, types_with_prefix=self._types_with_prefix,
+                                      senders_named=self._sender_pairs, nothing=_NOTHING)
+        tests = [self._where(case) for case in cases]
+        return lambda r: any(test(r) for test in tests)
+
+    def _where(self, filters: Mapping[str, Any]) -> _RowTest:
+        fragments, params = exchange_where(filters)
+        tests = [_WHERE[fragment](params, self) for fragment in fragments]
         return lambda r: all(test(r) for test in tests)
+
+    def _types_with_prefix(self, prefix: str) -> list[str]:
+        """The distinct message types starting with ``prefix`` (binary, case-sensitive: an index range)."""
+        high = prefix + "\uffff"
+        return sorted({t for r in self._store.scan("exchanges")
+                       if isinstance(t := r["message_type"], str) and prefix <= t < high})
+
+    def _sender_pairs(self, sender: str) -> list[tuple[str | None, str | None]]:
+        """The non-null (application, facility) pairs where either is ``sender``."""
+        pairs = {(r["sender_app"], r["sender_facility"]) for r in self._store.scan("exchanges")}
+        return sorted((app, facility) for app, facility in pairs
+                      if app is not None and facility is not None and sender in (app, facility))
+
+    def _exchanges_with_document(self, unique_id: str) -> set[str]:
+        """``SELECT exchange_id FROM documents WHERE unique_id = :document``."""
+        return {d["exchange_id"] for d in self._store.scan("documents") if _eq(d["unique_id"], unique_id)}
 
     def _first_seq_received_from(self, at: str) -> int:
         """``COALESCE((SELECT seq FROM exchanges WHERE received_at >= :at ORDER BY received_at LIMIT 1), max)``."""

@@ -21,14 +21,17 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.journal.audit_chain import GENESIS_HASH, audit_hash
 from gateway.journal.queries import Queries
 
-__all__ = ["Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "DESTINATION_UNKNOWN", "iso", "like_escape"]
+__all__ = [
+    "Tx", "EXCHANGE_SUMMARY_COLUMNS", "OPEN_DELIVERY_STATUSES", "DESTINATION_UNKNOWN", "EXCHANGE_FILTERS",
+    "exchange_alternatives", "exchange_where", "iso", "like_escape",
+]
 
 EXCHANGE_SUMMARY_COLUMNS = (
     "id, seq, received_at, listener, peer, sha256, size, sender_app, sender_facility, control_id, "
@@ -117,6 +120,93 @@ def _insert_params(
 def _flags(rec: Mapping[str, Any], columns: Sequence[str]) -> dict[str, bool]:
     """``set_<column>``: whether the explicit update (or upsert) changes that column."""
     return {f"set_{c}": c in rec for c in columns}
+
+
+# -- the exchange search: each filter's WHERE fragment of search.sql and its parameters ---------
+_INS = re.compile(r"\d{13}(\d{2})?")  # a NIR/NIA with or without its key: 13 or 15 digits
+_SenderPair = tuple[str | None, str | None]
+
+
+def _where_message_type(message_type: str) -> tuple[str, dict[str, Any]]:
+    if "*" in message_type:
+        return "where_message_type_like", {"message_type_like": like_escape(message_type).replace("*", "%")}
+    # exact: a prefix was resolved to its event types by exchange_alternatives
+    return "where_message_type", {"message_type": message_type}
+
+
+def _where_patient(patient: str) -> tuple[str, dict[str, Any]]:
+    if "|" in patient:
+        return "where_patient_ipp", {"patient": patient}
+    if _INS.fullmatch(patient):
+        return "where_patient_ins", {"patient": patient}
+    return "where_patient_ipp_value", {"patient": patient}  # an IPP without its authority
+
+
+def _where_control_or_id(control_or_id: str) -> tuple[str, dict[str, Any]]:
+    low = control_or_id.lower()
+    return "where_control_or_id", {"control_or_id": control_or_id, "id_low": low, "id_high": low + "\uffff"}
+
+
+#: every filter of an exchange search (one case of ``exchange_alternatives``), in the order its
+#: fragment joins the WHERE clause: keyword → its value's (search.sql fragment, parameters).
+#: The memory journal evaluates the same fragments in Python, so both read this one table.
+EXCHANGE_FILTERS: dict[str, Callable[[Any], tuple[str, dict[str, Any]]]] = {
+    "status": lambda status: ("where_status", {"status": status}),
+    "message_type": _where_message_type,
+    "sender_pair": lambda pair: ("where_sender_pair", {"sender_app": pair[0], "sender_facility": pair[1]}),
+    "control_id": lambda control_id: ("where_control_id", {"control_id": control_id}),
+    # q=% must not match every row: the id prefix is a LIKE with its wildcards escaped
+    "q": lambda q: ("where_q", {"q": q, "q_like": like_escape(q.lower()) + "%"}),
+    "since": lambda since: ("where_since", {"since": since}),
+    "until": lambda until: ("where_until", {"until": until}),
+    "patient": _where_patient,
+    "document": lambda document: ("where_document", {"document": document}),
+    "control_or_id": _where_control_or_id,
+}
+
+
+def exchange_where(filters: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The names of the search.sql WHERE fragments for these filters, and their parameters.
+
+    ``filters`` is one case of :func:`exchange_alternatives`; an empty value is no filter.
+    """
+    unknown = sorted(set(filters) - set(EXCHANGE_FILTERS))
+    if unknown:
+        raise TypeError(f"unknown exchange filter: {unknown[0]!r}")
+    where: list[str] = []
+    params: dict[str, Any] = {}
+    for keyword, fragment_for in EXCHANGE_FILTERS.items():
+        value = filters.get(keyword)
+        if value:
+            fragment, values = fragment_for(value)
+            where.append(fragment)
+            params.update(values)
+    return where, params
+
+
+def exchange_alternatives(
+    filters: Mapping[str, Any],
+    sender: str | None,
+    *,
+    types_with_prefix: Callable[[str], Iterable[str]],
+    senders_named: Callable[[str], Iterable[_SenderPair]],
+    nothing: str,
+) -> list[dict[str, Any]]:
+    """The filter as disjoint exact cases: a type prefix ("ADT") as each type it starts
+    (``types_with_prefix``), a sender as each (MSH-3, MSH-4) pair it names (``APP|FACILITY``,
+    or an application or a facility: ``senders_named``). ``nothing`` matches no row."""
+    rest = dict(filters)
+    t = rest.pop("message_type", None)
+    types: list[str | None] = [t]
+    if t and "*" not in t and "^" not in t:
+        types = list(types_with_prefix(t)) or [nothing]
+    pairs: list[_SenderPair | None] = [None]
+    if sender and "|" in sender:
+        app, _, facility = sender.partition("|")
+        pairs = [(app, facility)]
+    elif sender:
+        pairs = list(senders_named(sender)) or [(nothing, nothing)]
+    return [dict(rest, message_type=t, sender_pair=p) for t in types for p in pairs]
 
 
 class Tx:
@@ -255,16 +345,10 @@ class Tx:
         merged = sorted((r for page in pages for r in page), key=lambda r: r["seq"], reverse=True)
         return merged[offset : offset + limit]
 
-    def _alternatives(self, filters: dict[str, Any], sender: str | None) -> list[dict[str, Any]]:
+    def _alternatives(self, filters: Mapping[str, Any], sender: str | None) -> list[dict[str, Any]]:
         """The filter as disjoint exact cases, each of which an index serves in seq order."""
-        types: list[str | None] = [filters.pop("message_type")]
-        t = types[0]
-        if t and "*" not in t and "^" not in t:
-            types = list(self._types_with_prefix(t)) or [self._nothing]  # "ADT": every ADT event type
-        pairs: list[tuple[str | None, str | None] | None] = [None]
-        if sender:
-            pairs = list(self._sender_pairs(sender)) or [(self._nothing, self._nothing)]
-        return [dict(filters, message_type=t, sender_pair=p) for t in types for p in pairs]
+        return exchange_alternatives(filters, sender, types_with_prefix=self._types_with_prefix,
+                                     senders_named=self._sender_pairs, nothing=self._nothing)
 
     def _search(self, head: str, fragments: list[str], tail: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """``head [WHERE f1 AND f2 ...] tail``: every piece a named query of search.sql."""
@@ -275,17 +359,14 @@ class Tx:
         return [_out(r) for r in self._conn.execute("\n".join(parts), params).fetchall()]
 
     def _page(self, filters: dict[str, Any], before_seq: int | None, limit: int, offset: int) -> list[dict[str, Any]]:
-        fragments, params = self._exchange_filter(**filters)
+        fragments, params = exchange_where(filters)
         if before_seq is not None:
             fragments.append("where_before_seq")
             params["before_seq"] = before_seq
         return self._search("page_head", fragments, "page_tail", params | {"limit": limit, "offset": offset})
 
     def _sender_pairs(self, sender: str) -> list[tuple[str | None, str | None]]:
-        """The (MSH-3, MSH-4) pairs ``sender`` names: ``APP|FACILITY``, or an application or a facility."""
-        if "|" in sender:
-            app, _, facility = sender.partition("|")
-            return [(app, facility)]
+        """The (MSH-3, MSH-4) pairs where ``sender`` is the application or the facility."""
         out: list[tuple[str | None, str | None]] = []
         # distinct values by skip-scans of exchanges_sender_seq, one index seek per value
         for app in [r["x"] for r in self._all("distinct_sender_apps")]:
@@ -304,76 +385,14 @@ class Tx:
         Returns ``(count, capped)``: ``capped`` is true when there are more than ``cap``.
         """
         sender = filters.pop("sender", None)
-        filters.setdefault("message_type", None)
         n = 0
-        for alt in self._alternatives(dict(filters), sender):  # disjoint cases: their counts add up
-            fragments, params = self._exchange_filter(**alt)
+        for alt in self._alternatives(filters, sender):  # disjoint cases: their counts add up
+            fragments, params = exchange_where(alt)
             rows = self._search("count_head", fragments, "count_tail", params | {"cap": cap + 1 - n})
             n += int(rows[0]["n"]) if rows else 0
             if n > cap:
                 break
         return min(n, cap), n > cap
-
-    def _exchange_filter(
-        self,
-        *,
-        status: str | None = None,
-        message_type: str | None = None,
-        sender_pair: tuple[str | None, str | None] | None = None,
-        control_id: str | None = None,
-        q: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-        patient: str | None = None,
-        document: str | None = None,
-        control_or_id: str | None = None,
-    ) -> tuple[list[str], dict[str, Any]]:
-        """The names of the search.sql WHERE fragments for these filters, and their parameters."""
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        if status:
-            where.append("where_status")
-            params["status"] = status
-        if message_type:
-            if "*" in message_type:
-                where.append("where_message_type_like")
-                params["message_type_like"] = like_escape(message_type).replace("*", "%")
-            else:  # exact: a prefix was resolved to its event types by _alternatives
-                where.append("where_message_type")
-                params["message_type"] = message_type
-        if sender_pair is not None:
-            where.append("where_sender_pair")
-            params["sender_app"], params["sender_facility"] = sender_pair
-        if control_id:
-            where.append("where_control_id")
-            params["control_id"] = control_id
-        if q:
-            where.append("where_q")
-            params["q"] = q
-            params["q_like"] = like_escape(q.lower()) + "%"  # q=% must not match every row
-        if since:
-            where.append("where_since")
-            params["since"] = since
-        if until:
-            where.append("where_until")
-            params["until"] = until
-        if patient:
-            if "|" in patient:
-                where.append("where_patient_ipp")
-            elif _INS.fullmatch(patient):
-                where.append("where_patient_ins")
-            else:  # an IPP without its authority (exchanges_ipp_value index)
-                where.append("where_patient_ipp_value")
-            params["patient"] = patient
-        if document:
-            where.append("where_document")
-            params["document"] = document
-        if control_or_id:
-            where.append("where_control_or_id")
-            params["control_or_id"] = control_or_id
-            params["id_low"] = control_or_id.lower()
-            params["id_high"] = control_or_id.lower() + "\uffff"
-        return where, params
 
     def count_exchanges_by_status(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in self._all("count_exchanges_by_status")}
@@ -775,5 +794,3 @@ class Tx:
         row = self._one("drop_body_partitions", {"before": before})
         return int(row["dropped"]) if row else 0
 
-
-_INS = re.compile(r"\d{13}(\d{2})?")  # a NIR/NIA with or without its key: 13 or 15 digits
