@@ -26,7 +26,7 @@ KINDS = {
     "mllp": "adapters.mllp",
     "mhd": "adapters.mhd.client",
     "dmp-xds": "adapters.dmp.config",
-    "mssante": "adapters.mssante.config",
+    "mssante": "adapters.mssante.client",
 }
 
 

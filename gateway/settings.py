@@ -257,7 +257,7 @@ def effective_raw(settings: Settings) -> dict[str, Any]:
     raw: dict[str, Any] = {name: dataclasses.asdict(getattr(settings, name)) for name in _SECTIONS}
     raw["api"]["tokens"] = ""  # secrets stay in the environment
     if raw["journal"]["url"]:  # a PostgreSQL password too (RELAIS_JOURNAL_URL)
-        from gateway.journal.open import redact_url
+        from gateway.journal.url import redact_url
 
         raw["journal"]["url"] = redact_url(raw["journal"]["url"])
     raw["destination"] = [

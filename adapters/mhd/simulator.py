@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.core.fhir.validate import validate_structure
+from gateway.core.fhir.structure import validate_structure
 from gateway.model import Finding
 
 from .rules import check_iti65, check_r4b, issue_code, master_identifier, patient_id
@@ -70,7 +70,7 @@ def operation_outcome(findings: Sequence[Finding | tuple[str, str, str | None]])
 
 
 def _r4b_findings(bundle: dict[str, Any]) -> list[Finding]:
-    """The generic R4 structure check, shared with ``relais check`` (``gateway.core.fhir.validate``)."""
+    """The generic R4 structure check, shared with ``relais check`` (``gateway.core.fhir.structure``)."""
     try:
         return validate_structure(bundle)
     except KeyError:  # fhir_core raises KeyError for an unknown entry resourceType

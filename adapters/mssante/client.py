@@ -55,8 +55,9 @@ from adapters.mssante.xdm import build_xdm
 from gateway.core.mss.orders import MailOrder
 from gateway.errors import DestinationRejected, DestinationUnavailable
 from gateway.ports import Clock, Payload, SendResult, SystemClock
+from gateway.settings import DestinationSettings, Settings
 
-__all__ = ["MssanteDestination", "SmtpOutcome", "submit"]
+__all__ = ["MssanteDestination", "SmtpOutcome", "destination_from_settings", "submit"]
 
 log = structlog.get_logger(__name__)
 
@@ -223,3 +224,9 @@ class MssanteDestination(BaseDestination):
             raise DestinationUnavailable(f"IMAP lookup failed: {type(exc).__name__}", code="LOOKUP_FAILED") from exc
         log.info("mssante.lookup", destination=self.name, delivery_id=payload.delivery_id, found=found)
         return found
+
+
+def destination_from_settings(d: DestinationSettings, settings: Settings, clock: Clock) -> MssanteDestination:
+    """A ``kind = "mssante"`` table: its options are :class:`MssanteConfig`'s fields."""
+    return MssanteDestination(d.name, MssanteConfig.from_options(d.options),
+                              retry=RetrySettings.from_settings(settings), clock=clock)

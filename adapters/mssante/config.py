@@ -39,10 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.ports import Clock, Destination
-from gateway.settings import DestinationSettings, Settings
-
-__all__ = ["MssanteConfig", "destination_from_settings"]
+__all__ = ["MssanteConfig"]
 
 
 @dataclass(frozen=True)
@@ -105,12 +102,3 @@ class MssanteConfig:
         if self.client_cert:
             ctx.load_cert_chain(self.client_cert, self.client_key or None)
         return ctx
-
-
-def destination_from_settings(d: DestinationSettings, settings: Settings, clock: Clock) -> Destination:
-    """A ``kind = "mssante"`` table: its options are :class:`MssanteConfig`'s fields."""
-    from adapters.base import RetrySettings
-    from adapters.mssante.client import MssanteDestination  # the client imports this module
-
-    return MssanteDestination(d.name, MssanteConfig.from_options(d.options),
-                              retry=RetrySettings.from_settings(settings), clock=clock)

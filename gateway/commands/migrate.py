@@ -48,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _redacted(url: str) -> str:
     """The URL without its password (it may be echoed into a deployment log)."""
-    from gateway.journal.open import redact_url
+    from gateway.journal.url import redact_url
 
     return redact_url(url)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from gateway.errors import JournalError
 from gateway.journal.migrate import SchemaStatus, plan
+from gateway.journal.url import redact_url
 
 __all__ = ["open_journal", "inspect_schema", "migrate_journal", "redact_url", "backend_of"]
 
@@ -106,11 +106,3 @@ def migrate_journal(url: str) -> SchemaStatus:
                            code="JOURNAL_UNAVAILABLE") from None
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and command output)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -68,7 +68,7 @@ _MIGRATION_LOCK = "relais:schema-migrations"
 
 
 def _redacted(url: str) -> str:
-    from gateway.journal.open import redact_url
+    from gateway.journal.url import redact_url
 
     return redact_url(url)
 

@@ -29,40 +29,15 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import pydantic
 import structlog
-from fhir.resources.R4B.bundle import Bundle
 
 from gateway.core.fhir.pdsm import DESIGNATION_TYPE_URL, MHD_LIST_TYPES, SOURCE_ID_URL
+from gateway.core.fhir.structure import validate_structure
 from gateway.model import Finding
 
 __all__ = ["validate_bundle", "validate_structure", "validate_pdsm"]
 
 log = structlog.get_logger(__name__)
-
-
-def _path(loc: tuple[int | str, ...], root: str = "Bundle") -> str:
-    out = root
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
-
-
-def validate_structure(bundle: Mapping[str, Any]) -> list[Finding]:
-    """R4 structural findings (``FHIR_INVALID``) from parsing with fhir.resources R4B."""
-    if bundle.get("resourceType") != "Bundle":
-        return [Finding("FHIR_INVALID", "resourceType is not Bundle", "Bundle.resourceType")]
-    try:
-        Bundle.model_validate(dict(bundle))
-    except pydantic.ValidationError as exc:
-        return [
-            # The input echo is left out: it can hold patient data.
-            Finding("FHIR_INVALID", err["msg"], _path(tuple(err["loc"])))
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-    except (TypeError, ValueError) as exc:  # model-level validators may raise these directly
-        return [Finding("FHIR_INVALID", type(exc).__name__, "Bundle")]
-    return []
 
 
 def _entries(bundle: Mapping[str, Any]) -> Iterator[tuple[int, Mapping[str, Any], Mapping[str, Any]]]:
