@@ -60,7 +60,6 @@ each submission says ``"schemaChecked": false``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import random
@@ -92,6 +91,7 @@ from adapters.dmp.conformance.names import (
     STATUS,
 )
 from adapters.dmp.conformance.xades import signature_entries
+from adapters.faults import FaultPlan, abort, hang
 
 __all__ = ["FAULT_KINDS", "DmpSimulator", "StoredDocument", "Submission"]
 
@@ -214,16 +214,12 @@ class DmpSimulator:
         script: Iterable[str] = (),
         now: Callable[[], datetime] | None = None,
     ) -> None:
-        unknown = set(faults) - set(FAULT_KINDS)
-        if unknown:
-            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
-        self.fail_rate = fail_rate
-        self.faults = tuple(faults)
+        self.plan = FaultPlan(FAULT_KINDS, faults, fail_rate=fail_rate, seed=seed,
+                              after_store_ratio=after_store_ratio, script=script)
+        #: scripted faults, consumed before any random draw (the plan's own list)
+        self.script = self.plan.script
         self.latency_ms = latency_ms
-        self.after_store_ratio = after_store_ratio
         self.timeout_seconds = timeout_seconds
-        self._seed = seed
-        self._rng = random.Random(seed)
         self._ids = random.Random(None if seed is None else seed + 1)
         if xsd_dir is None and (DEFAULT_XSD_DIR / "IHE" / "XDS.b_DocumentRepository.xsd").exists():
             xsd_dir = DEFAULT_XSD_DIR
@@ -235,7 +231,6 @@ class DmpSimulator:
         self.checker = ConformanceChecker(
             trusted_cert=trusted, xsd_dir=Path(xsd_dir) if xsd_dir else None, now=now
         )
-        self.script: list[str] = list(script)
         self.documents: dict[str, StoredDocument] = {}
         self.signatures: dict[str, StoredDocument] = {}
         self.submission_sets: set[str] = set()  # uniqueIds of registered SubmissionSets
@@ -284,23 +279,12 @@ class DmpSimulator:
         self.signatures.clear()
         self.submission_sets.clear()
         self.submissions.clear()
-        self.script.clear()
-        self._rng = random.Random(self._seed)
+        self.plan.reset()
 
     def _by_entry_uuid(self, entry_uuid: str) -> StoredDocument | None:
         return next((d for d in self.documents.values() if d.entry_uuid == entry_uuid), None)
 
     # -- faults ---------------------------------------------------------------------------
-
-    def _draw_fault(self) -> tuple[str, bool] | None:
-        if self.script:
-            kind, _, when = self.script.pop(0).partition(":")
-            if kind not in FAULT_KINDS:
-                return None  # "ok" or anything else: a normal answer
-            return kind, when == "after"
-        if not self.faults or self.fail_rate <= 0 or self._rng.random() >= self.fail_rate:
-            return None
-        return self._rng.choice(self.faults), self._rng.random() < self.after_store_ratio
 
     async def _apply_fault(
         self, request: web.Request, kind: str, normal: web.Response | None
@@ -310,12 +294,9 @@ class DmpSimulator:
                 status=503, text="Service Unavailable (simulated)", headers={"Retry-After": "1"}
             )
         if kind == "reset":
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)  # never written: the connection is gone
+            return abort(request)
         if kind == "timeout":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.timeout_seconds)
+            await hang(self._stopping, self.timeout_seconds)
             return normal or web.Response(status=504)
         return _fault_response("s:Receiver", None, "Simulated internal error", status=500)
 
@@ -326,23 +307,23 @@ class DmpSimulator:
             await asyncio.sleep(self.latency_ms / 1000)
         body = await request.read()
         content_type = request.headers.get("Content-Type", "")
-        fault = self._draw_fault()
-        if fault and not fault[1]:
+        fault = self.plan.draw()
+        if fault and not fault.after_store:
             violation = Violation(
-                f"SIM_FAULT_{fault[0].upper()}", "injected before storing", "simulator fault injection",
-                f"SIM_FAULT_{fault[0].upper()}",
+                f"SIM_FAULT_{fault.kind.upper()}", "injected before storing", "simulator fault injection",
+                f"SIM_FAULT_{fault.kind.upper()}",
             )
             self.submissions.append(
                 Submission("ITI-41", False, "rejected", [violation], _text(_root_part(content_type, body)),
-                           fault={"kind": fault[0], "afterStore": False})
+                           fault={"kind": fault.kind, "afterStore": False})
             )
-            log.info("dmp_simulator.fault", kind=fault[0], after_store=False)
-            return await self._apply_fault(request, fault[0], None)
+            log.info("dmp_simulator.fault", kind=fault.kind, after_store=False)
+            return await self._apply_fault(request, fault.kind, None)
 
         verdict = self.checker.check("ITI-41", content_type, body, self._registry)
         submission = self._record(verdict, body, stored_label="accepted")
         if fault:
-            submission.fault = {"kind": fault[0], "afterStore": True}
+            submission.fault = {"kind": fault.kind, "afterStore": True}
         if verdict.fault is not None:
             return _fault_response(*_fault_of(verdict.fault), status=400 if _sender(verdict.fault) else 500)
         if verdict.accepted:
@@ -357,8 +338,8 @@ class DmpSimulator:
         content_type_out, mtom_body = _mtom(envelope, ACTIONS.ITI41_RESPONSE)
         normal = web.Response(body=mtom_body, headers={"Content-Type": content_type_out})
         if fault:
-            log.info("dmp_simulator.fault", kind=fault[0], after_store=True)
-            return await self._apply_fault(request, fault[0], normal)
+            log.info("dmp_simulator.fault", kind=fault.kind, after_store=True)
+            return await self._apply_fault(request, fault.kind, normal)
         return normal
 
     def _record(self, verdict: Verdict, body: bytes, *, stored_label: str) -> Submission:

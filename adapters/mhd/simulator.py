@@ -23,17 +23,14 @@ deterministic fault for the next POSTs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import random
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from adapters.faults import Fault, FaultPlan, abort, hang
 from gateway.core.fhir.structure import validate_structure
 from gateway.model import Finding
 
@@ -46,12 +43,6 @@ log = structlog.get_logger(__name__)
 
 FAULTS = ("503", "reset", "timeout", "fhir")
 FHIR_JSON = "application/fhir+json"
-
-
-@dataclass(frozen=True, slots=True)
-class _Fault:
-    kind: str
-    after_store: bool
 
 
 def operation_outcome(findings: Sequence[Finding | tuple[str, str, str | None]]) -> dict[str, Any]:
@@ -99,17 +90,11 @@ class MhdSimulator:
         hang_seconds: float = 60.0,
         validate_r4b: bool = True,
     ) -> None:
-        unknown = set(faults) - set(FAULTS)
-        if unknown:
-            raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS}")
-        self.fail_rate = fail_rate
-        self.faults = tuple(faults)
+        self.plan = FaultPlan(FAULTS, faults, fail_rate=fail_rate, seed=seed)
         self.latency_ms = latency_ms
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
         self.validate_r4b = validate_r4b
-        self._rng = random.Random(seed)
-        self._forced: deque[_Fault] = deque()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.url: str | None = None
@@ -123,13 +108,11 @@ class MhdSimulator:
         self.resources: dict[str, dict[str, Any]] = {}  # "Type/id" → resource
         self._by_master: dict[tuple[str | None, str], str] = {}  # masterIdentifier → "DocumentReference/id"
         self._next_id = 1
-        self._forced.clear()
+        self.plan.reset(reseed=False)
 
     def inject(self, fault: str, *, after_store: bool = False, count: int = 1) -> None:
         """Force ``fault`` on the next ``count`` POSTs, before or after storing."""
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}")
-        self._forced.extend(_Fault(fault, after_store) for _ in range(count))
+        self.plan.inject(fault, after_store=after_store, count=count)
 
     @property
     def accepted(self) -> list[dict[str, Any]]:
@@ -178,15 +161,8 @@ class MhdSimulator:
 
     # -- handlers -------------------------------------------------------------------------
 
-    def _draw_fault(self) -> _Fault | None:
-        if self._forced:
-            return self._forced.popleft()
-        if self.fail_rate > 0 and self.faults and self._rng.random() < self.fail_rate:
-            return _Fault(self._rng.choice(self.faults), after_store=self._rng.random() < 0.5)
-        return None
-
     def _record(
-        self, bundle: Any, status: str, errors: list[Finding], fault: _Fault | None = None
+        self, bundle: Any, status: str, errors: list[Finding], fault: Fault | None = None
     ) -> dict[str, Any]:
         is_dict = isinstance(bundle, dict)
         ident = master_identifier(bundle) if is_dict else None
@@ -202,7 +178,7 @@ class MhdSimulator:
         self.submissions.append(record)
         return record
 
-    async def _apply_fault(self, request: web.Request, fault: _Fault) -> web.StreamResponse:
+    async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         log.info("mhd_simulator.fault", fault=fault.kind, after_store=fault.after_store)
         if fault.kind == "503":
             outcome = operation_outcome([("transient", "simulated outage", None)])
@@ -210,14 +186,9 @@ class MhdSimulator:
         if fault.kind == "fhir":
             return _fhir_response(operation_outcome([("exception", "simulated server error", None)]), 500)
         if fault.kind == "timeout":
-            # Hold the request open; stop() releases it so shutdown stays quick.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.hang_seconds)
+            await hang(self._stopping, self.hang_seconds)  # stop() releases it: shutdown stays quick
             return _fhir_response(operation_outcome([("timeout", "simulated timeout", None)]), 504)
-        # reset: drop the TCP connection without an answer.
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response(status=499)  # never written: the transport is gone
+        return abort(request)  # reset: the TCP connection dropped without an answer
 
     async def _provide(self, request: web.Request) -> web.StreamResponse:
         if self.latency_ms:
@@ -233,7 +204,7 @@ class MhdSimulator:
             finding = Finding("MHD_NOT_BUNDLE", "the body is not JSON", "Bundle")
             self._record(raw.decode("utf-8", "replace"), "rejected", [finding])
             return _fhir_response(operation_outcome([finding]), 400)
-        fault = self._draw_fault()
+        fault = self.plan.draw()
 
         if fault is not None and not fault.after_store:
             self._record(bundle, "rejected", [Finding("SIM_FAULT", f"injected fault {fault.kind}")], fault)
