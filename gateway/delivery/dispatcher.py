@@ -10,7 +10,10 @@ Exactly-once towards the DMP rests on three rules:
 
 Between attempts the schedule is durable: exponential backoff with jitter and a cap,
 ``Retry-After`` honoured, bounded by attempts and age. Permanent errors are ``dead``.
-The decision of *when* to retry is a pure function (``next_attempt``).
+The decision of *when* to retry is a pure function (``gateway.core.retry.next_attempt``);
+which business acknowledgement an outcome owes is :mod:`gateway.delivery.zam`; held
+exchanges that wait too long are :mod:`gateway.delivery.holds`. This module claims, sends
+and records the attempts.
 """
 
 from __future__ import annotations
@@ -19,55 +22,28 @@ import asyncio
 import contextlib
 import os
 import random
-import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import structlog
 from structlog.contextvars import bind_contextvars, unbind_contextvars
 
-from gateway.core.ack import build_zam
-from gateway.core.charset import decode_message, encode_for
-from gateway.core.hl7v2.reader import Message
+from gateway.core.retry import next_attempt
+from gateway.delivery.holds import Sweeper
+from gateway.delivery.zam import MailZam, ZamPolicy, find_creator
 from gateway.errors import DestinationError, DestinationRejected, DestinationUnavailable, JournalError
 from gateway.journal.base import Journal
-from gateway.journal.rows import AttemptRecord, Delivery, Exchange, NewDelivery, ZamFollowUp, iso
-from gateway.model import Finding
+from gateway.journal.rows import AttemptRecord, Delivery, ZamFollowUp, iso
 from gateway.ports import Clock, Destination, Payload, SendResult
-from gateway.settings import DispatcherSettings, Settings
+from gateway.settings import Settings
 
-__all__ = ["Dispatcher", "RetryDecision", "next_attempt"]
+#: ``find_creator`` is re-exported for the wiring, which still imports it from here
+__all__ = ["Dispatcher", "find_creator"]
 
 log = structlog.get_logger(__name__)
-
-
-
-@dataclass(frozen=True)
-class RetryDecision:
-    dead: bool
-    delay: float = 0.0
-
-
-def next_attempt(
-    attempts: int,
-    age: timedelta,
-    settings: DispatcherSettings,
-    *,
-    retry_after: float | None,
-    rand: Callable[[], float],
-) -> RetryDecision:
-    """When to try again after a retryable failure (pure: ``rand`` gives the jitter)."""
-    if attempts >= settings.max_attempts or age >= timedelta(hours=settings.max_age_hours):
-        return RetryDecision(dead=True)
-    delay = min(settings.backoff_cap, settings.backoff_base * (2 ** max(attempts - 1, 0)))
-    delay = delay * (0.5 + rand() / 2)  # "equal jitter": never less than half the backoff
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.backoff_cap))
-    return RetryDecision(dead=False, delay=delay)
 
 
 class Dispatcher:
@@ -83,7 +59,7 @@ class Dispatcher:
         zam_destination: Callable[[str, str], Destination | None] | None = None,
         on_outcome: Callable[[str, str, float], None] | None = None,
         rand: Callable[[], float] = random.random,
-        mail_zam: Callable[[Journal, Delivery, str | None], Awaitable[ZamFollowUp | None]] | None = None,
+        mail_zam: MailZam | None = None,
     ) -> None:
         self.journal = journal
         self.destinations = dict(destinations)
@@ -93,7 +69,8 @@ class Dispatcher:
         self.zam_destination = zam_destination
         self.on_outcome = on_outcome
         self.rand = rand
-        self.mail_zam = mail_zam  # ZAM^Z02 N for a mail the SMTP server refused (gateway.delivery.mss_acks)
+        self.zams = ZamPolicy(journal, settings, clock, self.destinations, mail_zam=mail_zam)
+        self.sweeper = Sweeper(journal, settings, clock, self.zams)
         # host and pid: an operator (or a test) sees which instance holds a claim or a lease
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{clock.new_id()[:6]}"
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,7 +97,8 @@ class Dispatcher:
     def start(self) -> None:
         self.journal.on_work(self.wake)
         self._tasks = [asyncio.create_task(self._run(), name="dispatcher")]
-        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="dispatcher-sweeper"))
+        self._tasks.append(asyncio.create_task(self.sweeper.run(self._stopping, self.worker_id),
+                                              name="dispatcher-sweeper"))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="dispatcher-heartbeat"))
 
     def wake(self) -> None:
@@ -279,7 +257,7 @@ class Dispatcher:
         duration = time.perf_counter() - t0
         request = result.request if result else getattr(exc, "request", None)
         response = result.response if result else getattr(exc, "response", None)
-        follow_ups = await self._follow_ups(delivery, status, error, _dmp_error(exc))
+        follow_ups = await self.zams.follow_ups(delivery, status, error, exc)
         recorded = await self._record(
             delivery, status, started, duration, outcome=outcome, error=error, next_at=next_at,
             request=request if isinstance(request, str) else None,
@@ -313,76 +291,7 @@ class Dispatcher:
             return False
         return True
 
-    # -- business acknowledgements ----------------------------------------------------------
-    def _is_dmp(self, destination: str | None) -> bool:
-        dest = self.destinations.get(str(destination))
-        return dest is not None and getattr(dest, "kind", None) == "dmp-xds"
-
-    async def _follow_ups(
-        self, delivery: Delivery, status: str, error: str | None, dmp_error: tuple[str, str] | None
-    ) -> tuple[ZamFollowUp, ...]:
-        """The ZAM this outcome may call for, built now; the journal decides in the outcome's
-        transaction whether it still applies (one ZAM^Z01 per exchange, positive after the last
-        DMP delivery — with several instances, two deliveries of one exchange may finish together)."""
-        if delivery.kind == "mail" and status == "dead" and self.mail_zam is not None:
-            z02 = await self.mail_zam(self.journal, delivery, error)
-            return (z02,) if z02 is not None else ()
-        # Z01 is the DMP receipt (volet, ack-metier-zam page): only the outcome of a DMP
-        # destination decides it, never an MHD or file delivery
-        if delivery.kind != "document" or status not in ("delivered", "dead") or not self._is_dmp(delivery.destination):
-            return ()
-        ex = await self.journal.get_exchange(str(delivery.exchange_id))
-        if ex is None or not ex.ack_reception:
-            return ()
-        zam = await self._zam_delivery(ex, status == "delivered", error, dmp_error)
-        if zam is None:
-            return ()
-        dmp = frozenset(n for n in self.destinations if self._is_dmp(n))
-        return (ZamFollowUp(zam, "z01", status == "delivered", dmp),)
-
-    async def _zam_delivery(
-        self, ex: Exchange, positive: bool, error: str | None, dmp_error: tuple[str, str] | None = None
-    ) -> NewDelivery | None:
-        creator = find_creator(self.settings, ex.sender_app or "", ex.sender_facility or "")
-        if creator is None:
-            return None
-        bodies = await self.journal.exchange_bodies(ex.id)
-        if bodies is None or bodies.raw is None:
-            return None
-        try:
-            decoded = decode_message(bytes(bodies.raw), self.settings.pipeline.default_charset)
-            original = Message.parse(decoded.text, codec=decoded.charset)
-        except Exception:
-            return None
-        finding = None
-        if not positive:
-            code = (error or "DELIVERY_FAILED").split(":")[0].strip() or "DELIVERY_FAILED"
-            finding = Finding(code, _label(error or "delivery failed", 200), None)
-        control_id = "ZAM" + self.clock.new_id().replace("-", "")[:17]
-        now = self.clock.now()
-        text = build_zam(original, positive=positive, now=now, control_id=control_id, error=finding,
-                         dmp_error=dmp_error)
-        at = iso(now)
-        return NewDelivery(
-            id=self.clock.new_id(), exchange_id=ex.id, destination=f"zam:{creator.application}|{creator.facility}",
-            kind="zam", status="queued", next_attempt_at=at, created_at=at, patient_key=f"zam:{ex.id}",
-            unique_id=control_id, payload=encode_for(decoded.declared, text, self.settings.pipeline.default_charset),
-        )
-
-    # -- periodic duties: one instance at a time -------------------------------------------
-    async def _sweep_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                # the lease outlives two sweeps: a live holder keeps it, a dead one loses it in 15 s
-                if await self.journal.hold_lease("sweeper", self.worker_id, 15.0):
-                    await self.expire_holds()
-                    await self.journal.recover_in_flight(expired_only=True)
-            except Exception as exc:
-                log.error("dispatcher.sweep_failed", error=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5.0):
-                    await self._stopping.wait()
-
+    # -- lease heartbeat ---------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
         """Keep the leases of long sends alive: a slow DMP answer must not look like a dead instance."""
         every = max(self.cfg.lease_seconds / 3, 0.05)
@@ -398,63 +307,4 @@ class Dispatcher:
 
     async def expire_holds(self) -> list[str]:
         """Held past ``identity.hold_max_hours``: dead with the reason, and a negative ZAM."""
-        now = self.clock.now()
-        limit = iso(now - timedelta(hours=self.settings.identity.hold_max_hours))
-        held = [h for h in await self.journal.held_exchanges() if (h.held_since or "") < limit]
-        expired: list[str] = []
-        for h in held:
-            zam = await self._zam_for_hold(h)
-            reason = f"held longer than {self.settings.identity.hold_max_hours:g} h: {h.reason_code}"
-            if await self.journal.expire_hold(h.id, reason=reason, code=h.reason_code, at=iso(now), zam=zam):
-                expired.append(h.id)
-        if expired:
-            log.warning("dispatcher.holds_expired", count=len(expired))
-        return expired
-
-    async def _zam_for_hold(self, h: Exchange) -> NewDelivery | None:
-        ex = await self.journal.get_exchange(h.id)
-        if ex is None or not ex.ack_reception or ex.status != "held":
-            return None
-        rows = await self.journal.deliveries_for(h.id)
-        if any(d.kind == "zam" for d in rows):
-            return None
-        if not any(d.kind == "document" and self._is_dmp(d.destination) for d in rows):
-            return None  # Z01 answers for the DMP only
-        return await self._zam_delivery(ex, False, f"{h.reason_code}: identity not qualified in time")
-
-
-#: Codes our own adapters raise (HTTP_503, SOAP_FAULT, XDS_PARENT_UNKNOWN, DMP_DELETE_UNSUPPORTED …):
-#: upper-case words joined by "_". Registry errors reported by the DMP are ebXML codes
-#: (XDSRegistryError, XDSDocumentUniqueIdError …) or DMP codes, never of that form.
-_LOCAL_CODE = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
-
-
-def _dmp_error(exc: Exception | None) -> tuple[str, str] | None:
-    """``(code, label)`` for ZAM ERR-5 ``DMP_ERROR_CODE`` when the DMP itself reported the error.
-
-    ERR-5 with coding system DMP_ERROR_CODE carries the codes of the DMP (annex A7-1 of
-    the « Service DMP intégré aux LPS » guide, volet ack-metier-zam page); a timeout or
-    one of our own refusals is not a DMP code and goes with coding system ``L`` instead.
-    """
-    code = getattr(exc, "code", None)
-    if not code or _LOCAL_CODE.fullmatch(code):
-        return None
-    return code, _label(getattr(exc, "message", "") or code, 80)
-
-
-def _label(text: str, limit: int) -> str:
-    """``text`` shortened to ``limit`` characters at a word boundary, with an ellipsis when cut."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    if " " in cut:
-        cut = cut[: cut.rindex(" ")]
-    return cut.rstrip(" ,;:") + "…"
-
-
-def find_creator(settings: Settings, app: str, facility: str) -> Any:
-    for c in settings.creators:
-        if c.application == app and (not c.facility or c.facility == facility):
-            return c
-    return None
+        return await self.sweeper.expire_holds()

@@ -16,12 +16,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.core.charset import decode_message, encode_for
-from gateway.core.hl7v2.reader import Message
 from gateway.core.mss.orders import MailOrder
 from gateway.core.mss.zam import MssAck, build_zam_z02, build_zam_z03
+from gateway.delivery.zam import original_of, zam_row
 from gateway.journal.base import Journal
-from gateway.journal.rows import Delivery, NewDelivery, ZamFollowUp, iso
+from gateway.journal.rows import Delivery, ZamFollowUp, iso
 from gateway.ports import Clock
 from gateway.settings import Settings
 
@@ -46,35 +45,25 @@ class MssAcks:
 
     async def zam(self, journal: Journal, mail_delivery: Delivery, trigger: str, ack: MssAck,
                   event: dict[str, Any] | None = None) -> ZamFollowUp | None:
-        """The ZAM for one recipient's outcome, or None (not requested / no creator / no raw message)."""
-        from gateway.delivery.dispatcher import find_creator  # the creator table lives with the Z01 logic
-
+        """The ZAM for one recipient's outcome, or None (not requested, no creator, raw message gone)."""
         ex = await journal.get_exchange(str(mail_delivery.exchange_id))
         if ex is None or mail_delivery.payload is None:
             return None
         order = MailOrder.from_json(bytes(mail_delivery.payload))
         if (trigger == "Z02" and not order.dsn) or (trigger == "Z03" and not order.mdn):
             return None  # ACK_RECEPTION / ACK_LECTURE_MSS not asked for
-        creator = find_creator(self.settings, ex.sender_app or "", ex.sender_facility or "")
-        bodies = await journal.exchange_bodies(ex.id)
-        if creator is None or bodies is None or bodies.raw is None:
+        original = await original_of(journal, self.settings, ex)
+        if original is None:
             return None
-        decoded = decode_message(bytes(bodies.raw), self.settings.pipeline.default_charset)
-        original = Message.parse(decoded.text)
         build = build_zam_z02 if trigger == "Z02" else build_zam_z03
         g = self.settings.gateway
         now = self.clock.now()
         text = build(
-            original, ack, now=now,
+            original.message, ack, now=now,
             control_id="ZAM" + self.clock.new_id().replace("-", "")[:17], app=g.application, facility=g.facility,
         )
-        at = iso(now)
-        delivery = NewDelivery(
-            id=self.clock.new_id(), exchange_id=ex.id, destination=f"zam:{creator.application}|{creator.facility}",
-            kind="zam", status="queued", next_attempt_at=at, created_at=at, patient_key=f"zam:{ex.id}",
-            unique_id=f"{trigger}:{mail_delivery.id}",
-            payload=encode_for(decoded.declared, text, self.settings.pipeline.default_charset),
-        )
+        delivery = zam_row(ex, original, text, unique_id=f"{trigger}:{mail_delivery.id}", at=iso(now),
+                           delivery_id=self.clock.new_id(), default_charset=self.settings.pipeline.default_charset)
         return ZamFollowUp(delivery, "once", ack.positive, event={"trigger": trigger, **(event or {})})
 
     async def for_dead_mail(self, journal: Journal, delivery: Delivery, error: str | None) -> ZamFollowUp | None:

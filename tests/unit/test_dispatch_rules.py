@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.delivery.dispatcher import next_attempt
+from gateway.core.retry import next_attempt
 from gateway.journal.sqlite import SqliteJournal
 from gateway.settings import DispatcherSettings
 
