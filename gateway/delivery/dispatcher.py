@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 import structlog
-from structlog.contextvars import bind_contextvars, unbind_contextvars
+from structlog.contextvars import bound_contextvars
 
 from gateway.core.retry import next_attempt
 from gateway.delivery.holds import Sweeper
@@ -144,20 +144,23 @@ class Dispatcher:
 
     async def _guarded(self, sem: asyncio.Semaphore, delivery: Delivery) -> None:
         async with sem:
-            bind_contextvars(exchange_id=delivery.exchange_id, delivery_id=delivery.id)
-            started = self.clock.now()
-            try:
-                await self._deliver(delivery)
-            except Exception as exc:  # a bug in one delivery must not stop the others
-                log.exception("dispatcher.delivery_crashed", error=type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    await self._record(delivery, "failed", started, 0.0, outcome="crashed",
-                                       error=f"internal error: {type(exc).__name__}",
-                                       next_at=self.clock.now() + timedelta(seconds=self.cfg.backoff_cap))
-            finally:
-                self._in_flight.pop(delivery.id, None)
-                unbind_contextvars("exchange_id", "delivery_id")
-                self._wake.set()
+            # every event of this delivery names it: the log context carries both ids
+            with bound_contextvars(exchange_id=delivery.exchange_id, delivery_id=delivery.id):
+                await self._attempt(delivery)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        started = self.clock.now()
+        try:
+            await self._deliver(delivery)
+        except Exception as exc:  # a bug in one delivery must not stop the others
+            log.exception("dispatcher.delivery_crashed", error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await self._record(delivery, "failed", started, 0.0, outcome="crashed",
+                                   error=f"internal error: {type(exc).__name__}",
+                                   next_at=self.clock.now() + timedelta(seconds=self.cfg.backoff_cap))
+        finally:
+            self._in_flight.pop(delivery.id, None)
+            self._wake.set()
 
     async def _deliver(self, delivery: Delivery) -> None:
         dest = self._destination_for(delivery)
