@@ -30,7 +30,7 @@ from gateway.model import Finding
 from gateway.ports import Clock, Destination
 from gateway.settings import CreatorSettings, Settings
 
-__all__ = ["Original", "ZamPolicy", "creator_destination", "dmp_error", "find_creator", "label", "original_of",
+__all__ = ["MailZam", "Original", "ZamPolicy", "creator_destination", "dmp_error", "find_creator", "label", "original_of",
            "zam_row"]
 
 MailZam = Callable[[Journal, Delivery, str | None], Awaitable[ZamFollowUp | None]]

@@ -23,14 +23,8 @@ from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.logging import configure_logging
 from gateway.ports import Payload, SendResult, SystemClock
+from tests.integration.test_zam_decision import CREATOR, Sender, TogetherDestination
 from tests.support import fixture_bytes, make_settings
-
-CREATOR = """
-[[creator]]
-application = "DPI-RELAIS"
-facility = "CLINIQUE-RELAIS"
-address = "127.0.0.1:9"
-"""
 
 # what mdm_t02_initial.hl7 says about its patient: none of it may reach a log event
 PATIENT_DATA = ("279035121518989", "PAT-TROIS", "DOMINIQUE", "MARIE-LOUISE", "19790328", "P000123")
@@ -56,35 +50,16 @@ def assert_no_patient_data(logs: list[dict[str, Any]]) -> None:
     assert not [p for p in PATIENT_DATA if p in text]
 
 
-class FlakyDmp:
+class FlakyDmp(TogetherDestination):
     """A DMP that is unavailable once, then takes the document."""
 
-    name, kind = "dmp", "dmp-xds"
-
     def __init__(self) -> None:
-        self.sent: list[Payload] = []
+        super().__init__("dmp", "dmp-xds", None, DestinationUnavailable("try later", code="HTTP_503"))
 
     async def send(self, payload: Payload) -> SendResult:
-        self.sent.append(payload)
-        if len(self.sent) == 1:
-            raise DestinationUnavailable("try later", code="HTTP_503")
-        return SendResult(remote_id=payload.delivery_id)
-
-    async def already_delivered(self, payload: Payload) -> bool:
-        return False
-
-    async def close(self) -> None:
-        return None
-
-
-class Sender(FlakyDmp):
-    """The sender's MLLP return address: takes the ZAM at once."""
-
-    name, kind = "zam:DPI-RELAIS|CLINIQUE-RELAIS", "mllp"
-
-    async def send(self, payload: Payload) -> SendResult:
-        self.sent.append(payload)
-        return SendResult()
+        if self.sent:
+            self.error = None
+        return await super().send(payload)
 
 
 async def test_intake_events_carry_the_bound_exchange_id_and_no_patient_data(tmp_path: Path) -> None:
