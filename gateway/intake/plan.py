@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway.core.identity.gate import judge, traits_of
+from gateway.core.identity.gate import GateDecision, judge, traits_of
 from gateway.core.mss.orders import MailOrder, mail_orders
 from gateway.core.pipeline import Analysis, ipp_key
 from gateway.core.routing import Route, choose_route
@@ -164,8 +164,8 @@ class Planner:
         ident = an.identity
         # Patient-bound mail goes to an address derived from the INS: gated like the DMP.
         gated = bool(destinations) or any(o.audience == "patient" for o in mail)
-        decision = judge(ctx, ident, an.patient or PatientIdentity()) if gated else None
-        hold = decision.hold if decision else None
+        decision = judge(ctx, ident, an.patient or PatientIdentity()) if gated else GateDecision()
+        hold = decision.hold
         record.events.append(NewEvent("identity", {"qualified": ident.qualified, "hold": hold.code if hold else None}))
         patient_key = ident.ipp_key or ident.ins or ex.id
         for doc in an.documents:
@@ -187,8 +187,7 @@ class Planner:
             ex.status, ex.reason_code, ex.reason, ex.held_since = "held", hold.code, hold.message, at
             record.events.append(NewEvent("held", hold.as_dict()))
             result.status = "held"
-            # an ADT may qualify it before we commit
-            record.hold_unless_qualified = decision.unless_qualified if decision else None
+            record.hold_unless_qualified = decision.unless_qualified  # an ADT may qualify it before we commit
         else:
             ex.status = result.status = "queued"
             record.events.append(NewEvent("queued", {"destinations": list(destinations) + (
