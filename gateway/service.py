@@ -17,8 +17,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.delivery.dispatcher import Dispatcher, find_creator
+from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.mss_acks import MssAcks
+from gateway.delivery.zam import find_creator
 from gateway.destinations import DOCUMENT_KINDS, build_destinations, destination_kinds
 from gateway.errors import StartupRefused
 from gateway.intake.handler import Intake, IntakeResult, Router

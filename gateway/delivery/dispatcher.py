@@ -33,15 +33,14 @@ from structlog.contextvars import bound_contextvars
 
 from gateway.core.retry import next_attempt
 from gateway.delivery.holds import Sweeper
-from gateway.delivery.zam import MailZam, ZamPolicy, find_creator
+from gateway.delivery.zam import MailZam, ZamPolicy
 from gateway.errors import DestinationError, DestinationRejected, DestinationUnavailable, JournalError
 from gateway.journal.base import Journal
 from gateway.journal.rows import AttemptRecord, Delivery, ZamFollowUp, iso
 from gateway.ports import Clock, Destination, Payload, SendResult
 from gateway.settings import Settings
 
-#: ``find_creator`` is re-exported for the wiring, which still imports it from here
-__all__ = ["Dispatcher", "find_creator"]
+__all__ = ["Dispatcher"]
 
 log = structlog.get_logger(__name__)
 

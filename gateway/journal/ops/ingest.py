@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from gateway.core.identity.gate import registry_qualified
 from gateway.journal.rows import (
     AdtEffects,
     Identity,
@@ -13,11 +14,12 @@ from gateway.journal.rows import (
     InboundRecord,
     NewDelivery,
     NewEvent,
+    Row,
 )
 from gateway.journal.session import Session
 from gateway.journal.states import ExchangeStatus, check_exchange_move
 
-__all__ = ["identity_context", "record_inbound", "record_replay", "rejudge_hold", "insert_delivery", "add_events"]
+__all__ = ["identity_context", "lift_hold", "record_inbound", "record_replay", "rejudge_hold", "insert_delivery", "add_events"]
 
 _REHOLD_REASON = "INS removed or downgraded by ADT^A47"
 
@@ -32,6 +34,15 @@ def identity_context(s: Session, ipp_key: str | None, ins: str | None) -> Identi
         by_ipp=Identity.of(by_ipp) if by_ipp else None, with_ins=with_ins,
         encounter=Encounter.of(encounter) if encounter else None,
     )
+
+
+def lift_hold(s: Session, ex: Row | dict[str, Any], at: str, detail: dict[str, Any]) -> None:
+    """A held exchange (locked, read under the lock) goes on: its waiting deliveries are queued,
+    the hold reason leaves the summary, and a ``released`` event says why (``detail``)."""
+    check_exchange_move(ex["status"], ExchangeStatus.QUEUED, ex["id"])
+    s.queue_waiting_deliveries(ex["id"], at)
+    s.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
+    s.add_event(ex["id"], at, "released", detail)
 
 
 def insert_delivery(s: Session, d: NewDelivery) -> None:
@@ -96,9 +107,7 @@ def _hold_lifted(s: Session, r: InboundRecord) -> bool:
     if ins is None or ex.status != ExchangeStatus.HELD or ex.reason_code != "INS_NOT_QUALIFIED":
         return False
     s.lock_key(f"patient|{ex.patient_ipp or ins}")
-    rows = [s.get_identity(ex.patient_ipp)] if ex.patient_ipp else []
-    rows += list(s.identities_with_ins(ins))
-    return any(row and row.get("qualified") and row.get("ins") == ins for row in rows)
+    return registry_qualified(identity_context(s, ex.patient_ipp, ins), ins)
 
 
 def _record_ack(s: Session, r: InboundRecord, row: dict[str, Any]) -> InboundOutcome:
@@ -163,10 +172,7 @@ def _release(s: Session, by_exchange: str, ins: str | None, key: str, at: str) -
             continue
         if ex["reason_code"] != "INS_NOT_QUALIFIED" or ex["patient_ins"] != ins:
             continue  # conflicts and broken INS need an operator
-        s.queue_waiting_deliveries(ex["id"], at)
-        check_exchange_move(ex["status"], ExchangeStatus.QUEUED, ex["id"])
-        s.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
-        s.add_event(ex["id"], at, "released", {"by": by_exchange, "cause": "identity qualified by ADT"})
+        lift_hold(s, ex, at, {"by": by_exchange, "cause": "identity qualified by ADT"})
         released.append(ex["id"])
     return released
 
@@ -204,10 +210,7 @@ def rejudge_hold(s: Session, exchange_id: str, release: bool, code: str | None, 
     if ex is None or ex["status"] != "held":
         return None  # released meanwhile
     if release:
-        check_exchange_move(ex["status"], ExchangeStatus.QUEUED, ex["id"])
-        s.queue_waiting_deliveries(ex["id"], at)
-        s.update_exchange(ex["id"], at, status="queued", reason_code=None, reason=None, held_since=None)
-        s.add_event(ex["id"], at, "released", {"cause": cause, "override": ex["reason_code"]})
+        lift_hold(s, ex, at, {"cause": cause, "override": ex["reason_code"]})
         s.notify_work()
         return "released"
     if code != ex["reason_code"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gateway.errors import OperationError
+from gateway.journal.ops.ingest import lift_hold
 from gateway.journal.rows import BulkResult, Delivery, Exchange
 from gateway.journal.session import Session
 from gateway.journal.states import check_delivery_move, check_exchange_move
@@ -28,12 +29,9 @@ def release_exchange(s: Session, exchange_id: str, operator: str, reason: str, a
     if ex["status"] != "held":
         raise OperationError(f"exchange {ex['id']} is {ex['status']}, not held")
     _require(operator, reason)
-    s.queue_waiting_deliveries(ex["id"], at)
     # the hold reason goes from the summary (the exchange is no longer held for it); the
     # event and the audit row keep which hold the operator overrode
-    check_exchange_move(ex["status"], "queued", ex["id"])
-    s.update_exchange(ex["id"], at, status="queued", held_since=None, reason_code=None, reason=None)
-    s.add_event(ex["id"], at, "released", {"by": operator, "reason": reason, "override": ex["reason_code"]})
+    lift_hold(s, ex, at, {"by": operator, "reason": reason, "override": ex["reason_code"]})
     s.append_audit(at=at, actor=operator, action="release", target=ex["id"],
                    detail={"reason": reason, "hold_code": ex["reason_code"]})
     s.notify_work()
