@@ -7,11 +7,12 @@ import hashlib
 import json
 
 import hl7
+import pytest
 from hl7.mllp import open_hl7_connection
 
 from gateway.core.mllp import frame
 from gateway.journal.sqlite import SqliteJournal
-from tests.support import SEGUR, as_cr, corpus_path, field, fixture_bytes, make_settings, mllp_port, running
+from tests.support import SOURCES, field, fixture_bytes, make_settings, mdm_sample, mllp_port, running
 
 
 async def _exchange(port: int, raw: bytes, encoding: str = "utf-8") -> hl7.Message:
@@ -28,13 +29,14 @@ def _rows(service, **filters):  # type: ignore[no-untyped-def]
     return service.journal.read_sync(lambda tx: tx.list_exchanges(limit=1000, **filters))
 
 
-async def test_ans_segur_mdm_gets_aa_with_its_control_id(tmp_path):
-    raw = as_cr(corpus_path(*SEGUR.relative_to(SEGUR.parents[4]).parts, "mdm", "initial",
-                            "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes())
+@pytest.mark.parametrize("source", SOURCES)
+async def test_document_mdm_gets_aa_with_its_control_id(tmp_path, source):
+    sample = mdm_sample(source)
+    raw = sample.initial
     async with running(make_settings(tmp_path)) as service:
         ack = await _exchange(mllp_port(service), raw)
         assert str(ack.segment("MSA")[1]) == "AA"
-        assert str(ack.segment("MSA")[2]) == "015"
+        assert str(ack.segment("MSA")[2]) == sample.control_id
         assert str(ack.segment("MSH")[9]) == "ACK^T02^ACK"
         rows = _rows(service)
         assert len(rows) == 1 and rows[0]["sha256"] == hashlib.sha256(raw).hexdigest()
