@@ -7,12 +7,11 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.service import Service
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -88,23 +87,6 @@ def mdm_sample(source: str) -> MdmSample:
 def as_cr(data: bytes) -> bytes:
     lines = [line for line in re.split(rb"\r\n|\n|\r", data) if line.strip()]
     return b"\r".join(lines) + b"\r"
-
-
-def make_settings(tmp_path: Path, *, text: str = "", **sections: dict[str, Any]) -> Settings:
-    config = None
-    if text:
-        config = tmp_path / "relais.toml"
-        config.write_text(text, encoding="utf-8")
-    overrides: dict[str, dict[str, Any]] = {
-        "gateway": {"data_dir": str(tmp_path / "data")},
-        "mllp": {"port": 0},
-        "http": {"port": 0},
-        "identity": {"allow_test_ins": True},
-        "dispatcher": {"poll_interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.5},
-    }
-    for name, values in sections.items():
-        overrides.setdefault(name, {}).update(values)
-    return load_settings(config, env={}, overrides=overrides)
 
 
 @contextlib.asynccontextmanager

@@ -23,13 +23,13 @@ from lxml import etree
 from adapters.dmp.simulator import DmpSimulator
 from adapters.dmp.vihf import verify_vihf
 from gateway.mllp_client import MllpClient
+from tests import builders
 from tests.support import (
     CORPUS,
     SOURCES,
     MdmSample,
     field,
     fixture_bytes,
-    make_settings,
     mdm_sample,
     mllp_port,
     rewrite_document_message,
@@ -98,7 +98,7 @@ async def test_thirty_mdm_reach_the_dmp_exactly_once_despite_faults(tmp_path: Pa
     collector = ZamCollector()
     zam_server = await start_hl7_server(collector.handle, host="127.0.0.1", port=0, encoding="utf-8")
     zam_port = zam_server.sockets[0].getsockname()[1]
-    settings = make_settings(
+    settings = builders.settings(
         tmp_path, text=dmp_config(sim_port, zam_port, sample.creator),
         dispatcher={"attempt_timeout": 1.0, "backoff_base": 0.05, "backoff_cap": 0.3, "workers": 4},
     )
@@ -147,7 +147,7 @@ async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Pa
     raw = raw.replace(b"DPI-RELAIS|CLINIQUE-RELAIS", b"RIS-Y|Organisation-Y")
     raw = re.sub(rb"(ACK_RECEPTION\^[^|]*\|\|)N", rb"\1Y", raw)
     try:
-        async with running(make_settings(tmp_path, text=dmp_config(sim_port, zam_port))) as service:
+        async with running(builders.settings(tmp_path, text=dmp_config(sim_port, zam_port))) as service:
             async with MllpClient("127.0.0.1", mllp_port(service), timeout=10) as client:
                 assert field(await client.send(raw), "MSA", 1) == "AA"
             for _ in range(100):
