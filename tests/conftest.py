@@ -7,6 +7,14 @@ import pytest
 from gateway.logging import configure_logging
 
 
+def pytest_report_header() -> str:
+    from tests.support import CORPUS
+
+    if CORPUS.is_dir():
+        return f"corpus: {CORPUS}"
+    return "corpus: ../shared/corpus absent; the ANS sample runs of the acceptance tests are not collected"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_json_logs() -> None:
     # JSON logs to the current stderr (captured by pytest), warnings and above.

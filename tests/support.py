@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.service import Service
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -31,26 +31,63 @@ def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / "hl7v2" / name).read_bytes()
 
 
+@dataclass(frozen=True)
+class MdmSample:
+    """One initial / replace / delete MDM chain about one document, and what tests renumber in it.
+
+    ``initial_key`` and ``replace_key`` are the document ids as ``rewrite_document_message``
+    maps them (the same text in TXA-12/13 and in the CDA); the DMP ``uniqueId`` is
+    ``uid_prefix + key``.
+    """
+
+    initial: bytes
+    replace: bytes
+    delete: bytes
+    initial_key: str
+    replace_key: str
+    uid_prefix: str
+    creator: tuple[str, str]  # MSH-3, MSH-4: the creator the ZAM goes back to
+    control_id: str  # MSH-10 of the initial message
+
+    def uid(self, key: str) -> str:
+        return self.uid_prefix + key
+
+
+# Each acceptance test runs on our fixtures; the ANS Ségur samples are extra coverage, collected
+# only when ../shared/corpus is there (the session header says when it is not).
+SOURCES = ["fixtures", *([pytest.param("corpus", marks=pytest.mark.corpus)] if SEGUR.is_dir() else [])]
+
+
+def mdm_sample(source: str) -> MdmSample:
+    """The MDM chain of ``source``: ``"fixtures"`` (ours) or ``"corpus"`` (ANS Ségur, skips when absent)."""
+    if source == "fixtures":
+        return MdmSample(
+            initial=as_cr(fixture_bytes("mdm_t02_initial.hl7")),
+            replace=as_cr(fixture_bytes("mdm_t10_replace.hl7")),
+            delete=as_cr(fixture_bytes("mdm_t04_delete.hl7")),
+            initial_key="1.2.250.1.999.1.1.20250101.1",
+            replace_key="1.2.250.1.999.1.1.20250101.2",
+            uid_prefix="",
+            creator=("DPI-RELAIS", "CLINIQUE-RELAIS"),
+            control_id="MDM0001",
+        )
+    assert source == "corpus", source
+    mdm = SEGUR.relative_to(CORPUS).parts + ("mdm",)
+    return MdmSample(
+        initial=as_cr(corpus_path(*mdm, "initial", "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes()),
+        replace=as_cr(corpus_path(*mdm, "replace", "message_MDM_CR_Radio_RPLC_N1.er7").read_bytes()),
+        delete=as_cr(corpus_path(*mdm, "delete", "message_MDM_CR_Radio_DEL_N1.er7").read_bytes()),
+        initial_key="120456789.71024000081",  # TXA-12 writes root.extension, the CDA root + extension
+        replace_key="120456789.71024000082",
+        uid_prefix="1.2.250.1.71.4.2.2.",
+        creator=("RIS-Y", "Organisation-Y"),
+        control_id="015",
+    )
+
+
 def as_cr(data: bytes) -> bytes:
     lines = [line for line in re.split(rb"\r\n|\n|\r", data) if line.strip()]
     return b"\r".join(lines) + b"\r"
-
-
-def make_settings(tmp_path: Path, *, text: str = "", **sections: dict[str, Any]) -> Settings:
-    config = None
-    if text:
-        config = tmp_path / "relais.toml"
-        config.write_text(text, encoding="utf-8")
-    overrides: dict[str, dict[str, Any]] = {
-        "gateway": {"data_dir": str(tmp_path / "data")},
-        "mllp": {"port": 0},
-        "http": {"port": 0},
-        "identity": {"allow_test_ins": True},
-        "dispatcher": {"poll_interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.5},
-    }
-    for name, values in sections.items():
-        overrides.setdefault(name, {}).update(values)
-    return load_settings(config, env={}, overrides=overrides)
 
 
 @contextlib.asynccontextmanager

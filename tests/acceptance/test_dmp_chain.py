@@ -1,8 +1,8 @@
 """The DMP chain with real processes: `relais serve` + `relais simulate dmp` (strict checker).
 
-Initial submission → replacement → deletion, once with the ANS Ségur MDM samples of
-../shared/corpus and once with our own fixtures (so it runs without the corpus). Each run
-uses fresh document ids. Judged through the simulator's HTTP API only:
+Initial submission → replacement → deletion, once with our own fixtures (so it runs without
+the corpus) and once with the ANS Ségur MDM samples of ../shared/corpus. Each run uses fresh
+document ids. Judged through the simulator's HTTP API only:
 
 * ``GET /_sim/documents``: the initial entry ends Deprecated, the replacement replaces it
   (RPLC to its entryUUID) and ends ``urn:asip:ci-sis:2010:StatusType:Deleted``;
@@ -29,16 +29,7 @@ import pytest
 
 from adapters.mllp_client import MllpClient
 from tests.acceptance.test_crash import free_port
-from tests.support import (
-    CORPUS,
-    FIXTURES,
-    SEGUR,
-    as_cr,
-    corpus_path,
-    field,
-    fixture_bytes,
-    rewrite_document_message,
-)
+from tests.support import FIXTURES, SOURCES, field, mdm_sample, rewrite_document_message
 
 pytestmark = pytest.mark.slow
 
@@ -152,46 +143,31 @@ def check_chain(
         assert bool(values(vihf, CONFIDENTIALITY)) is secret
 
 
-def test_segur_mdm_chain(tmp_path: Path) -> None:
-    mdm = SEGUR.relative_to(CORPUS).parts + ("mdm",)
-    initial = as_cr(corpus_path(*mdm, "initial", "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes())
-    replace = as_cr(corpus_path(*mdm, "replace", "message_MDM_CR_Radio_RPLC_N1.er7").read_bytes())
-    delete = as_cr(corpus_path(*mdm, "delete", "message_MDM_CR_Radio_DEL_N1.er7").read_bytes())
+# What the SB PRT of each source puts in the VIHF, and whether CONNEXION_SECRETE = Y.
+VIHF_EXPECTED = {
+    # PRT-8 IDNST 1999000001, PRT-5 801234567890^MEDECIN^JEAN; CONNEXION_SECRETE = N
+    "fixtures": ({"Identifiant_Structure": ["1999000001"], "NameID": ["801234567890"],
+                  SUBJECT_ID: ["MEDECIN, JEAN"]}, False),
+    # PRT-8 FINEG 300017985 (Struct_IdNat 1 + FINESS), PRT-5 801234564895^Eric^Thomas; secret in all three
+    "corpus": ({"Identifiant_Structure": ["1300017985"], "NameID": ["801234564895"],
+                SUBJECT_ID: ["Eric, Thomas"]}, True),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_mdm_chain(tmp_path: Path, source: str) -> None:
+    sample = mdm_sample(source)
     run = uuid.uuid4().int % 10**9
-    original, replacement = "120456789.71024000081", "120456789.71024000082"
+    original, replacement = sample.initial_key, sample.replace_key
     mapping = {original: f"{original}.{run}", replacement: f"{replacement}.{run}"}
-    messages = [rewrite_document_message(raw, n, mapping) for n, raw in enumerate((initial, replace, delete), 1)]
+    raws = (sample.initial, sample.replace, sample.delete)
+    messages = [rewrite_document_message(raw, n, mapping) for n, raw in enumerate(raws, 1)]
     subs, docs, violations = run_chain(tmp_path, messages)
+    vihf_expected, secret = VIHF_EXPECTED[source]
     check_chain(
         subs, docs, violations,
-        initial_uid=f"1.2.250.1.71.4.2.2.{original}.{run}",
-        replacement_uid=f"1.2.250.1.71.4.2.2.{replacement}.{run}",
-        # SB PRT: PRT-8 FINEG 300017985 (Struct_IdNat 1 + FINESS), PRT-5 801234564895^Eric^Thomas
-        vihf_expected={
-            "Identifiant_Structure": ["1300017985"],
-            "NameID": ["801234564895"],
-            SUBJECT_ID: ["Eric, Thomas"],
-        },
-        secret=True,  # CONNEXION_SECRETE = Y in all three samples
-    )
-
-
-def test_own_fixtures_chain(tmp_path: Path) -> None:
-    initial_id, replace_id = "1.2.250.1.999.1.1.20250101.1", "1.2.250.1.999.1.1.20250101.2"
-    run = uuid.uuid4().int % 10**9
-    mapping = {initial_id: f"1.2.250.1.999.1.1.{run}.1", replace_id: f"1.2.250.1.999.1.1.{run}.2"}
-    names = ("mdm_t02_initial.hl7", "mdm_t10_replace.hl7", "mdm_t04_delete.hl7")
-    messages = [rewrite_document_message(fixture_bytes(name), n, mapping) for n, name in enumerate(names, 1)]
-    subs, docs, violations = run_chain(tmp_path, messages)
-    check_chain(
-        subs, docs, violations,
-        initial_uid=mapping[initial_id],
-        replacement_uid=mapping[replace_id],
-        # SB PRT: PRT-8 IDNST 1999000001, PRT-5 801234567890^MEDECIN^JEAN
-        vihf_expected={
-            "Identifiant_Structure": ["1999000001"],
-            "NameID": ["801234567890"],
-            SUBJECT_ID: ["MEDECIN, JEAN"],
-        },
-        secret=False,
+        initial_uid=sample.uid(mapping[original]),
+        replacement_uid=sample.uid(mapping[replacement]),
+        vihf_expected=vihf_expected,
+        secret=secret,
     )

@@ -23,14 +23,14 @@ from lxml import etree
 from adapters.dmp.simulator import DmpSimulator
 from adapters.dmp.vihf import verify_vihf
 from adapters.mllp_client import MllpClient
+from tests import builders
 from tests.support import (
     CORPUS,
-    SEGUR,
-    as_cr,
-    corpus_path,
+    SOURCES,
+    MdmSample,
     field,
     fixture_bytes,
-    make_settings,
+    mdm_sample,
     mllp_port,
     rewrite_document_message,
     running,
@@ -42,10 +42,10 @@ XSD_DIR = CORPUS / "xds" / "xsd"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 
 
-def with_document_id(raw: bytes, n: int) -> bytes:
-    """A copy of the Ségur MDM^T02 with its own CDA id, TXA-12 and MSH-10, asking for a ZAM."""
-    root = "1.2.250.1.71.4.2.2.120456789.71024000081"
-    return rewrite_document_message(raw, n, {root: f"{root}.{n}"}, ack_reception=True)
+def with_document_id(sample: MdmSample, n: int) -> bytes:
+    """A copy of the initial MDM^T02 with its own CDA id, TXA-12 and MSH-10, asking for a ZAM."""
+    key = sample.initial_key
+    return rewrite_document_message(sample.initial, n, {key: f"{key}.{n}"}, ack_reception=True)
 
 
 class ZamCollector:
@@ -67,7 +67,7 @@ class ZamCollector:
             writer.close()
 
 
-def dmp_config(sim_port: int, zam_port: int) -> str:
+def dmp_config(sim_port: int, zam_port: int, creator: tuple[str, str] = ("RIS-Y", "Organisation-Y")) -> str:
     return f"""
 [[destination]]
 name = "dmp"
@@ -75,8 +75,8 @@ kind = "dmp-xds"
 url = "http://127.0.0.1:{sim_port}/"
 
 [[creator]]
-application = "RIS-Y"
-facility = "Organisation-Y"
+application = "{creator[0]}"
+facility = "{creator[1]}"
 address = "127.0.0.1:{zam_port}"
 """
 
@@ -87,10 +87,10 @@ async def submissions(sim_url: str) -> list[dict]:  # type: ignore[type-arg]
         return [s for s in await r.json() if s["transaction"] == "ITI-41"]
 
 
-async def test_thirty_segur_mdm_reach_the_dmp_exactly_once_despite_faults(tmp_path: Path) -> None:
-    base = as_cr(corpus_path(*SEGUR.relative_to(CORPUS).parts, "mdm", "initial",
-                             "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes())
-    messages = [with_document_id(base, n) for n in range(1, 31)]
+@pytest.mark.parametrize("source", SOURCES)
+async def test_thirty_mdm_reach_the_dmp_exactly_once_despite_faults(tmp_path: Path, source: str) -> None:
+    sample = mdm_sample(source)
+    messages = [with_document_id(sample, n) for n in range(1, 31)]
     sim = DmpSimulator(fail_rate=0.3, faults=("503", "reset", "timeout", "soap"), seed=7,
                        xsd_dir=XSD_DIR if XSD_DIR.exists() else None, timeout_seconds=3.0)
     sim_url = await sim.start("127.0.0.1", 0)
@@ -98,8 +98,8 @@ async def test_thirty_segur_mdm_reach_the_dmp_exactly_once_despite_faults(tmp_pa
     collector = ZamCollector()
     zam_server = await start_hl7_server(collector.handle, host="127.0.0.1", port=0, encoding="utf-8")
     zam_port = zam_server.sockets[0].getsockname()[1]
-    settings = make_settings(
-        tmp_path, text=dmp_config(sim_port, zam_port),
+    settings = builders.settings(
+        tmp_path, text=dmp_config(sim_port, zam_port, sample.creator),
         dispatcher={"attempt_timeout": 1.0, "backoff_base": 0.05, "backoff_cap": 0.3, "workers": 4},
     )
     try:
@@ -131,7 +131,7 @@ async def test_thirty_segur_mdm_reach_the_dmp_exactly_once_despite_faults(tmp_pa
     zams = [m for m in collector.received if str(m.segment("MSH")[9]).startswith("ZAM^Z01")]
     assert len(zams) == 30
     assert {str(z.segment("OBX")[5]).split("^")[0] for z in zams} == {"Y"}
-    assert {str(z.segment("OBX")[4]) for z in zams} == {f"015-{n:03d}" for n in range(1, 31)}
+    assert {str(z.segment("OBX")[4]) for z in zams} == {f"{sample.control_id}-{n:03d}" for n in range(1, 31)}
 
 
 async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Pa
     raw = raw.replace(b"DPI-RELAIS|CLINIQUE-RELAIS", b"RIS-Y|Organisation-Y")
     raw = re.sub(rb"(ACK_RECEPTION\^[^|]*\|\|)N", rb"\1Y", raw)
     try:
-        async with running(make_settings(tmp_path, text=dmp_config(sim_port, zam_port))) as service:
+        async with running(builders.settings(tmp_path, text=dmp_config(sim_port, zam_port))) as service:
             async with MllpClient("127.0.0.1", mllp_port(service), timeout=10) as client:
                 assert field(await client.send(raw), "MSA", 1) == "AA"
             for _ in range(100):
@@ -170,11 +170,11 @@ async def test_permanent_error_is_dead_with_reason_and_negative_zam(tmp_path: Pa
         assert "DMP_ENTRY_UNKNOWN" in str(zam.segment("ERR"))
 
 
-def test_sigkill_during_delivery_never_submits_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", SOURCES)
+def test_sigkill_during_delivery_never_submits_twice(tmp_path: Path, source: str) -> None:
     """SIGKILL `relais serve` while it delivers; after restart every document is in the DMP once."""
-    base = as_cr(corpus_path(*SEGUR.relative_to(CORPUS).parts, "mdm", "initial",
-                             "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes())
-    messages = [with_document_id(base, n) for n in range(1, 21)]
+    sample = mdm_sample(source)
+    messages = [with_document_id(sample, n) for n in range(1, 21)]
 
     async def scenario() -> list[dict]:  # type: ignore[type-arg]
         # slow simulator with faults after storing: a kill lands between "stored" and "answered"
@@ -182,7 +182,7 @@ def test_sigkill_during_delivery_never_submits_twice(tmp_path: Path) -> None:
         sim_url = await sim.start("127.0.0.1", 0)
         sim_port = int(sim_url.rstrip("/").rsplit(":", 1)[1])
         cfg = tmp_path / "relais.toml"
-        cfg.write_text(dmp_config(sim_port, 9) + "\n[dispatcher]\nbackoff_base = 0.05\nbackoff_cap = 0.3\n"
+        cfg.write_text(dmp_config(sim_port, 9, sample.creator) + "\n[dispatcher]\nbackoff_base = 0.05\nbackoff_cap = 0.3\n"
                        "poll_interval = 0.05\n[identity]\nallow_test_ins = true\n", encoding="utf-8")
         data = tmp_path / "data"
 

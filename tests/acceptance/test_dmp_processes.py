@@ -17,20 +17,17 @@ import pytest
 
 from adapters.mllp_client import MllpClient
 from tests.acceptance.test_crash import free_port
-from tests.support import CORPUS, SEGUR, as_cr, corpus_path, field, rewrite_document_message
+from tests.support import SOURCES, MdmSample, field, mdm_sample, rewrite_document_message
 
 pytestmark = pytest.mark.slow
 
 PAIRS = 100
-ORIGINAL = "120456789.71024000081"
-REPLACEMENT = "120456789.71024000082"
 
 
-def renumber(raw: bytes, n: int) -> bytes:
+def renumber(sample: MdmSample, raw: bytes, n: int) -> bytes:
     """Pair number ``n``: its own ids, consistent in TXA-12/13 and in the CDA (id, parentDocument)."""
-    return rewrite_document_message(
-        raw, n, {ORIGINAL: f"{ORIGINAL}.{n}", REPLACEMENT: f"{REPLACEMENT}.{n}"}
-    )
+    original, replacement = sample.initial_key, sample.replace_key
+    return rewrite_document_message(raw, n, {original: f"{original}.{n}", replacement: f"{replacement}.{n}"})
 
 
 def get_json(url: str) -> list[dict]:  # type: ignore[type-arg]
@@ -38,11 +35,9 @@ def get_json(url: str) -> list[dict]:  # type: ignore[type-arg]
         return json.loads(r.read())
 
 
-def test_200_documents_with_replacements_against_a_faulty_dmp(tmp_path: Path) -> None:
-    initial = as_cr(corpus_path(*SEGUR.relative_to(CORPUS).parts, "mdm", "initial",
-                                "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes())
-    replace = as_cr(corpus_path(*SEGUR.relative_to(CORPUS).parts, "mdm", "replace",
-                                "message_MDM_CR_Radio_RPLC_N1.er7").read_bytes())
+@pytest.mark.parametrize("source", SOURCES)
+def test_200_documents_with_replacements_against_a_faulty_dmp(tmp_path: Path, source: str) -> None:
+    sample = mdm_sample(source)
     sim_port, mllp_port = free_port(), free_port()
     sim = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "simulate", "dmp", "--port", str(sim_port), "--fail-rate", "0.3",
@@ -69,7 +64,7 @@ def test_200_documents_with_replacements_against_a_faulty_dmp(tmp_path: Path) ->
         async def push() -> None:
             async with MllpClient("127.0.0.1", mllp_port, timeout=10) as client:
                 for n in range(1, PAIRS + 1):
-                    for raw in (renumber(initial, n), renumber(replace, n)):
+                    for raw in (renumber(sample, sample.initial, n), renumber(sample, sample.replace, n)):
                         assert field(await client.send(raw), "MSA", 1) == "AA"
 
         asyncio.run(push())
@@ -93,7 +88,7 @@ def test_200_documents_with_replacements_against_a_faulty_dmp(tmp_path: Path) ->
     assert set(faults) == {"503", "reset", "timeout", "soap"}, faults  # every fault kind happened
     by_uid = {d["uniqueId"]: d for d in docs}
     for n in range(1, PAIRS + 1):
-        original = by_uid[f"1.2.250.1.71.4.2.2.{ORIGINAL}.{n}"]
-        replacement = by_uid[f"1.2.250.1.71.4.2.2.{REPLACEMENT}.{n}"]
+        original = by_uid[sample.uid(f"{sample.initial_key}.{n}")]
+        replacement = by_uid[sample.uid(f"{sample.replace_key}.{n}")]
         assert replacement["replaces"] == original["entryUUID"]  # RPLC to the original's entryUUID
         assert original["status"] == "Deprecated" and replacement["status"] == "Approved"

@@ -1,6 +1,9 @@
-"""Issue "INS identity gate", done-when: with `relais serve --allow-test-ins`, the ANS Ségur MDM
+"""Issue "INS identity gate", done-when: with `relais serve --allow-test-ins`, a document MDM
 with PID-32 changed to PROV is acknowledged AA, shown `held` by `relais exchanges --json`, and
-leaves `held` by itself once the ANS PAM-FR admission ADT for the same INS arrives."""
+leaves `held` by itself once an admission ADT qualifying the same INS arrives.
+
+Run with our fixtures (mdm_t02_initial + adt_a01_vali, test INS 279035121518989) and, when
+../shared/corpus is there, with the ANS Ségur MDM and the ANS PAM-FR admission."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.test_crash import free_port, start_serve
-from tests.support import CORPUS, SEGUR, corpus_path
+from tests.support import CORPUS, FIXTURES, SEGUR, SOURCES, corpus_path
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +31,17 @@ def exchanges(data: Path) -> list[dict]:  # type: ignore[type-arg]
     return json.loads(out.stdout)
 
 
-def test_prov_segur_mdm_is_held_then_released_by_the_ans_admission(tmp_path: Path) -> None:
+def sources(source: str) -> tuple[Path, Path]:
+    """The document MDM (PID-32 VALI) and the admission ADT for the same INS."""
+    if source == "fixtures":
+        return FIXTURES / "hl7v2" / "mdm_t02_initial.hl7", FIXTURES / "hl7v2" / "adt_a01_vali.hl7"
     mdm = corpus_path(*SEGUR.relative_to(CORPUS).parts, "mdm", "initial", "message_MDM_CR_Radio_INIT_N1_Base64.er7")
-    adt = corpus_path("hl7v2", "ansforge", "hl7V2-exemples", "pam-fr", "sgl", "admission.er7")
+    return mdm, corpus_path("hl7v2", "ansforge", "hl7V2-exemples", "pam-fr", "sgl", "admission.er7")
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_prov_mdm_is_held_then_released_by_the_admission(tmp_path: Path, source: str) -> None:
+    mdm, adt = sources(source)
     prov = tmp_path / "mdm_prov.er7"
     text = mdm.read_bytes()
     assert text.count(b"|N|VALI") == 1

@@ -19,7 +19,8 @@ from gateway.core.hl7v2.salvage import salvage_control_id
 from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.ports import SystemClock
-from tests.support import CORPUS, FIXTURES, make_settings
+from tests import builders
+from tests.support import CORPUS, FIXTURES
 
 OWN = sorted((FIXTURES / "hl7v2").glob("*.hl7"))
 CORPUS_HL7 = sorted(
@@ -37,7 +38,7 @@ SERVE_OUTCOME = {"accepted": "accepted", "queued": "accepted", "held": "held", "
 
 
 async def _serve(tmp_path: Path, raw: bytes) -> tuple[str, bytes]:
-    settings = make_settings(tmp_path)
+    settings = builders.settings(tmp_path)
     journal = SqliteJournal(tmp_path / "journal.db").open()
     try:
         intake = Intake(journal, settings, SystemClock(), Router(("outbox",)))
@@ -109,7 +110,7 @@ async def _agree_cda(tmp_path: Path, path: Path) -> None:
     predicted = check_bytes(data, allow_test_ins=True)
     journal = SqliteJournal(tmp_path / "journal.db").open()
     try:
-        intake = Intake(journal, make_settings(tmp_path), SystemClock(), Router(("outbox",)))
+        intake = Intake(journal, builders.settings(tmp_path), SystemClock(), Router(("outbox",)))
         result = await intake.handle_cda(data, {"DESTDMP": True}, peer="test")
     finally:
         await journal.close()

@@ -17,7 +17,7 @@ import pytest
 
 from gateway import testing
 from gateway.testing import with_control_id
-from tests.support import make_settings
+from tests import builders
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -73,7 +73,7 @@ async def login(page, base: str) -> None:  # type: ignore[no-untyped-def]
 async def test_search_by_ins_and_the_failing_dmp_on_the_overview(tmp_path: Path, failing_dmp: str) -> None:
     async_api = browser_or_skip()
     config = f'[[destination]]\nname = "dmp"\nkind = "dmp-xds"\nurl = "{failing_dmp}"\n'
-    settings = make_settings(tmp_path, text=config, api={"tokens": f"operator:alice:{OP}"},
+    settings = builders.settings(tmp_path, text=config, api={"tokens": f"operator:alice:{OP}"},
                              # one try per attempt, so each failure is recorded at once
                              dispatcher={"backoff_base": 0.2, "backoff_cap": 0.5, "quick_retries": 1})
     gw = await testing.start_gateway(settings, token=OP)
@@ -114,7 +114,7 @@ async def test_search_by_ins_and_the_failing_dmp_on_the_overview(tmp_path: Path,
 
 async def test_bulk_release_from_the_held_worklist(tmp_path: Path) -> None:
     async_api = browser_or_skip()
-    gw = await testing.start_gateway(make_settings(tmp_path, api={"tokens": f"operator:alice:{OP}"}), token=OP)
+    gw = await testing.start_gateway(builders.settings(tmp_path, api={"tokens": f"operator:alice:{OP}"}), token=OP)
     try:
         prov = (FIXTURES / "mdm_t02_initial.hl7").read_bytes().replace(b"|N|VALI", b"|N|PROV")
         for n in range(3):

@@ -13,7 +13,8 @@ import hl7
 from hl7.mllp import start_hl7_server
 
 from gateway.core.mllp import MllpFramer, frame
-from tests.support import fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import fixture_bytes, mllp_port, running
 
 CREATOR = """
 [[creator]]
@@ -74,7 +75,7 @@ async def _with_return_address(tmp_path: Path):  # type: ignore[no-untyped-def]
     peer = ReturnAddress()
     server = await start_hl7_server(peer.handle, host="127.0.0.1", port=0, encoding="utf-8")
     port = server.sockets[0].getsockname()[1]
-    return peer, server, make_settings(tmp_path, text=CREATOR.format(port=port))
+    return peer, server, builders.settings(tmp_path, text=CREATOR.format(port=port))
 
 
 async def test_al_al_gets_ca_then_an_application_ack_at_the_return_address(tmp_path: Path) -> None:
@@ -170,7 +171,7 @@ async def test_relais_send_does_not_wait_for_an_answer_that_is_not_due(tmp_path:
     ack.write_bytes(fixture_bytes("ack_inbound.hl7"))
     adt = tmp_path / "adt.hl7"
     adt.write_bytes(fixture_bytes("adt_a02_transfer.hl7"))
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         messages = [(str(p), normalise_segments(p.read_bytes())) for p in (ack, adt)]
         results = await _send_all(messages, "127.0.0.1", mllp_port(service), 5.0, lambda _result: None)
         assert results[0]["no_reply"] and results[0]["msa1"] == ""

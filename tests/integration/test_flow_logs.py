@@ -23,8 +23,9 @@ from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.logging import configure_logging
 from gateway.ports import Payload, SendResult, SystemClock
+from tests import builders
 from tests.integration.test_zam_decision import CREATOR, Sender, TogetherDestination
-from tests.support import fixture_bytes, make_settings
+from tests.support import fixture_bytes
 
 # what mdm_t02_initial.hl7 says about its patient: none of it may reach a log event
 PATIENT_DATA = ("279035121518989", "PAT-TROIS", "DOMINIQUE", "MARIE-LOUISE", "19790328", "P000123")
@@ -64,7 +65,7 @@ class FlakyDmp(TogetherDestination):
 
 async def test_intake_events_carry_the_bound_exchange_id_and_no_patient_data(tmp_path: Path) -> None:
     journal = SqliteJournal(tmp_path / "journal.db").open()
-    intake = Intake(journal, make_settings(tmp_path), SystemClock(), Router(("dmp",)))
+    intake = Intake(journal, builders.settings(tmp_path), SystemClock(), Router(("dmp",)))
     try:
         with captured() as logs:
             # not qualified (PID-32 PROV) and unknown to the registry: held
@@ -87,7 +88,7 @@ async def test_intake_events_carry_the_bound_exchange_id_and_no_patient_data(tmp
 
 
 async def test_dispatcher_events_carry_exchange_and_delivery_ids_and_no_patient_data(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, text=CREATOR, dispatcher={"backoff_base": 0.01, "backoff_cap": 0.05})
+    settings = builders.settings(tmp_path, text=CREATOR, dispatcher={"backoff_base": 0.01, "backoff_cap": 0.05})
     journal = SqliteJournal(tmp_path / "journal.db").open()
     clock = SystemClock()
     dmp, sender = FlakyDmp(), Sender()

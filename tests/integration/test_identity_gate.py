@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from adapters.mllp_client import MllpClient
-from tests.support import field, fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import field, fixture_bytes, mllp_port, running
 
 # A destination that never answers keeps deliveries open (failed, retrying), so that
 # an A47 has something not yet delivered to put back on hold.
@@ -48,7 +49,7 @@ async def wait_status(service, exchange_id: str, wanted: set[str], timeout: floa
 
 
 async def test_prov_document_is_held_then_released_by_vali_adt(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         ack = await send(service, mdm(b"PROV"))
         assert field(ack, "MSA", 1) == "AA"  # we keep it
         held = only(service, "MDM0001")
@@ -64,7 +65,7 @@ async def test_prov_document_is_held_then_released_by_vali_adt(tmp_path):
 
 
 async def test_prov_adt_does_not_release(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         await send(service, mdm(b"PROV"))
         adt = fixture_bytes("adt_a01_vali.hl7").replace(b"|N|VALI", b"|N|PROV")
         await send(service, adt)
@@ -73,20 +74,20 @@ async def test_prov_adt_does_not_release(tmp_path):
 
 
 async def test_fictitious_attribute_keeps_identity_unqualified(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         await send(service, mdm(b"VALI~FICT"))
         assert only(service, "MDM0001")["status"] == "held"
 
 
 async def test_test_ins_refused_unless_allowed(tmp_path):
-    async with running(make_settings(tmp_path, identity={"allow_test_ins": False})) as service:
+    async with running(builders.settings(tmp_path, identity={"allow_test_ins": False})) as service:
         await send(service, mdm(b"VALI"))
         row = only(service, "MDM0001")
         assert row["status"] == "held" and row["reason_code"] == "INS_OID_TEST"
 
 
 async def test_a40_rekeys_held_documents_to_the_survivor(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         await send(service, mdm(b"PROV", ipp=b"P000456"))
         held = only(service, "MDM0001")
         assert held["status"] == "held"
@@ -98,7 +99,7 @@ async def test_a40_rekeys_held_documents_to_the_survivor(tmp_path):
 
 
 async def test_a47_puts_undelivered_documents_back_on_hold(tmp_path):
-    async with running(make_settings(tmp_path, text=UNREACHABLE)) as service:
+    async with running(builders.settings(tmp_path, text=UNREACHABLE)) as service:
         await send(service, mdm(b"VALI"))
         row = only(service, "MDM0001")
         assert row["status"] == "queued"
@@ -114,7 +115,7 @@ async def test_a47_puts_undelivered_documents_back_on_hold(tmp_path):
 
 
 async def test_identity_conflict_holds_for_review(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         # the registry knows this IPP with another INS; then a document comes with the first one
         other = fixture_bytes("adt_a01_vali.hl7").replace(b"279035121518989", b"185057800608491")
         await send(service, other)
@@ -124,7 +125,7 @@ async def test_identity_conflict_holds_for_review(tmp_path):
 
 
 async def test_traits_mismatch_holds_for_review(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         await send(service, fixture_bytes("adt_a01_vali.hl7"))
         renamed = mdm(b"VALI", ipp=b"P000999").replace(b"PAT-TROIS^", b"PAT-QUATRE^")
         await send(service, renamed)
@@ -133,7 +134,7 @@ async def test_traits_mismatch_holds_for_review(tmp_path):
 
 
 async def test_held_past_the_bound_becomes_dead(tmp_path):
-    settings = make_settings(tmp_path, identity={"hold_max_hours": 0.00001})
+    settings = builders.settings(tmp_path, identity={"hold_max_hours": 0.00001})
     async with running(settings) as service:
         await send(service, mdm(b"PROV"))
         held = only(service, "MDM0001")

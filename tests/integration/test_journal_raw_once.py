@@ -18,7 +18,8 @@ import pytest
 
 from adapters.mllp_client import MllpClient
 from gateway.testing import with_control_id
-from tests.support import field, fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import field, fixture_bytes, mllp_port, running
 
 
 @pytest.mark.parametrize("fixture", ["adt_a01_vali.hl7", "mdm_t02_initial.hl7"])
@@ -29,7 +30,7 @@ async def test_large_accepted_message_writes_its_raw_bytes_once(
     base = fixture_bytes(fixture).replace(b"\r\n", b"\r").replace(b"\n", b"\r").rstrip(b"\r")
     raw = base + b"\r" + notes
     assert len(raw) > 3_900_000
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         journal = service.journal
         wal = Path(journal.path + "-wal")
         async with MllpClient("127.0.0.1", mllp_port(service), timeout=30) as client:

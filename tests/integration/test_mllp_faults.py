@@ -14,8 +14,9 @@ from pathlib import Path
 
 from adapters.mllp_client import MllpClient
 from gateway.core.mllp import Frame, MllpFramer, frame
+from tests import builders
 from tests.integration.test_mllp_listener import _self_signed
-from tests.support import field, make_settings, mllp_port, running
+from tests.support import field, mllp_port, running
 
 # an A28 (patient information): PAM-FR needs no PV1 for it, so these two segments are a valid message
 MSG = b"MSH|^~\\&|SND|FAC|RELAIS|RELAIS|20240315||ADT^A28^ADT_A05|C1|P|2.5\rPID|1||1^^^H&1.2.3&ISO^PI\r"
@@ -43,7 +44,7 @@ def _rows(service):  # type: ignore[no-untyped-def]
 
 
 async def test_trickling_sender_is_cut_at_the_frame_deadline_with_an_ar(tmp_path: Path) -> None:
-    async with running(make_settings(tmp_path, mllp={"frame_timeout": 1.0, "idle_timeout": 30.0})) as service:
+    async with running(builders.settings(tmp_path, mllp={"frame_timeout": 1.0, "idle_timeout": 30.0})) as service:
         reader, writer = await asyncio.open_connection("127.0.0.1", mllp_port(service))
         started = time.monotonic()
 
@@ -69,7 +70,7 @@ async def test_trickling_sender_is_cut_at_the_frame_deadline_with_an_ar(tmp_path
 
 
 async def test_connections_beyond_the_cap_are_closed_and_the_others_keep_working(tmp_path: Path) -> None:
-    async with running(make_settings(tmp_path, mllp={"max_connections": 3})) as service:
+    async with running(builders.settings(tmp_path, mllp={"max_connections": 3})) as service:
         port = mllp_port(service)
         kept = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
         await asyncio.sleep(0.1)
@@ -92,7 +93,7 @@ async def test_connections_beyond_the_cap_are_closed_and_the_others_keep_working
 
 async def test_bytes_buffered_across_connections_are_capped(tmp_path: Path) -> None:
     chunk = b"NTE|1||" + b"x" * 700_000
-    async with running(make_settings(tmp_path, mllp={"max_buffered_bytes": 1_000_000})) as service:
+    async with running(builders.settings(tmp_path, mllp={"max_buffered_bytes": 1_000_000})) as service:
         port = mllp_port(service)
         r1, w1 = await asyncio.open_connection("127.0.0.1", port)
         w1.write(b"\x0b" + MSG + chunk)  # an unfinished 700 kB frame
@@ -119,7 +120,7 @@ async def test_tls_client_certificate_subject_is_journaled(tmp_path: Path) -> No
     srv_cert, srv_key, _, _ = _self_signed(tmp_path, "localhost", (ca_cert, ca_key))
     cli_cert, cli_key, _, _ = _self_signed(tmp_path, "sender-1", (ca_cert, ca_key))
     mllp = {"tls_cert": str(srv_cert), "tls_key": str(srv_key), "tls_ca": str(ca_path)}
-    async with running(make_settings(tmp_path, mllp=mllp)) as service:
+    async with running(builders.settings(tmp_path, mllp=mllp)) as service:
         ctx = ssl.create_default_context(cafile=str(ca_path))
         ctx.check_hostname = False
         ctx.load_cert_chain(str(cli_cert), str(cli_key))

@@ -18,7 +18,8 @@ import pytest
 
 from gateway.core.mllp import MllpFramer
 from gateway.core.mllp import frame as mllp_frame
-from tests.support import FIXTURES, make_settings, mllp_port, running
+from tests import builders
+from tests.support import FIXTURES, mllp_port, running
 
 
 def _answer_due(data: bytes) -> bool:
@@ -98,7 +99,7 @@ async def _fuzz(tmp_path: Path, count: int, connections: int = 4) -> None:
     frames = [mutate(rng, rng.choice(seeds)) for _ in range(count)]
     answers: list[bytes | None] = [None] * count
     per = -(-count // connections)
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         port = mllp_port(service)
         await asyncio.gather(
             *(_sender(port, frames[k : k + per], answers, k) for k in range(0, count, per))

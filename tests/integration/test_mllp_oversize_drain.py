@@ -12,7 +12,8 @@ import socket
 from pathlib import Path
 
 from gateway.core.mllp import Frame, MllpFramer, frame
-from tests.support import field, make_settings, mllp_port, running
+from tests import builders
+from tests.support import field, mllp_port, running
 
 SIZE = 40 * 1024 * 1024
 
@@ -32,7 +33,7 @@ def blocking_send(port: int, payload: bytes) -> bytes:
 
 async def test_40mib_frame_ar_reaches_a_blocking_sender(tmp_path: Path) -> None:
     payload = b"MSH|^~\\&|SND|FAC|||20240315||ADT^A01|BIG|P|2.5\rNTE|1||" + b"x" * SIZE + b"\r"
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         ack = await asyncio.to_thread(blocking_send, mllp_port(service), payload)
         assert field(ack, "MSA", 1) == "AR"
         assert "MESSAGE_TOO_LARGE" in field(ack, "ERR", 5)

@@ -8,8 +8,9 @@ import json
 from gateway.core.mss.orders import MailOrder
 from gateway.operations.metrics import Metrics
 from gateway.web.dashboard import timeline
+from tests import builders
 from tests.integration.test_identity_gate import only, send
-from tests.support import field, fixture_bytes, make_settings, running
+from tests.support import field, fixture_bytes, running
 
 # SMTP that never answers: deliveries stay open, so the gate's decisions are visible.
 UNREACHABLE = """
@@ -36,7 +37,7 @@ def mails(service, exchange_id: str) -> dict[str, dict]:  # type: ignore[no-unty
 
 
 async def test_unqualified_identity_holds_the_patient_mail_only_then_adt_releases_it(tmp_path) -> None:
-    async with running(make_settings(tmp_path, text=UNREACHABLE)) as service:
+    async with running(builders.settings(tmp_path, text=UNREACHABLE)) as service:
         assert field(await send(service, mss(b"PROV", b"G1")), "MSA", 1) == "AA"
         ex = only(service, "G1")
         assert ex["status"] == "held" and ex["reason_code"] == "INS_NOT_QUALIFIED"
@@ -54,7 +55,7 @@ async def test_unqualified_identity_holds_the_patient_mail_only_then_adt_release
 
 
 async def test_qualified_identity_mails_the_patient_at_once(tmp_path) -> None:
-    async with running(make_settings(tmp_path, text=UNREACHABLE)) as service:
+    async with running(builders.settings(tmp_path, text=UNREACHABLE)) as service:
         assert field(await send(service, mss(b"VALI", b"G2")), "MSA", 1) == "AA"
         ex = only(service, "G2")
         assert ex["status"] == "queued"
@@ -86,7 +87,7 @@ async def test_a_report_read_twice_sends_one_zam(tmp_path) -> None:
     from gateway.delivery.mss_acks import MssAcks
 
     text = UNREACHABLE + '\n[[creator]]\napplication = "DPI-RELAIS"\nfacility = "CLINIQUE-RELAIS"\naddress = "127.0.0.1:9"\n'
-    async with running(make_settings(tmp_path, text=text)) as service:
+    async with running(builders.settings(tmp_path, text=text)) as service:
         assert field(await send(service, mss(b"VALI", b"G3")), "MSA", 1) == "AA"
         ex = only(service, "G3")
         ps = mails(service, ex["id"])["ps"]

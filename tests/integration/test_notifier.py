@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from adapters.mllp_client import MllpClient
-from tests.support import as_cr, fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import as_cr, fixture_bytes, mllp_port, running
 
 DMP_DOWN = """
 [[destination]]
@@ -52,7 +53,7 @@ async def until(got: list[dict[str, Any]], key: str, state: str) -> dict[str, An
 
 async def test_conditions_are_posted_when_they_fire_and_resolve(tmp_path: Path) -> None:
     runner, url, got = await receiver(fail_first=2)
-    settings = make_settings(tmp_path, text=DMP_DOWN, notify={"webhook_url": url, "interval_seconds": 0.1})
+    settings = builders.settings(tmp_path, text=DMP_DOWN, notify={"webhook_url": url, "interval_seconds": 0.1})
     mdm = as_cr(fixture_bytes("mdm_t02_initial.hl7"))
     try:
         async with running(settings) as service:

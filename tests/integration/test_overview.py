@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.testing import TestGateway, with_control_id
-from tests.support import make_settings
+from tests import builders
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "hl7v2"
 OP = "op-token-0123456789"
@@ -32,7 +32,7 @@ url = "http://127.0.0.1:9/fhir"
 async def gw(tmp_path: Path) -> AsyncIterator[TestGateway]:
     from gateway import testing
 
-    settings = make_settings(tmp_path, text=DMP_DOWN, api={"tokens": f"operator:{OP},viewer:{VIEW}"})
+    settings = builders.settings(tmp_path, text=DMP_DOWN, api={"tokens": f"operator:{OP},viewer:{VIEW}"})
     g = await testing.start_gateway(settings, token=OP)
     yield g
     await testing.stop_gateway(g)
@@ -78,7 +78,7 @@ async def test_a_failing_destination_is_flagged_with_its_rate_and_oldest_age(gw:
 
 
 async def test_held_and_dead_worklists_with_bulk_actions_on_the_dashboard(gw: TestGateway) -> None:
-    # held: a provisional identity is not qualified (the test INS OID is allowed by make_settings)
+    # held: a provisional identity is not qualified (the test INS OID is allowed by builders.settings)
     raw = (FIXTURES / "mdm_t02_initial.hl7").read_bytes().replace(b"|N|VALI", b"|N|PROV")
     for n in range(2):
         await gw.mllp.send(with_control_id(raw, f"H{n}"))

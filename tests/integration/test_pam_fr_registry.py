@@ -7,14 +7,15 @@ from pathlib import Path
 from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.ports import SystemClock
-from tests.support import field, fixture_bytes, make_settings
+from tests import builders
+from tests.support import field, fixture_bytes
 
 IPP_KEY = "1.2.250.1.999.1.2|P000123"
 
 
 async def _intake(tmp_path: Path) -> tuple[Intake, SqliteJournal]:
     journal = SqliteJournal(tmp_path / "journal.db").open()
-    return Intake(journal, make_settings(tmp_path), SystemClock(), Router(("outbox",))), journal
+    return Intake(journal, builders.settings(tmp_path), SystemClock(), Router(("outbox",))), journal
 
 
 async def test_a02_z99_a24_are_acknowledged_aa_and_applied(tmp_path: Path) -> None:

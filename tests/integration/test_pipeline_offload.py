@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.mllp import Frame, MllpFramer, frame
-from tests.support import field, make_settings, mllp_port, running
+from tests import builders
+from tests.support import field, mllp_port, running
 
 REPS = 300_000
 
@@ -45,7 +46,7 @@ async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 async def _race(tmp_path: Path, **pipeline: Any) -> tuple[bytes, float, list[float]]:
     big = pathological()
-    async with running(make_settings(tmp_path, pipeline=pipeline)) as service:
+    async with running(builders.settings(tmp_path, pipeline=pipeline)) as service:
         port = mllp_port(service)
         r1, w1 = await asyncio.open_connection("127.0.0.1", port)
         r2, w2 = await asyncio.open_connection("127.0.0.1", port)
@@ -94,7 +95,7 @@ async def test_19mib_cda_over_http_does_not_delay_mllp_acks(tmp_path: Path) -> N
     from tests.integration.test_cda_memory import bomb
 
     token = "operator-token-1234"
-    settings = make_settings(tmp_path, api={"tokens": f"operator:{token}"})
+    settings = builders.settings(tmp_path, api={"tokens": f"operator:{token}"})
     async with running(settings) as service, aiohttp.ClientSession() as http:
         r2, w2 = await asyncio.open_connection("127.0.0.1", mllp_port(service))
         await _roundtrip(r2, w2, adt("WARM", "1^^^HOSP&1.2.250.1.1&ISO^PI"))

@@ -16,7 +16,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.mllp_client import MllpClient
-from tests.support import fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import fixture_bytes, mllp_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "prometheus" / "relais-rules.yml"
@@ -89,7 +90,7 @@ def test_dashboard_is_importable_grafana_json() -> None:
 
 
 async def test_a_failing_destination_shows_in_the_metrics_the_rules_read(tmp_path: Path) -> None:
-    async with running(make_settings(tmp_path, text=UNREACHABLE)) as service:
+    async with running(builders.settings(tmp_path, text=UNREACHABLE)) as service:
         async with MllpClient("127.0.0.1", mllp_port(service), timeout=10) as client:
             await client.send(fixture_bytes("adt_a01_vali.hl7"))
             await client.send(fixture_bytes("mdm_t02_initial.hl7"))

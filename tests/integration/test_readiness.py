@@ -16,7 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support import make_settings, running
+from tests import builders
+from tests.support import running
 
 
 @contextlib.contextmanager
@@ -55,7 +56,7 @@ async def test_readyz_is_503_on_a_full_disk_and_200_again_once_freed(
     tmp_path: Path, min_free: int, check: str, verdict: str
 ) -> None:
     with tiny_disk(tmp_path / "disk") as disk:
-        settings = make_settings(
+        settings = builders.settings(
             tmp_path, gateway={"data_dir": str(disk / "data")},
             journal={"min_free_bytes": min_free, "ready_probe_seconds": 0.0},
         )
@@ -72,7 +73,7 @@ async def test_readyz_is_503_on_a_full_disk_and_200_again_once_freed(
 
 
 async def test_readyz_is_503_when_the_journal_cannot_commit(tmp_path: Path) -> None:
-    async with running(make_settings(tmp_path, journal={"ready_probe_seconds": 0.0})) as service:
+    async with running(builders.settings(tmp_path, journal={"ready_probe_seconds": 0.0})) as service:
         assert (await _readyz(service))[0] == 200
         await service.journal.close()  # the writer is gone: nothing can be committed any more
         status, body = await _readyz(service)

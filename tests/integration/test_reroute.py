@@ -14,7 +14,8 @@ import pytest
 from gateway import testing
 from gateway.cli import main
 from gateway.testing import TestGateway, with_control_id
-from tests.support import fixture_bytes, make_settings
+from tests import builders
+from tests.support import fixture_bytes
 
 OP = "op-token-0123456789"
 ARCHIVE = """
@@ -31,7 +32,7 @@ def prov_mdm(control_id: str) -> bytes:
 
 
 async def start(tmp_path: Path, config: str = "") -> TestGateway:
-    settings = make_settings(tmp_path, text=config, api={"tokens": f"operator:alice:{OP}"})
+    settings = builders.settings(tmp_path, text=config, api={"tokens": f"operator:alice:{OP}"})
     return await testing.start_gateway(settings, token=OP)
 
 
@@ -177,7 +178,7 @@ async def test_offline_replay_and_reroute_use_the_configuration_serve_recorded(
 
 async def test_holds_a_configuration_change_resolves_are_released_at_start(tmp_path: Path) -> None:
     """A document held for the ANS test INS OID leaves once identity.allow_test_ins is on."""
-    strict = make_settings(tmp_path, identity={"allow_test_ins": False}, api={"tokens": f"operator:alice:{OP}"})
+    strict = builders.settings(tmp_path, identity={"allow_test_ins": False}, api={"tokens": f"operator:alice:{OP}"})
     gw = await testing.start_gateway(strict, token=OP)
     try:
         await gw.mllp.send(with_control_id(fixture_bytes("mdm_t02_initial.hl7"), "T1"))
@@ -187,7 +188,7 @@ async def test_holds_a_configuration_change_resolves_are_released_at_start(tmp_p
         assert (t2["status"], t2["reason_code"]) == ("held", "INS_OID_TEST")
     finally:
         await testing.stop_gateway(gw)
-    gw = await start(tmp_path)  # make_settings allows the test OID
+    gw = await start(tmp_path)  # builders.settings allows the test OID
     try:
         released = await wait_status(gw, t1["id"], "delivered")
         assert released["reason_code"] is None

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from adapters.mllp_client import MllpClient
-from tests.support import field, fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import field, fixture_bytes, mllp_port, running
 
 N_DOCUMENTS = 200
 
@@ -32,7 +33,7 @@ async def test_journal_shrinks_while_acks_keep_flowing(tmp_path: Path) -> None:
     journal_file = tmp_path / "data" / "journal.db"
 
     # day 1: documents arrive and are delivered to the file outbox; no retention yet
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         async with MllpClient("127.0.0.1", mllp_port(service), timeout=10) as client:
             for n in range(N_DOCUMENTS):
                 assert field(await client.send(with_id(mdm, f"D{n}")), "MSA", 1) == "AA"
@@ -41,7 +42,7 @@ async def test_journal_shrinks_while_acks_keep_flowing(tmp_path: Path) -> None:
     before = os.path.getsize(journal_file)  # closed: the WAL is checkpointed into the file
 
     # later: retention is on (anything older than a second), and senders keep sending
-    settings = make_settings(tmp_path, retention={"days": 1 / 86400, "interval_minutes": 0.01, "batch_size": 20})
+    settings = builders.settings(tmp_path, retention={"days": 1 / 86400, "interval_minutes": 0.01, "batch_size": 20})
     async with running(settings) as service:
         acks: list[str] = []
         stop = asyncio.Event()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from adapters.mllp_client import MllpClient
 from gateway.cli import main
-from tests.support import as_cr, fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import as_cr, fixture_bytes, mllp_port, running
 
 CONFIG = """
 [[destination]]
@@ -39,7 +40,7 @@ async def _destinations_of(service: object, exchange_id: str) -> list[str]:
 
 
 async def test_the_first_matching_route_names_the_destinations(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, text=CONFIG.format(root=tmp_path))
+    settings = builders.settings(tmp_path, text=CONFIG.format(root=tmp_path))
     mdm = as_cr(fixture_bytes("mdm_t02_initial.hl7"))
     oru = as_cr(fixture_bytes("oru_doc_r01_initial.hl7"))
     async with running(settings) as service:

@@ -7,11 +7,13 @@ import hashlib
 import json
 
 import hl7
+import pytest
 from hl7.mllp import open_hl7_connection
 
 from gateway.core.mllp import frame
 from gateway.journal.sqlite import SqliteJournal
-from tests.support import SEGUR, as_cr, corpus_path, field, fixture_bytes, make_settings, mllp_port, running
+from tests import builders
+from tests.support import SOURCES, field, fixture_bytes, mdm_sample, mllp_port, running
 
 
 async def _exchange(port: int, raw: bytes, encoding: str = "utf-8") -> hl7.Message:
@@ -28,13 +30,14 @@ def _rows(service, **filters):  # type: ignore[no-untyped-def]
     return service.journal.read_sync(lambda tx: tx.list_exchanges(limit=1000, **filters))
 
 
-async def test_ans_segur_mdm_gets_aa_with_its_control_id(tmp_path):
-    raw = as_cr(corpus_path(*SEGUR.relative_to(SEGUR.parents[4]).parts, "mdm", "initial",
-                            "message_MDM_CR_Radio_INIT_N1_Base64.er7").read_bytes())
-    async with running(make_settings(tmp_path)) as service:
+@pytest.mark.parametrize("source", SOURCES)
+async def test_document_mdm_gets_aa_with_its_control_id(tmp_path, source):
+    sample = mdm_sample(source)
+    raw = sample.initial
+    async with running(builders.settings(tmp_path)) as service:
         ack = await _exchange(mllp_port(service), raw)
         assert str(ack.segment("MSA")[1]) == "AA"
-        assert str(ack.segment("MSA")[2]) == "015"
+        assert str(ack.segment("MSA")[2]) == sample.control_id
         assert str(ack.segment("MSH")[9]) == "ACK^T02^ACK"
         rows = _rows(service)
         assert len(rows) == 1 and rows[0]["sha256"] == hashlib.sha256(raw).hexdigest()
@@ -44,7 +47,7 @@ async def test_ans_segur_mdm_gets_aa_with_its_control_id(tmp_path):
 
 async def test_latin9_message_with_accents_is_accepted_and_decoded(tmp_path):
     raw = fixture_bytes("adt_a01_latin9.hl7")
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         ack = await _exchange(mllp_port(service), raw, encoding="iso8859-15")
         assert str(ack.segment("MSA")[1]) == "AA"
         assert str(ack.segment("MSH")[18]) == "8859/15"
@@ -65,7 +68,7 @@ async def test_invalid_bytes_for_declared_charset_get_ae_naming_msh18(tmp_path):
         parts.append(b"")
     parts[17] = b"UNICODE UTF-8"
     bad = b"|".join(parts) + b"\r" + rest.replace(b"\r", b"\xff\xfe\r", 1)
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         reader, writer = await open_hl7_connection("127.0.0.1", mllp_port(service), encoding="latin-1")
         try:
             writer.writeblock(bad)
@@ -80,7 +83,7 @@ async def test_invalid_bytes_for_declared_charset_get_ae_naming_msh18(tmp_path):
 
 
 async def test_garbage_gets_a_rejection_and_is_journaled(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         reader, writer = await asyncio.open_connection("127.0.0.1", mllp_port(service))
         try:
             writer.write(frame(b"this is not HL7 at all"))
@@ -100,7 +103,7 @@ async def test_garbage_gets_a_rejection_and_is_journaled(tmp_path):
 async def test_two_glued_frames_get_two_aas_in_order(tmp_path):
     first = fixture_bytes("adt_a01_vali.hl7")
     second = first.replace(b"|ADT0001|", b"|ADT0002|")
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         reader, writer = await open_hl7_connection("127.0.0.1", mllp_port(service), encoding="utf-8")
         try:
             writer.write(frame(first) + frame(second))
@@ -114,7 +117,7 @@ async def test_two_glued_frames_get_two_aas_in_order(tmp_path):
 
 async def test_repeat_is_acknowledged_again_and_recorded_as_duplicate(tmp_path):
     raw = fixture_bytes("mdm_t02_initial.hl7")
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         port = mllp_port(service)
         a1 = await _exchange(port, raw)
         a2 = await _exchange(port, raw)
@@ -128,7 +131,7 @@ async def test_repeat_is_acknowledged_again_and_recorded_as_duplicate(tmp_path):
 
 async def test_unsupported_type_gets_ar_with_err(tmp_path):
     raw = fixture_bytes("adt_a01_vali.hl7").replace(b"ADT^A01^ADT_A01", b"ORM^O01^ORM_O01")
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         ack = await _exchange(mllp_port(service), raw)
         assert str(ack.segment("MSA")[1]) == "AR"
         assert "MSH" in str(ack.segment("ERR")[2])
@@ -139,7 +142,7 @@ async def test_enhanced_mode_answers_ca(tmp_path):
     msh, rest = raw.split(b"\r", 1)
     parts = msh.split(b"|")
     parts[14] = b"AL"  # MSH-15 accept acknowledgement type
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         ack = await _exchange(mllp_port(service), b"|".join(parts) + b"\r" + rest)
         assert str(ack.segment("MSA")[1]) == "CA"
 
@@ -150,7 +153,7 @@ async def test_http_ingest_of_hl7_and_cda(tmp_path):
     cda = (tmp_path.parent / "x").exists()  # noqa: F841 - keep the fixture path simple below
     from tests.support import FIXTURES
 
-    async with running(make_settings(tmp_path, api={"tokens": "operator:op-token"})) as service:
+    async with running(builders.settings(tmp_path, api={"tokens": "operator:op-token"})) as service:
         base = service.addresses["http"]
         headers = {"Authorization": "Bearer op-token"}
         async with aiohttp.ClientSession(headers=headers) as http:
@@ -175,7 +178,7 @@ async def test_http_ingest_of_hl7_and_cda(tmp_path):
 
 
 async def test_journal_readable_by_a_second_process_while_serving(tmp_path):
-    async with running(make_settings(tmp_path)) as service:
+    async with running(builders.settings(tmp_path)) as service:
         await _exchange(mllp_port(service), fixture_bytes("adt_a01_vali.hl7"))
         other = SqliteJournal(service.journal.path, readonly=True).open()
         rows = other.read_sync(lambda tx: tx.list_exchanges())

@@ -17,7 +17,8 @@ from gateway.errors import DestinationRejected
 from gateway.intake.handler import Intake, Router
 from gateway.journal.sqlite import SqliteJournal
 from gateway.ports import Payload, SendResult, SystemClock
-from tests.support import fixture_bytes, make_settings
+from tests import builders
+from tests.support import fixture_bytes
 
 CREATOR = """
 [[creator]]
@@ -69,7 +70,7 @@ class Sender:
 
 
 async def _run(tmp_path: Path, destinations: dict[str, Any]) -> tuple[list[dict[str, Any]], Sender]:
-    settings = make_settings(tmp_path, text=CREATOR, dispatcher={"workers": 4, "max_attempts": 1})
+    settings = builders.settings(tmp_path, text=CREATOR, dispatcher={"workers": 4, "max_attempts": 1})
     journal = SqliteJournal(tmp_path / "journal.db").open()
     clock = SystemClock()
     sender = Sender()

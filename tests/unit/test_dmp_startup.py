@@ -12,17 +12,15 @@ from adapters.dmp.testing import TEST_CERT, TEST_KEY
 from gateway.destinations import build_destinations
 from gateway.errors import StartupRefused
 from gateway.ports import SystemClock
-from gateway.settings import load_settings
+from tests import builders
 
 
 def _settings(tmp_path: Path, url: str, *, extra: str = "", source_id: str = "1.2.250.1.999999.1"):  # type: ignore[no-untyped-def]
-    config = tmp_path / "relais.toml"
-    config.write_text(
-        f'[gateway]\nsource_id = "{source_id}"\ndata_dir = "{tmp_path}"\n\n[[destination]]\nname = "dmp"\n'
+    return builders.settings(
+        tmp_path,
+        text=f'[gateway]\nsource_id = "{source_id}"\n\n[[destination]]\nname = "dmp"\n'
         f'kind = "dmp-xds"\nurl = "{url}"\nvihf_key = "{TEST_KEY}"\nvihf_cert = "{TEST_CERT}"\n{extra}',
-        encoding="utf-8",
     )
-    return load_settings(config, env={})
 
 
 def test_placeholders_are_a_loud_warning_on_loopback(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from gateway.core.fhir.patient import (
 )
 from gateway.errors import MappingError
 from gateway.model import Identifier, Organization, PatientIdentity, Person
+from tests.builders import identity
 
 FR_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 RELIABILITY = {
@@ -36,18 +37,7 @@ RELIABILITY = {
 
 INS = Identifier("279035121518989", oid="1.2.250.1.213.1.4.10", type_code="INS")
 IPP = Identifier("000123", oid="1.2.250.1.999999.2.1", namespace="HOPITAL-FICTIF", type_code="PI")
-IDENTITY = PatientIdentity(
-    identifiers=(IPP, INS),
-    birth_family="ESSAI-FICTIF",
-    birth_given_list="MARIE-LOUISE ANNE",
-    first_given="MARIE-LOUISE",
-    used_family="DE LA FONTAINE",
-    used_given="MALOU",
-    gender="F",
-    birth_date="19790315",
-    birthplace_cog="51215",
-    status=("VALI",),
-)
+IDENTITY = identity(identifiers=(IPP, INS), used_family="DE LA FONTAINE", used_given="MALOU")
 
 
 def _ident(resource: dict, system: str) -> dict:

@@ -32,13 +32,12 @@ from gateway.errors import MappingError
 from gateway.model import (
     Author,
     CdaHeader,
-    Identifier,
     Organization,
-    PatientIdentity,
     Person,
     SubmissionContext,
     XdsMetadata,
 )
+from tests.builders import identity
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "fhir" / "pdsm"
 
@@ -50,18 +49,7 @@ CDA = (
 DOC_ROOT = "1.2.250.1.999999.1.1.20240502.1"
 PARENT_ROOT = "1.2.250.1.999999.1.1.20240401.7"
 
-PATIENT = PatientIdentity(
-    identifiers=(
-        Identifier("000123", oid="1.2.250.1.999999.2.1", type_code="PI"),
-        Identifier("279035121518989", oid="1.2.250.1.213.1.4.10", type_code="INS"),
-    ),
-    birth_family="ESSAI-FICTIF",
-    birth_given_list="MARIE-LOUISE ANNE",
-    first_given="MARIE-LOUISE",
-    gender="F",
-    birth_date="19790315",
-    birthplace_cog="51215",
-)
+PATIENT = identity(status=())  # from a CDA: no PID-32
 HOSPITAL = Organization(id="1999999999", id_root="1.2.250.1.71.4.2.2", name="HOPITAL FICTIF", id_type="IDNST")
 DOCTOR = Person(
     id="899700218896",

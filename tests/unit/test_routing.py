@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.routing import Route, choose_route, type_matches
-from gateway.settings import load_settings
+from tests import builders
 
 ROUTES = (
     Route("ris", ("dmp",), sender_application="RIS-Y", message_type="ORU"),
@@ -39,9 +39,7 @@ def test_message_type_patterns() -> None:
 
 
 def _settings(tmp_path: Path, text: str) -> object:
-    config = tmp_path / "relais.toml"
-    config.write_text(text, encoding="utf-8")
-    return load_settings(config, env={})
+    return builders.settings(tmp_path, text=text)
 
 
 DESTS = '[[destination]]\nname = "dmp"\nkind = "file"\n[[destination]]\nname = "archive"\nkind = "file"\n'

@@ -11,7 +11,6 @@ from gateway.journal.rows import (
     AttemptRecord,
     AttemptRecorded,
     Delivery,
-    IdentityRecord,
     InboundOutcome,
     InboundRecord,
     NewDelivery,
@@ -65,13 +64,6 @@ def exchange(clock: Any, *, status: str = "queued", raw: bytes | None = None, do
               for d in deliveries]
     record_fields.setdefault("events", [NewEvent("received", {"listener": "mllp"})])
     return InboundRecord(exchange=NewExchange(**values), documents=docs, deliveries=filled, **record_fields)
-
-
-def identity(ipp_key: str, *, ins: str | None = None, qualified: bool = False, at: str = "",
-             status: str = "VALI", **traits: Any) -> IdentityRecord:
-    return IdentityRecord(ipp_key=ipp_key, ins=ins, ins_oid="1.2.250.1.213.1.4.8" if ins else None,
-                          traits=dict(traits) or {"family": "DUPONT"}, status=status if qualified else "PROV",
-                          qualified=qualified, updated_at=at)
 
 
 async def store(journal: Any, clock: Any, **kw: Any) -> tuple[InboundRecord, InboundOutcome]:

@@ -10,7 +10,8 @@ import pytest
 
 from gateway.errors import JournalError
 from gateway.journal.rows import AdtEffects, NewEvent, ZamFollowUp, iso
-from tests.contract.journal.builders import attempt, claim_one, delivery, exchange, identity, store
+from tests.builders import identity_record
+from tests.contract.journal.builders import attempt, claim_one, delivery, exchange, store
 
 INS = "180017512345629"
 
@@ -191,7 +192,7 @@ async def test_a_failed_attempt_while_its_exchange_is_held_waits(journal: Any, c
     ex_id, d_id = await one_delivery(journal, clock, {"patient_ipp": "IPP1", "patient_ins": INS}, patient_key="IPP1")
     d = await claim_one(journal)
     # an A47 while the attempt is in flight: the exchange is held, the attempt cannot be recalled
-    fx = AdtEffects(key="IPP1", identity=identity("IPP1", at=clock.stamp()), trigger="A47", rehold=True,
+    fx = AdtEffects(key="IPP1", identity=identity_record("IPP1", at=clock.stamp()), trigger="A47", rehold=True,
                     rehold_ins=INS)
     await journal.record_inbound(exchange(clock, status="accepted", adt=fx))
     assert (await journal.get_exchange(ex_id)).status == "held"

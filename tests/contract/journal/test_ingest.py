@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.journal.rows import AdtEffects, EncounterRecord, NewEvent
-from tests.contract.journal.builders import delivery, exchange, identity, store
+from tests.builders import identity_record
+from tests.contract.journal.builders import delivery, exchange, store
 
 INS = "180017512345629"
 
@@ -16,7 +17,7 @@ def stages(events: list[Any]) -> list[str]:
 
 def adt(clock: Any, key: str = "IPP1", *, ins: str | None = INS, qualified: bool = True, **effects: Any) -> Any:
     """An ADT exchange carrying ``AdtEffects`` for patient ``key``."""
-    fx = AdtEffects(key=key, identity=identity(key, ins=ins, qualified=qualified, at=clock.stamp()),
+    fx = AdtEffects(key=key, identity=identity_record(key, ins=ins, qualified=qualified, at=clock.stamp()),
                     trigger=effects.pop("trigger", "A28"), **effects)
     return exchange(clock, status="accepted", message_type="ADT^A28", adt=fx, patient_ipp=key, patient_ins=ins)
 
@@ -59,7 +60,7 @@ async def test_a_duplicate_is_answered_like_the_original_and_records_nothing_els
     again = exchange(clock, raw=raw, control_id="CTRL1", dedup=True, documents=1, deliveries=[delivery()],
                      ack_code="AA", events=[NewEvent("received"), NewEvent("validated")],
                      duplicate_events=[NewEvent("received", {"again": True})],
-                     remember_identity=identity("IPP9", at=clock.stamp()))
+                     remember_identity=identity_record("IPP9", at=clock.stamp()))
     out = await journal.record_inbound(again)
     dup = again.exchange.id
     assert (out.exchange_id, out.status, out.ack_code, out.duplicate_of) == (dup, "duplicate", "AE", first.exchange.id)
@@ -124,8 +125,8 @@ async def test_a_hold_stays_while_the_ins_is_not_qualified(journal: Any, clock: 
 
 async def test_remember_identity_never_downgrades_what_the_registry_knows(journal: Any, clock: Any) -> None:
     await journal.record_inbound(adt(clock))
-    await store(journal, clock, remember_identity=identity("IPP1", ins=None, qualified=False, at=clock.stamp()))
-    await store(journal, clock, remember_identity=identity("IPP2", ins="280017512345611", at=clock.stamp()))
+    await store(journal, clock, remember_identity=identity_record("IPP1", ins=None, qualified=False, at=clock.stamp()))
+    await store(journal, clock, remember_identity=identity_record("IPP2", ins="280017512345611", at=clock.stamp()))
     kept = await journal.get_identity("IPP1")
     assert (kept.ins, kept.qualified) == (INS, 1) or (kept.ins, bool(kept.qualified)) == (INS, True)
     new = await journal.get_identity("IPP2")
@@ -134,7 +135,7 @@ async def test_remember_identity_never_downgrades_what_the_registry_knows(journa
 
 
 async def test_a_merge_rekeys_the_open_work_of_the_old_record(journal: Any, clock: Any) -> None:
-    await store(journal, clock, remember_identity=identity("OLD", at=clock.stamp()))
+    await store(journal, clock, remember_identity=identity_record("OLD", at=clock.stamp()))
     held, _ = await store(journal, clock, status="held", patient_ipp="OLD",
                           deliveries=[delivery(status="waiting", patient_key="OLD")])
     queued, _ = await store(journal, clock, patient_ipp="OLD", deliveries=[delivery(patient_key="OLD")])
@@ -276,7 +277,7 @@ async def test_rejudge_hold_releases_changes_or_does_nothing(journal: Any, clock
 async def test_a_record_that_fails_midway_leaves_nothing_behind(journal: Any, clock: Any) -> None:
     twin = delivery(id="same-id")
     record = exchange(clock, documents=1, deliveries=[twin, delivery(id="same-id", destination="mhd")],
-                      remember_identity=identity("IPP7", at=clock.stamp()))
+                      remember_identity=identity_record("IPP7", at=clock.stamp()))
     try:
         await journal.record_inbound(record)
     except Exception:  # noqa: BLE001 - the driver's own error: the contract is that nothing was written
