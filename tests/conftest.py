@@ -1,18 +1,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from gateway.logging import configure_logging
 
+_NO_CORPUS = "../shared/corpus absent: the ANS sample runs of the acceptance tests were not collected"
+
 
 def pytest_report_header() -> str:
     from tests.support import CORPUS
 
-    if CORPUS.is_dir():
-        return f"corpus: {CORPUS}"
-    return "corpus: ../shared/corpus absent; the ANS sample runs of the acceptance tests are not collected"
+    return f"corpus: {CORPUS}" if CORPUS.is_dir() else f"corpus: {_NO_CORPUS}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # said at the end too, where `pytest -q` (which drops the header) still shows it
+    from tests.support import CORPUS
+
+    if not CORPUS.is_dir():
+        terminalreporter.write_line(_NO_CORPUS)
 
 
 @pytest.fixture(autouse=True, scope="session")
