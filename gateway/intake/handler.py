@@ -83,6 +83,18 @@ class Intake:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
+    def _ids(self, now: datetime) -> Ids:
+        return Ids(now=now, new_uuid=self.clock.new_id)
+
+    async def _analyse_safely(self, size: int, crashed: Callable[[], Analysis], fn: Callable[..., Analysis],
+                              *args: Any) -> Analysis:
+        """The pipeline's verdict; should it raise, ``crashed()``: a bug must not lose the message."""
+        try:
+            return await self._analyse(size, fn, *args)
+        except Exception as exc:
+            log.exception("pipeline.crashed", error=type(exc).__name__)
+            return crashed()
+
     # -- entry points ----------------------------------------------------------------
     # Each one binds ``exchange_id`` for its log events as soon as the id exists.
     async def handle_hl7(
@@ -93,13 +105,8 @@ class Intake:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         with bound_contextvars(exchange_id=exchange_id):
-            try:
-                an = await self._analyse(
-                    len(raw), analyse_hl7v2, raw, self.options, Ids(now=now, new_uuid=self.clock.new_id)
-                )
-            except Exception as exc:  # a bug must not lose the message: keep it and say so
-                log.exception("pipeline.crashed", error=type(exc).__name__)
-                an = _crashed(raw)
+            an = await self._analyse_safely(
+                len(raw), lambda: _crashed(raw), analyse_hl7v2, raw, self.options, self._ids(now))
             analysed = time.perf_counter()
             result = await self._record(exchange_id, raw, an, peer, listener, now, tls_subject=tls_subject)
             recorded = time.perf_counter()
@@ -117,14 +124,8 @@ class Intake:
         now = self.clock.now()
         exchange_id = self.clock.new_id()
         with bound_contextvars(exchange_id=exchange_id):
-            try:
-                an = await self._analyse(
-                    len(data), analyse_cda, data, flags, self.options, Ids(now=now, new_uuid=self.clock.new_id)
-                )
-            except Exception as exc:
-                log.exception("pipeline.crashed", error=type(exc).__name__)
-                an = Analysis(kind="cda", ack_code="AE")
-                an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
+            an = await self._analyse_safely(
+                len(data), _crashed_cda, analyse_cda, data, flags, self.options, self._ids(now))
             if client:
                 an.summary["http_client"] = client  # routes can match on who posted it
             analysed = time.perf_counter()
@@ -271,6 +272,12 @@ class Intake:
             errors=[f.code for f in an.errors],
             ms=round(elapsed * 1000, 2),
         )
+
+
+def _crashed_cda() -> Analysis:
+    an = Analysis(kind="cda", ack_code="AE")
+    an.errors.append(Finding("INTERNAL_ERROR", "the gateway could not process this document", None))
+    return an
 
 
 def _crashed(raw: bytes) -> Analysis:

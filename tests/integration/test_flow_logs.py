@@ -115,3 +115,29 @@ async def test_dispatcher_events_carry_exchange_and_delivery_ids_and_no_patient_
     assert [e["delivery_id"] for e in attempts] == [document, document, zam]
     assert attempts[0]["error_code"] == "HTTP_503"
     assert_no_patient_data(logs)
+
+
+async def test_a_crashing_pipeline_keeps_the_message_and_answers_for_it(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A bug in the pipeline must not lose the message: stored, AE (HL7) / rejected (CDA), logged."""
+    import gateway.intake.handler as handler
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(handler, "analyse_hl7v2", boom)
+    monkeypatch.setattr(handler, "analyse_cda", boom)
+    journal = SqliteJournal(tmp_path / "journal.db").open()
+    intake = Intake(journal, builders.settings(tmp_path), SystemClock(), Router(("dmp",)))
+    try:
+        with captured() as logs:
+            hl7 = await intake.handle_hl7(fixture_bytes("adt_a01_vali.hl7"), peer="t", listener="mllp")
+            cda = await intake.handle_cda(b"<ClinicalDocument/>", {}, peer="t")
+        rows = {r.id: r for r in await journal.list_exchanges(limit=10)}
+    finally:
+        intake.close()
+        await journal.close()
+    assert hl7.ack_code == "AE" and b"INTERNAL_ERROR" in hl7.ack
+    assert [f.code for f in cda.analysis.errors] == ["INTERNAL_ERROR"]
+    assert {hl7.exchange_id, cda.exchange_id} <= set(rows)
+    crashes = events(logs, "pipeline.crashed")
+    assert [e["exchange_id"] for e in crashes] == [hl7.exchange_id, cda.exchange_id]
