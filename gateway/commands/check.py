@@ -187,13 +187,10 @@ def _adt(an: Any, opts: Any, ids: Any) -> dict[str, Any]:
 
 def _routes(settings: Any, an: Any) -> list[dict[str, Any]]:
     """Where each document would go, as serve's router and destinations would decide."""
-    from gateway.destinations import DOCUMENT_KINDS
-    from gateway.settings import DestinationSettings
+    from gateway.destinations import DOCUMENT_KINDS, configured
 
-    # with no document destination serve writes to a file outbox (gateway.destinations.configured)
-    dests = [d for d in settings.destinations if d.kind in DOCUMENT_KINDS] or [
-        DestinationSettings(name="outbox", kind="file")
-    ]
+    # serve's own list: with no document destination, it writes to a file outbox
+    dests = [d for d in configured(settings) if d.kind in DOCUMENT_KINDS]
     if not an.dmp_bound:
         return [{"document": d.unique_id, "destination": None, "status": "not sent",
                  "reason": "DESTDMP is not Y: no document destination"} for d in an.documents]

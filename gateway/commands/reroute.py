@@ -32,13 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def configured_destinations(args: argparse.Namespace) -> list[str]:
     """The destination names ``serve`` has with this configuration (``outbox`` when none takes documents)."""
-    from gateway.destinations import DOCUMENT_KINDS
+    from gateway.destinations import destination_kinds
 
-    settings = settings_from(args, prefer_effective=True)
-    names = [d.name for d in settings.destinations]
-    if not any(d.kind in DOCUMENT_KINDS for d in settings.destinations):
-        names.append("outbox")
-    return names
+    return list(destination_kinds(settings_from(args, prefer_effective=True)))
 
 
 def run(args: argparse.Namespace) -> int:
