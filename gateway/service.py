@@ -21,7 +21,6 @@ from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.mss_acks import MssAcks
 from gateway.delivery.zam import find_creator
 from gateway.destinations import DOCUMENT_KINDS, build_destinations, destination_kinds
-from gateway.errors import StartupRefused
 from gateway.intake.handler import Intake, IntakeResult, Router
 from gateway.journal.base import Journal
 from gateway.journal.instance_lock import InstanceLock
@@ -39,7 +38,7 @@ from gateway.web.app import setup as mount_web
 from gateway.web.auth import prepare_tokens
 from gateway.web.context import WebContext
 
-__all__ = ["Service", "StartupRefused", "make_intake", "run_until_signalled"]
+__all__ = ["Service", "make_intake", "run_until_signalled"]
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +62,8 @@ class Service:
         self.intake: Intake = None  # type: ignore[assignment]
         self.dispatcher: Dispatcher | None = None
         self.destinations: dict[str, Destination] = {}
+        self.destination_kinds: dict[str, str] = {}  # name → kind, once the destinations are built
+        self._tokens = ""  # the API token specification prepare_tokens settled on at start
         self._zam_destinations: dict[str, Destination] = {}
         self.mllp: MllpListener | None = None
         self.http_app: web.Application | None = None
@@ -94,7 +95,7 @@ class Service:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if s.http.enabled:  # refuse a token-less API off loopback before anything starts
-            prepare_tokens(s)
+            self._tokens = prepare_tokens(s)
         stack = self._stack
         if s.journal_url.startswith("sqlite:///"):
             self._instance_lock = InstanceLock(s.journal_url[len("sqlite:///") :])
@@ -165,7 +166,8 @@ class Service:
     def _open_destinations(self) -> None:
         self.destinations = build_destinations(self.settings, self.clock)
         self._stack.push_async_callback(self._close_destinations)
-        self.metrics.destination_kinds.update({n: d.kind for n, d in self.destinations.items()})
+        self.destination_kinds = {n: d.kind for n, d in self.destinations.items()}
+        self.metrics.destination_kinds.update(self.destination_kinds)
 
     async def _close_destinations(self) -> None:
         for dest in [*self.destinations.values(), *self._zam_destinations.values()]:
@@ -180,9 +182,6 @@ class Service:
             await asyncio.to_thread(intake.close)
 
         self._stack.push_async_callback(close_intake)
-
-    def _mail_destination(self) -> str | None:
-        return next((n for n, d in self.destinations.items() if d.kind == "mssante"), None)
 
     async def _start_dispatcher(self) -> None:
         self._mss_acks = MssAcks(self.settings, self.clock)
@@ -212,17 +211,18 @@ class Service:
             )
             self.retention.start()
             self._stack.push_async_callback(self.retention.stop)
-        self._start_mail_poller(self._mail_destination(), self._mss_acks)
+        self._start_mail_poller(self._mss_acks)
         if s.notify.webhook_url:
             self.notifier = Notifier(
                 s.notify, self.journal, holder=self.dispatcher.worker_id, now=self.clock.now,
-                kinds=lambda: {n: d.kind for n, d in self.destinations.items()}, ready=self._ready_now,
+                kinds=lambda: dict(self.destination_kinds), ready=self._ready_now,
             )
             self.notifier.start()
             self._stack.push_async_callback(self.notifier.stop)
 
     async def _ready_now(self) -> bool:
-        return self.ready and self.readiness is not None and (await self.readiness.check()).ready
+        report = await self.ready_report()
+        return report is not None and report[0]
 
     def _web_context(self) -> WebContext:
         async def replay(exchange_id: str, actor: str) -> IntakeResult:
@@ -230,7 +230,7 @@ class Service:
 
         return WebContext(
             journal=self.journal, clock=self.clock,
-            destination_kinds={n: d.kind for n, d in self.destinations.items()},
+            destination_kinds=self.destination_kinds,
             replay=replay, wake=self.dispatcher_wake, secure_cookies=bool(self.settings.http.tls_cert),
         )
 
@@ -239,7 +239,7 @@ class Service:
         limits = IngestLimits(max_body_bytes=s.http.max_body_bytes, max_message_bytes=s.mllp.max_message_bytes,
                               max_buffered_bytes=s.http.max_buffered_bytes)
         app = build_app(self, self, limits)
-        mount_web(app, self._web_context(), s)  # not optional: without it, ingest would have no authentication
+        mount_web(app, self._web_context(), s, self._tokens)  # not optional: without it, ingest would have no authentication
         self.http_app = app
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -295,8 +295,9 @@ class Service:
         if counts.get("released"):
             self.dispatcher_wake()
 
-    def _start_mail_poller(self, name: str | None, acks: Any) -> None:
+    def _start_mail_poller(self, acks: Any) -> None:
         """The application mailbox reader (DSN/MDN → ZAM, inbound mail), when IMAP is configured."""
+        name = next((n for n, kind in self.destination_kinds.items() if kind == "mssante"), None)
         dest = self.destinations.get(name) if name else None
         config = getattr(dest, "config", None)
         if config is None or not config.imap_host:

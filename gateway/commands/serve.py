@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         identity={"allow_test_ins": args.allow_test_ins},
     )
     configure_logging(settings.gateway.log_level)
-    from gateway.service import StartupRefused
+    from gateway.errors import StartupRefused
 
     try:
         return asyncio.run(run_until_signalled(Service(settings)))

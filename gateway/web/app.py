@@ -20,7 +20,7 @@ from yarl import URL
 
 from gateway.httpkit import CLIENT_KEY, problem
 from gateway.web import api, dashboard
-from gateway.web.auth import SESSION_COOKIE, Authenticator, LoginThrottle, prepare_tokens
+from gateway.web.auth import SESSION_COOKIE, Authenticator, LoginThrottle
 from gateway.web.context import WEB_KEY, WebContext
 from gateway.web.openapi import handle_openapi
 
@@ -73,9 +73,12 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return await handler(request)
 
 
-def setup(app: web.Application, context: WebContext, settings: Settings) -> None:
-    """Add authentication, the ``/v1`` API, ``/openapi.json`` and the dashboard to ``app``."""
-    auth = Authenticator(prepare_tokens(settings))
+def setup(app: web.Application, context: WebContext, settings: Settings, tokens: str) -> None:
+    """Add authentication, the ``/v1`` API, ``/openapi.json`` and the dashboard to ``app``.
+
+    ``tokens`` is the specification ``auth.prepare_tokens`` returned when the service started.
+    """
+    auth = Authenticator(tokens)
     api_settings = settings.api
     app[WEB_KEY] = context
     app[dashboard.THROTTLE_KEY] = LoginThrottle(
