@@ -641,6 +641,10 @@ class MemorySession:
         row["id"] = self._autoincrement("events", None)
         self._writing().put("events", row["id"], row)
 
+    def add_events(self, events: Sequence[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+        for exchange_id, at, stage, detail in events:
+            self.add_event(exchange_id, at, stage, detail)
+
     def events(self, exchange_id: str) -> list[dict[str, Any]]:
         rows = sorted((r for r in self._store.scan("events") if _eq(r["exchange_id"], exchange_id)),
                       key=lambda r: r["id"])

@@ -8,8 +8,9 @@ resolves all their futures. Concurrent senders therefore share one fsync, and an
 sent after ``await journal.write(...)`` means the bytes are durable. The event loop
 never waits on SQLite: writes go to the thread, reads run in ``asyncio.to_thread``.
 
-A function that raises is rolled back alone (a SAVEPOINT per function), so one bad
-exchange never loses another's commit.
+A function that raises is rolled back alone, so one bad exchange never loses another's
+commit: a group runs first without savepoints and, only when one of its functions raised,
+again with a SAVEPOINT around each.
 """
 
 from __future__ import annotations
@@ -207,6 +208,43 @@ class SqliteJournal(SessionJournal):
     def _run_batch(
         self, conn: sqlite3.Connection, tx: Tx, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]
     ) -> None:
+        # Optimistic first: the whole group in one transaction without a SAVEPOINT per write
+        # (two statements, and two GIL hand-offs, fewer per message). Should one write raise,
+        # the group is rolled back and run again with a savepoint around each write, so the bad
+        # one fails alone. The writes are functions of their arguments and the database only,
+        # which makes running them a second time after the rollback safe.
+        if len(batch) > 1:
+            try:
+                values = self._run_plain(conn, tx, batch)
+            except _WriteRaised:
+                pass
+            except sqlite3.Error as exc:
+                self._commit_failed(conn, batch, exc)
+                return
+            else:
+                for (_fn, fut), value in zip(batch, values, strict=True):
+                    fut.set_result(value)
+                return
+        self._run_isolated(conn, tx, batch)
+
+    def _run_plain(self, conn: sqlite3.Connection, tx: Tx, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]) -> list[Any]:
+        conn.execute("BEGIN IMMEDIATE")
+        values: list[Any] = []
+        for fn, _fut in batch:
+            try:
+                values.append(fn(tx))
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise _WriteRaised from exc
+        conn.execute("COMMIT")
+        self.commits += 1
+        self.writes += len(batch)
+        return values
+
+    def _run_isolated(
+        self, conn: sqlite3.Connection, tx: Tx, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]
+    ) -> None:
         results: list[tuple[Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -225,20 +263,25 @@ class SqliteJournal(SessionJournal):
             self.commits += 1
             self.writes += len(batch)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self.commit_errors += 1
-            log.error("journal.commit_failed", error=type(exc).__name__)
-            err = JournalError(f"journal commit failed: {exc}", code="JOURNAL_COMMIT")
-            for _fn, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err)
+            self._commit_failed(conn, batch, exc)
             return
         for fut, ok, value in results:
             if ok:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _commit_failed(
+        self, conn: sqlite3.Connection, batch: list[tuple[Callable[[Tx], Any], Future[Any]]], exc: sqlite3.Error
+    ) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        self.commit_errors += 1
+        log.error("journal.commit_failed", error=type(exc).__name__)
+        err = JournalError(f"journal commit failed: {exc}", code="JOURNAL_COMMIT")
+        for _fn, fut in batch:
+            if not fut.done():
+                fut.set_exception(err)
 
     # -- reads ------------------------------------------------------------------
     def _reader(self) -> Tx:
@@ -258,6 +301,10 @@ class SqliteJournal(SessionJournal):
             return fn(tx)
         finally:
             tx.conn.execute("COMMIT")
+
+
+class _WriteRaised(Exception):
+    """A write of an optimistic group raised: the group was rolled back, to run again isolated."""
 
 
 def _applied(conn: sqlite3.Connection) -> dict[int, str]:

@@ -451,6 +451,17 @@ class Tx:
         self._exec("add_event", {"exchange_id": exchange_id, "at": at, "stage": stage,
                                  "detail": json.dumps(detail or {}, ensure_ascii=False)})
 
+    def add_events(self, events: Sequence[tuple[str, str, str, dict[str, Any] | None]]) -> None:
+        """Several events (exchange id, at, stage, detail) in one ``executemany``."""
+        if len(events) == 1:
+            self.add_event(*events[0])
+        elif events:
+            run = self._conn.cursor().executemany if self._pg else self._conn.executemany  # psycopg: cursors only
+            run(self._q["add_event"], [
+                {"exchange_id": x, "at": at, "stage": stage, "detail": json.dumps(detail or {}, ensure_ascii=False)}
+                for x, at, stage, detail in events
+            ])
+
     def events(self, exchange_id: str) -> list[dict[str, Any]]:
         rows = self._all("events", {"exchange_id": exchange_id})
         for r in rows:

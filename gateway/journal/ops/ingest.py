@@ -50,8 +50,8 @@ def insert_delivery(s: Session, d: NewDelivery) -> None:
 
 
 def add_events(s: Session, exchange_id: str, at: str, events: list[NewEvent] | tuple[NewEvent, ...]) -> None:
-    for e in events:
-        s.add_event(e.exchange_id or exchange_id, at, e.stage, e.detail)
+    # one statement for them all: each statement is a GIL hand-off in the SQLite writer thread
+    s.add_events([(e.exchange_id or exchange_id, at, e.stage, e.detail) for e in events])
 
 
 def record_inbound(s: Session, r: InboundRecord) -> InboundOutcome:
@@ -65,10 +65,10 @@ def record_inbound(s: Session, r: InboundRecord) -> InboundOutcome:
         if original is not None:
             prev = s.get_exchange(original)
             ack_code = (prev or {}).get("ack_code") or "AA"
-            s.insert_exchange({**row, "raw": b"", "status": ExchangeStatus.DUPLICATE, "duplicate_of": original,
-                               "ack_code": ack_code, "reason_code": None, "reason": None, "held_since": None})
+            s.insert_exchange({**row, "raw": ex.raw or b"", "status": ExchangeStatus.DUPLICATE,
+                               "duplicate_of": original, "ack_code": ack_code, "reason_code": None, "reason": None,
+                               "held_since": None})
             add_events(s, ex.id, at, [*r.duplicate_events, NewEvent("duplicate", {"of": original})])
-            s.set_exchange_raw(ex.id, ex.raw or b"")
             return InboundOutcome(ex.id, ExchangeStatus.DUPLICATE, ack_code, duplicate_of=original)
     if r.ack:
         return _record_ack(s, r, row)
@@ -80,8 +80,9 @@ def record_inbound(s: Session, r: InboundRecord) -> InboundOutcome:
         status = ExchangeStatus.QUEUED
         row.update(status=status, reason_code=None, reason=None, held_since=None)
         events.append(NewEvent("released", {"cause": "identity qualified while the document was judged"}))
-    # inserted without its bytes: SQLite rewrites a whole row, blob included, on every UPDATE
-    s.insert_exchange({**row, "raw": b""})
+    # inserted with its bytes in one statement: nothing below updates this exchange's row (an
+    # UPDATE would make SQLite rewrite the whole row, blob included)
+    s.insert_exchange({**row, "raw": ex.raw or b""})
     for doc in r.documents:
         s.insert_document(ex.id, doc.idx, doc.unique_id, doc.action, doc.cda, doc.xds, doc.fhir)
     for d in r.deliveries:
@@ -94,7 +95,6 @@ def record_inbound(s: Session, r: InboundRecord) -> InboundOutcome:
     if r.remember_identity is not None and s.get_identity(r.remember_identity.ipp_key) is None:
         # documents feed the registry too, but never downgrade what an ADT established
         s.upsert_identity(_identity_row(r.remember_identity))
-    s.set_exchange_raw(ex.id, ex.raw or b"")
     if r.deliveries or released:
         s.notify_work()
     return InboundOutcome(ex.id, status, ex.ack_code, released=tuple(released))
@@ -114,7 +114,7 @@ def _record_ack(s: Session, r: InboundRecord, row: dict[str, Any]) -> InboundOut
     """An inbound ACK: journaled and matched to what it answers, never answered (HL7 v2.5 §2.9.2)."""
     ex = r.exchange
     at = ex.received_at
-    s.insert_exchange({**row, "raw": b"", "status": ExchangeStatus.RECORDED, "ack_code": None})
+    s.insert_exchange({**row, "raw": ex.raw or b"", "status": ExchangeStatus.RECORDED, "ack_code": None})
     add_events(s, ex.id, at, r.events)
     matched = s.outbound_by_control_id(r.acknowledges) if r.acknowledges else None
     if matched is not None:
@@ -123,7 +123,6 @@ def _record_ack(s: Session, r: InboundRecord, row: dict[str, Any]) -> InboundOut
                     {"by": ex.id, "code": r.acknowledgement_code})
     else:
         s.add_event(ex.id, at, "ack:unmatched", {"acknowledges_known": False})
-    s.set_exchange_raw(ex.id, ex.raw or b"")
     return InboundOutcome(ex.id, ExchangeStatus.RECORDED, "")
 
 
