@@ -485,9 +485,6 @@ class MemorySession:
         fields["updated_at"] = at
         self._update("exchanges", exchange_id, fields)
 
-    def set_exchange_raw(self, exchange_id: str, raw: bytes) -> None:
-        self._set("exchanges", exchange_id, {"raw": raw})
-
     def find_duplicate(self, sender_app: str, sender_facility: str, control_id: str, sha256: str) -> str | None:
         for r in self._by_seq(self._store.scan("exchanges")):
             if (_eq(r["sender_app"], sender_app) and _eq(r["sender_facility"], sender_facility)

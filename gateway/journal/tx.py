@@ -117,6 +117,10 @@ def _insert_params(
     return {c: rec[c] if c in rec else defaults.get(c) for c in columns}
 
 
+def _event_params(exchange_id: str, at: str, stage: str, detail: dict[str, Any] | None) -> dict[str, Any]:
+    return {"exchange_id": exchange_id, "at": at, "stage": stage, "detail": json.dumps(detail or {}, ensure_ascii=False)}
+
+
 def _flags(rec: Mapping[str, Any], columns: Sequence[str]) -> dict[str, bool]:
     """``set_<column>``: whether the explicit update (or upsert) changes that column."""
     return {f"set_{c}": c in rec for c in columns}
@@ -285,10 +289,6 @@ class Tx:
         fields["updated_at"] = at
         self._update("exchanges", exchange_id, fields, _EXCHANGE_COLUMNS, _EXCHANGE_UPDATES, "update_exchange")
 
-    def set_exchange_raw(self, exchange_id: str, raw: bytes) -> None:
-        """Store the raw bytes of an exchange whose rows were written without them (see intake)."""
-        self._exec("set_exchange_raw", {"id": exchange_id, "raw": raw})
-
     def find_duplicate(self, sender_app: str, sender_facility: str, control_id: str, sha256: str) -> str | None:
         row = self._one(
             "find_duplicate",
@@ -448,19 +448,13 @@ class Tx:
         self._exec("probe", {"at": at})
 
     def add_event(self, exchange_id: str, at: str, stage: str, detail: dict[str, Any] | None = None) -> None:
-        self._exec("add_event", {"exchange_id": exchange_id, "at": at, "stage": stage,
-                                 "detail": json.dumps(detail or {}, ensure_ascii=False)})
+        self._exec("add_event", _event_params(exchange_id, at, stage, detail))
 
     def add_events(self, events: Sequence[tuple[str, str, str, dict[str, Any] | None]]) -> None:
         """Several events (exchange id, at, stage, detail) in one ``executemany``."""
-        if len(events) == 1:
-            self.add_event(*events[0])
-        elif events:
+        if events:
             run = self._conn.cursor().executemany if self._pg else self._conn.executemany  # psycopg: cursors only
-            run(self._q["add_event"], [
-                {"exchange_id": x, "at": at, "stage": stage, "detail": json.dumps(detail or {}, ensure_ascii=False)}
-                for x, at, stage, detail in events
-            ])
+            run(self._q["add_event"], [_event_params(*e) for e in events])
 
     def events(self, exchange_id: str) -> list[dict[str, Any]]:
         rows = self._all("events", {"exchange_id": exchange_id})

@@ -81,12 +81,6 @@ UPDATE exchanges SET reason_code = :reason_code, reason = :reason, updated_at = 
 -- name: update_exchange_patient_ipp
 UPDATE exchanges SET patient_ipp = :patient_ipp, updated_at = :updated_at WHERE id = :id
 
--- name: set_exchange_raw
--- into the month's partition of exchange_raw (the exchange's received_at picks it)
-INSERT INTO exchange_raw (exchange_id, received_at, raw)
-SELECT id, received_at, CAST(:raw AS bytea) FROM exchanges WHERE id = :id
-ON CONFLICT (exchange_id, received_at) DO UPDATE SET raw = excluded.raw
-
 -- name: find_duplicate
 SELECT id FROM exchanges
 WHERE sender_app = :sender_app AND sender_facility = :sender_facility AND control_id = :control_id

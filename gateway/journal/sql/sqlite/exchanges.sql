@@ -76,10 +76,6 @@ UPDATE exchanges SET reason_code = :reason_code, reason = :reason, updated_at = 
 -- name: update_exchange_patient_ipp
 UPDATE exchanges SET patient_ipp = :patient_ipp, updated_at = :updated_at WHERE id = :id
 
--- name: set_exchange_raw
--- the raw bytes go in last, once: SQLite rewrites the whole row (blob included) on every UPDATE
-UPDATE exchanges SET raw = :raw WHERE id = :id
-
 -- name: find_duplicate
 -- "+seq": ordering by the bare column made SQLite walk every exchange of the sender through
 -- exchanges_sender_seq (a scan that grows with the journal); the dedup index finds the few
