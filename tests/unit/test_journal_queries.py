@@ -234,3 +234,21 @@ def test_duplicate_lookup_seeks_the_dedup_index(conn: sqlite3.Connection, q: Que
                                                {"sender_app": "A", "sender_facility": "F", "control_id": "C",
                                                 "sha256": "S"}).fetchall())
     assert "USING INDEX exchanges_dedup " in plan, plan
+
+
+def _plan(conn: sqlite3.Connection, sql: str) -> list[str]:
+    return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, dict.fromkeys(_params(sql), "x"))]
+
+
+def test_the_claim_walks_due_rows_in_order_and_seeks_only_open_ones(conn: sqlite3.Connection, q: Queries) -> None:
+    # through an index of every status, "is an earlier delivery of this patient still open"
+    # read the patient's whole history for each candidate: a claim grew with backlog × history
+    plan = _plan(conn, q["due_delivery_ids"])
+    assert any("USING INDEX deliveries_ready " in step for step in plan), plan
+    assert any("USING INDEX deliveries_open " in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan  # no sort of every due row
+
+
+def test_search_by_control_id_seeks_the_dedup_index(conn: sqlite3.Connection, q: Queries) -> None:
+    plan = _plan(conn, "SELECT id FROM exchanges WHERE " + q["where_control_id"])
+    assert any("USING INDEX exchanges_dedup (control_id=?)" in step for step in plan), plan

@@ -77,8 +77,10 @@ ORDER BY seq DESC LIMIT 1
 SELECT 1 AS found FROM deliveries WHERE kind = 'zam' AND unique_id = :unique_id
 
 -- name: due_delivery_ids
--- at most one open delivery per (destination, patient): an earlier open one blocks the rest
-SELECT d.id FROM deliveries d
+-- at most one open delivery per (destination, patient): an earlier open one blocks the rest.
+-- INDEXED BY: without statistics the planner takes deliveries_due, whose two status ranges
+-- must then be sorted whole; deliveries_ready yields the candidates in claim order
+SELECT d.id FROM deliveries d INDEXED BY deliveries_ready
 WHERE d.status IN ('queued', 'failed') AND d.next_attempt_at <= :now
   AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.destination = d.destination
     AND e.patient_key = d.patient_key AND e.seq < d.seq
