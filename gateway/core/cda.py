@@ -23,6 +23,7 @@ behind a setting, not on every message by default.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from pathlib import Path
@@ -205,13 +206,19 @@ def _xml_error(exc: etree.XMLSyntaxError, max_depth: int) -> ParseError:
     return ParseError(f"not well-formed XML: {message}", code="CDA_NOT_XML")
 
 
-def _check_shape(data: bytes, max_elements: int, max_depth: int) -> None:
+def _check_shape(data: bytes, max_elements: int, max_depth: int) -> bool:
     """Refuse a document with too many elements or too deep *before* a tree is built.
 
     A 19 MiB document of 5 million empty elements fits the size limit but takes
     close to a gigabyte as an lxml tree; counting them with a target parser keeps
-    memory flat and stops at the first element beyond the limit.
+    memory flat and stops at the first element beyond the limit. That count calls
+    Python for every element (it cost as much as the parse itself), so it runs only
+    when it can matter: each element opens with ``<``, and a document with no more
+    ``<`` than ``max_elements`` cannot exceed it. Returns whether the depth was
+    checked here; when not, :func:`_check_depth` does it on the (bounded) tree.
     """
+    if data.count(b"<") <= max_elements:
+        return False
     parser = etree.XMLParser(
         target=_Shape(max_elements, max_depth), resolve_entities=False, no_network=True, load_dtd=False,
         huge_tree=False,
@@ -228,6 +235,19 @@ def _check_shape(data: bytes, max_elements: int, max_depth: int) -> None:
         raise _xml_error(exc, max_depth) from exc
     except ValueError as exc:
         raise ParseError(f"not XML: {exc}", code="CDA_NOT_XML") from exc
+    return True
+
+
+@functools.cache
+def _deeper_than(depth: int) -> str:
+    """XPath true when an element lies below ``depth`` levels (the root is level 1)."""
+    return "boolean(/*" + "/*" * depth + ")"
+
+
+def _check_depth(root: etree._Element, max_depth: int) -> None:
+    # libxml2 refuses 256 levels by itself; below that, a walk in C, level by level
+    if max_depth < 256 and root.xpath(_deeper_than(max_depth)):
+        raise ParseError(f"CDA is nested deeper than {max_depth} levels", code="CDA_TOO_DEEP")
 
 
 def parse_cda(
@@ -250,7 +270,7 @@ def parse_cda(
     if not data.strip():
         raise ParseError("empty CDA document", code="CDA_NOT_XML")
     _check_doctype(data)
-    _check_shape(data, max_elements, max_depth)
+    depth_checked = _check_shape(data, max_elements, max_depth)
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
@@ -259,6 +279,8 @@ def parse_cda(
         raise ParseError(f"not XML: {exc}", code="CDA_NOT_XML") from exc
     if root is None:
         raise ParseError("no root element", code="CDA_NOT_XML")
+    if not depth_checked:
+        _check_depth(root, max_depth)
     docinfo = root.getroottree().docinfo
     dtd = docinfo.internalDTD
     if docinfo.system_url or docinfo.public_id or (dtd is not None and any(True for _ in dtd.entities())):

@@ -30,6 +30,14 @@ def test_deeper_than_the_setting_is_too_deep() -> None:
     assert code_of(nested(41), max_depth=40) == "CDA_TOO_DEEP"
 
 
+def test_depth_is_judged_alike_on_the_tree_and_while_counting() -> None:
+    # 41 elements, 82 "<": above max_elements=50 the streaming count runs and sees the depth;
+    # at the default limit the count is skipped and the tree is measured instead
+    assert code_of(nested(41), max_depth=40, max_elements=50) == "CDA_TOO_DEEP"
+    assert code_of(nested(41), max_depth=40) == "CDA_TOO_DEEP"
+    assert cda.parse_cda(nested(40), max_depth=40, max_elements=50) is not None
+
+
 @pytest.mark.parametrize("depth", [129, 300])
 def test_deeper_than_the_default_is_too_deep(depth: int) -> None:
     assert code_of(nested(depth)) == "CDA_TOO_DEEP"
