@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from gateway.errors import JournalError
+from gateway.journal.bodies import full_bundle, stored_bundle
 from gateway.journal.engine import SessionJournal
 from gateway.journal.migrate import SchemaStatus, available, plan
 from gateway.journal.rows import JournalStats
@@ -607,7 +608,7 @@ class MemorySession:
                         xds: dict[str, Any], fhir: dict[str, Any] | None) -> None:
         row = self._row("documents", {
             "exchange_id": exchange_id, "idx": idx, "unique_id": unique_id, "action": action, "cda": cda,
-            "xds": _dumps(xds), "fhir": _dumps(fhir) if fhir is not None else None,
+            "xds": _dumps(xds), "fhir": _dumps(stored_bundle(fhir, cda)) if fhir is not None else None,
         })
         # INSERT OR REPLACE: the old row goes, the new one takes a new rowid
         self._writing().put("documents", (row["exchange_id"], row["idx"]), row, new_rowid=True)
@@ -619,6 +620,8 @@ class MemorySession:
         row = dict(found)
         for key in ("xds", "fhir"):
             row[key] = json.loads(row[key]) if row.get(key) else None
+        if row["fhir"] is not None:
+            row["fhir"] = full_bundle(row["fhir"], row.get("cda"))
         return row
 
     def documents_for(self, exchange_id: str) -> list[dict[str, Any]]:

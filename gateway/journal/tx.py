@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.journal.audit_chain import GENESIS_HASH, audit_hash
+from gateway.journal.bodies import full_bundle, stored_bundle
 from gateway.journal.queries import Queries
 
 __all__ = [
@@ -429,7 +430,7 @@ class Tx:
         self._exec("insert_document", {
             "exchange_id": exchange_id, "idx": idx, "unique_id": unique_id, "action": action, "cda": cda,
             "xds": json.dumps(xds, ensure_ascii=False),
-            "fhir": json.dumps(fhir, ensure_ascii=False) if fhir is not None else None,
+            "fhir": json.dumps(stored_bundle(fhir, cda), ensure_ascii=False) if fhir is not None else None,
         })
 
     def get_document(self, exchange_id: str, idx: int) -> dict[str, Any] | None:
@@ -437,6 +438,8 @@ class Tx:
         if row:
             for key in ("xds", "fhir"):
                 row[key] = self._json(row[key]) if row.get(key) else None
+            if row["fhir"] is not None:
+                row["fhir"] = full_bundle(row["fhir"], row.get("cda"))
         return row
 
     def documents_for(self, exchange_id: str) -> list[dict[str, Any]]:

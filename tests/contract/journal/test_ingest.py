@@ -291,3 +291,23 @@ async def test_a_record_that_fails_midway_leaves_nothing_behind(journal: Any, cl
     assert await journal.get_identity("IPP7") is None
     _, out = await store(journal, clock)  # and the journal goes on
     assert out.status == "queued"
+
+
+async def test_a_bundle_reads_back_as_built_though_its_binary_is_stored_once(journal: Any, clock: Any) -> None:
+    import base64
+    import dataclasses
+
+    cda = "<ClinicalDocument>é</ClinicalDocument>".encode()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "DocumentReference", "id": "d"}},
+        {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Binary", "contentType": "application/xml",
+                                               "data": base64.b64encode(cda).decode()}},
+        {"fullUrl": "urn:uuid:3", "resource": {"resourceType": "Binary", "data": "b3RoZXI="}},  # not this CDA
+    ]}
+    record = exchange(clock, documents=1)
+    record = dataclasses.replace(record, documents=[dataclasses.replace(record.documents[0], cda=cda,
+                                                                        fhir=bundle)])
+    await journal.record_inbound(record)
+    doc = await journal.document(record.exchange.id, 1)
+    assert doc is not None and bytes(doc.cda) == cda
+    assert doc.fhir == bundle
