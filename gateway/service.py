@@ -177,6 +177,7 @@ class Service:
     def _open_intake(self) -> None:
         self.intake = make_intake(self.journal, self.settings, self.clock)
         intake = self.intake
+        intake.workers.start()  # worker processes import the pipeline now, not on the first large message
 
         async def close_intake() -> None:
             await asyncio.to_thread(intake.close)

@@ -99,8 +99,9 @@ class PipelineSettings:
     max_segments: int = 10_000  # more segments in one message: AE MESSAGE_TOO_MANY_SEGMENTS
     max_repetitions: int = 1_000  # per field (components and subcomponents too): AE naming the field
     max_field_chars: int = 65_536  # per field, OBX-5 excepted: AE FIELD_TOO_LONG naming the field
-    offload_bytes: int = 32_768  # larger inputs are analysed in a worker thread, off the event loop
-    workers: int = 2  # worker threads for those analyses
+    offload_bytes: int = 32_768  # larger inputs are analysed by a worker, off the event loop
+    workers: int = 2  # workers for those analyses
+    isolation: str = "thread"  # the workers are threads, or processes ("process": the GIL is not shared)
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,8 @@ def settings_from_raw(
         sections[name].update({k: v for k, v in values.items() if v is not None})
     classes = {f.name: get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings)}
     built = {name: _section(classes[name], sections[name], name) for name in _SECTIONS}
+    if built["pipeline"].isolation not in ("thread", "process"):
+        raise ValueError(f"pipeline.isolation must be thread or process, not {built['pipeline'].isolation!r}")
     destinations = tuple(_destination(d) for d in raw.get("destination", []))
     names = [d.name for d in destinations]
     if len(set(names)) != len(names):

@@ -18,12 +18,9 @@ nothing is acknowledged as accepted without being kept.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hashlib
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, cast
 
@@ -37,6 +34,7 @@ from gateway.core.identity.status import IdentityConvention
 from gateway.core.pipeline import Analysis, Ids, PipelineOptions, analyse_cda, analyse_hl7v2
 from gateway.intake.acks import Acks
 from gateway.intake.plan import IntakeResult, Planner, Router, received_detail
+from gateway.intake.workers import AnalysisWorkers, Isolation
 from gateway.journal.base import Journal
 from gateway.journal.rows import Exchange, IdentityContext, InboundRecord, NewEvent, NewExchange, iso
 from gateway.model import Finding, PatientIdentity
@@ -65,23 +63,23 @@ class Intake:
         self.options = pipeline_options(settings)
         self.planner = Planner(clock, router)
         self.acks = Acks(settings, clock, self.options.default_charset)
-        # Large inputs are analysed here so that the event loop keeps answering other
-        # senders meanwhile (the GIL is released every few milliseconds; lxml, regex and
-        # hashing release it for longer). Small ones stay inline: a thread hop would cost
-        # more than their analysis.
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, settings.pipeline.workers), thread_name_prefix="relais-pipeline"
-        )
+        # Large inputs are analysed by workers so that the event loop keeps answering other
+        # senders meanwhile; small ones stay inline: a hop would cost more than their analysis.
+        self.workers = AnalysisWorkers(cast(Isolation, settings.pipeline.isolation), settings.pipeline.workers,
+                                       log_level=settings.gateway.log_level)
 
     def close(self) -> None:
-        """Let running analyses finish and release the worker threads."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        """Let running analyses finish and stop the workers."""
+        self.workers.close()
 
     async def _analyse(self, size: int, fn: Callable[..., Analysis], *args: Any) -> Analysis:
+        """``fn(*args)``, whose last argument is the :class:`Ids`; inline or in a worker by ``size``."""
         threshold = self.settings.pipeline.offload_bytes
         if threshold and size <= threshold:
             return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        *head, ids = args
+        exchange_id = structlog.contextvars.get_contextvars().get("exchange_id", "")
+        return await self.workers.run(fn, tuple(head), ids, exchange_id)
 
     def _ids(self, now: datetime) -> Ids:
         return Ids(now=now, new_uuid=self.clock.new_id)

@@ -10,13 +10,15 @@ latency must still stay under 0.5 s.
 from __future__ import annotations
 
 import asyncio
+import base64
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Any
 
 from gateway.core.mllp import Frame, MllpFramer, frame
 from tests import builders
-from tests.support import field, mllp_port, running
+from tests.support import as_cr, field, mllp_port, running
 
 REPS = 300_000
 
@@ -124,3 +126,23 @@ async def test_19mib_cda_over_http_does_not_delay_mllp_acks(tmp_path: Path) -> N
     worst = max(latencies)
     print(f"19 MiB CDA {elapsed:.2f} s; {len(latencies)} ordinary ACKs, worst {worst * 1000:.0f} ms")
     assert worst < 0.5 or worst < elapsed / 3, f"worst ordinary ACK {worst:.3f} s while the CDA took {elapsed:.2f} s"
+
+
+async def test_with_worker_processes_a_document_is_analysed_journaled_and_delivered(tmp_path: Path) -> None:
+    # offload_bytes=0: every message goes to a worker process, the ADT and the MDM alike
+    from tests.support import fixture_bytes
+
+    settings = builders.settings(tmp_path, pipeline={"isolation": "process", "offload_bytes": 0, "workers": 1})
+    async with running(settings) as service:
+        r, w = await asyncio.open_connection("127.0.0.1", mllp_port(service))
+        ack = await _roundtrip(r, w, as_cr(fixture_bytes("mdm_t02_initial.hl7")))
+        assert field(ack, "MSA", 1) == "AA"
+        assert multiprocessing.active_children(), "no worker process analysed it"
+        ack = await _roundtrip(r, w, adt("P1", "7^^^HOSP&1.2.250.1.1&ISO^PI"))
+        assert field(ack, "MSA", 1) == "AA"
+        w.close()
+        [mdm] = [e for e in await service.journal.list_exchanges() if (e.message_type or "").startswith("MDM")]
+        doc = await service.journal.document(mdm.id, 1)
+        assert doc is not None and doc.fhir is not None
+        binary = next(e["resource"] for e in doc.fhir["entry"] if e["resource"]["resourceType"] == "Binary")
+        assert base64.b64decode(binary["data"]) == bytes(doc.cda)

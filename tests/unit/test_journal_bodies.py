@@ -20,7 +20,7 @@ BUNDLE = {"resourceType": "Bundle", "entry": [
 def test_the_stored_bundle_leaves_the_cda_out_and_the_read_puts_it_back() -> None:
     original = copy.deepcopy(BUNDLE)
     stored = stored_bundle(BUNDLE, CDA)
-    assert BUNDLE == original  # the built bundle is not touched
+    assert original == BUNDLE  # the built bundle is not touched
     assert base64.b64encode(CDA).decode() not in json.dumps(stored)
     assert full_bundle(json.loads(json.dumps(stored)), CDA) == original
 
