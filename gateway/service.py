@@ -393,6 +393,7 @@ class Service:
 
 async def run_until_signalled(service: Service, *, announce: Any = print) -> int:
     """Start, print one readiness line, wait for SIGTERM/SIGINT, stop cleanly, return 0."""
+    import gc
     import signal
 
     stop = asyncio.Event()
@@ -402,6 +403,10 @@ async def run_until_signalled(service: Service, *, announce: Any = print) -> int
     # a port in use or a bad certificate raises here with nothing left running (start undoes
     # itself), so the CLI's one-line error is the whole story
     addresses = await service.start()
+    # What start built (modules, settings, conformance data) lives as long as the process. Out
+    # of the collector's sight, a full collection walks only what messages made since: under
+    # ADT load each one took 20-28 ms before, a stall of every connection at once.
+    gc.freeze()
     parts = " ".join(f"{k}={v}" for k, v in addresses.items())
     announce(f"relais ready {parts} journal={redact_url(service.settings.journal_url)}", flush=True)
     await stop.wait()
