@@ -96,7 +96,7 @@ def test_migrates_an_empty_database_and_reopens_idempotently(pg_url: str) -> Non
     assert again.schema.up_to_date
     again.close_sync()
     rows = _sql(pg_url, "SELECT version, name FROM schema_migrations ORDER BY version")
-    assert rows == [(1, "initial"), (2, "leases"), (3, "claim_indexes")]
+    assert rows == [(1, "initial"), (2, "leases"), (3, "claim_indexes"), (4, "open_exchanges_by_patient")]
     assert migrate_journal(pg_url).up_to_date
 
 
@@ -108,7 +108,7 @@ def test_instances_starting_together_migrate_once(pg_url: str) -> None:
     for j in opened:
         assert j.schema is not None and j.schema.up_to_date
         j.close_sync()
-    assert _sql(pg_url, "SELECT count(*) FROM schema_migrations") == [(3,)]
+    assert _sql(pg_url, "SELECT count(*) FROM schema_migrations") == [(4,)]
 
 
 def test_an_instance_without_auto_migrate_refuses_an_old_schema(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +123,7 @@ def test_an_instance_without_auto_migrate_refuses_an_old_schema(pg_url: str, mon
         PostgresJournal(pg_url, auto_migrate=False).open()
     assert refused.value.code == "JOURNAL_SCHEMA_OLD"
     upgraded = PostgresJournal(pg_url).open()
-    assert upgraded.schema is not None and upgraded.schema.current == 3
+    assert upgraded.schema is not None and upgraded.schema.current == 4
     upgraded.close_sync()
 
 

@@ -204,7 +204,7 @@ def test_each_column_set_update_names_exactly_its_columns(q: Queries) -> None:
 _IN_LIST_INDEX = {
     "parked_for_destinations": "deliveries_due",
     "open_deliveries_for_exchanges": "deliveries_exchange",
-    "exchanges_for_patient": "exchanges_status_seq",  # held/queued are few; a patient's exchanges are not
+    "exchanges_for_patient": "exchanges_open_ins",  # a patient's open exchanges, not every patient's
     "prune_attempt_bodies": "attempts_delivery",
     "prune_delivery_payloads": "deliveries_exchange",
     "prune_document_bodies": "sqlite_autoindex_documents_1",

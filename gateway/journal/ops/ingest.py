@@ -165,6 +165,8 @@ def apply_adt(s: Session, exchange_id: str, fx: AdtEffects, at: str) -> list[str
 def _release(s: Session, by_exchange: str, ins: str | None, key: str, at: str) -> list[str]:
     released: list[str] = []
     for found in s.exchanges_for_patient(ins=ins, ipp=key, statuses=("held",)):
+        if found["reason_code"] != "INS_NOT_QUALIFIED" or found["patient_ins"] != ins:
+            continue  # conflicts and broken INS need an operator (and need not be read again)
         s.lock_exchange(found["id"])  # against a hold expiring or an operator releasing it meanwhile
         ex = s.get_exchange(found["id"])
         if ex is None or ex["status"] != "held":

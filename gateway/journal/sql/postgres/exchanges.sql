@@ -121,9 +121,10 @@ WHERE e.id LIKE :id_like ESCAPE '\' LIMIT 2
 SELECT status, COUNT(*) AS n FROM exchanges GROUP BY status
 
 -- name: exchanges_for_patient
+-- :statuses: some of held, queued, received (the literal list matches the partial indexes of 0004)
 SELECT id, status, reason_code, patient_ins, patient_ipp, held_since, dmp_bound FROM exchanges
-WHERE status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb)))
-  AND (patient_ins = :ins OR patient_ipp = :ipp)
+WHERE status IN ('held', 'queued', 'received') AND (patient_ins = :ins OR patient_ipp = :ipp)
+  AND status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb)))
 ORDER BY seq
 
 -- name: held_exchanges

@@ -110,12 +110,12 @@ SELECT * FROM exchanges WHERE id LIKE :id_like ESCAPE '\' LIMIT 2
 SELECT status, COUNT(*) AS n FROM exchanges GROUP BY status
 
 -- name: exchanges_for_patient
--- :statuses is a JSON array; a NULL :ins or :ipp matches nothing
--- driven by the status index: held and queued exchanges are few, a patient's exchanges are
--- not (every ADT of a long stay); "+" keeps the planner off the patient indexes
+-- :statuses is a JSON array, some of held, queued, received; a NULL :ins or :ipp matches nothing.
+-- The literal status list lets the planner use the indexes of open exchanges by patient (0004):
+-- a patient has few of those, whereas the status index holds every patient's
 SELECT id, status, reason_code, patient_ins, patient_ipp, held_since, dmp_bound FROM exchanges
-WHERE status IN (SELECT value FROM json_each(:statuses))
-  AND (+patient_ins = :ins OR +patient_ipp = :ipp)
+WHERE status IN ('held', 'queued', 'received') AND (patient_ins = :ins OR patient_ipp = :ipp)
+  AND status IN (SELECT value FROM json_each(:statuses))
 ORDER BY seq
 
 -- name: held_exchanges
