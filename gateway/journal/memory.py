@@ -581,6 +581,11 @@ class MemorySession:
                 if r["status"] in wanted and (_eq(r["patient_ins"], ins) or _eq(r["patient_ipp"], ipp))]
         return [_pick(r, _FOR_PATIENT) for r in self._by_seq(rows)]
 
+    def waiting_for_ins(self, ins: str) -> list[dict[str, Any]]:
+        rows = [r for r in self._store.scan("exchanges") if r["status"] == "held"
+                and r["reason_code"] == "INS_NOT_QUALIFIED" and _eq(r["patient_ins"], ins)]
+        return [_pick(r, _FOR_PATIENT) for r in self._by_seq(rows)]
+
     def held_exchanges(self) -> list[dict[str, Any]]:
         rows = [r for r in self._store.scan("exchanges") if r["status"] == "held"]
         return [_pick(r, _HELD) for r in self._by_seq(rows)]

@@ -408,6 +408,10 @@ class Tx:
             {"statuses": json.dumps(list(statuses)), "ins": ins or None, "ipp": ipp or None},
         )
 
+    def waiting_for_ins(self, ins: str) -> list[dict[str, Any]]:
+        """Held exchanges waiting for ``ins`` to be qualified (``INS_NOT_QUALIFIED``), oldest first."""
+        return self._all("waiting_for_ins", {"ins": ins})
+
     def held_exchanges(self) -> list[dict[str, Any]]:
         return self._all("held_exchanges")
 

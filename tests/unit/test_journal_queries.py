@@ -252,3 +252,9 @@ def test_the_claim_walks_due_rows_in_order_and_seeks_only_open_ones(conn: sqlite
 def test_search_by_control_id_seeks_the_dedup_index(conn: sqlite3.Connection, q: Queries) -> None:
     plan = _plan(conn, "SELECT id FROM exchanges WHERE " + q["where_control_id"])
     assert any("USING INDEX exchanges_dedup (control_id=?)" in step for step in plan), plan
+
+
+def test_an_adt_reads_only_the_documents_waiting_for_its_ins(conn: sqlite3.Connection, q: Queries) -> None:
+    # not the patient's documents held for a conflict, which an ADT cannot release
+    plan = _plan(conn, q["waiting_for_ins"])
+    assert plan == ["SEARCH exchanges USING INDEX exchanges_waiting_ins (patient_ins=?)"], plan

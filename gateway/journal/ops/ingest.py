@@ -164,7 +164,10 @@ def apply_adt(s: Session, exchange_id: str, fx: AdtEffects, at: str) -> list[str
 
 def _release(s: Session, by_exchange: str, ins: str | None, key: str, at: str) -> list[str]:
     released: list[str] = []
-    for found in s.exchanges_for_patient(ins=ins, ipp=key, statuses=("held",)):
+    # only documents held for want of this very INS can go: an index holds just those (the
+    # patient's other held documents, conflicts for an operator, are not read at every ADT)
+    candidates = s.waiting_for_ins(ins) if ins else s.exchanges_for_patient(ins=None, ipp=key, statuses=("held",))
+    for found in candidates:
         if found["reason_code"] != "INS_NOT_QUALIFIED" or found["patient_ins"] != ins:
             continue  # conflicts and broken INS need an operator (and need not be read again)
         s.lock_exchange(found["id"])  # against a hold expiring or an operator releasing it meanwhile

@@ -127,6 +127,12 @@ WHERE status IN ('held', 'queued', 'received') AND (patient_ins = :ins OR patien
   AND status IN (SELECT jsonb_array_elements_text(CAST(:statuses AS jsonb)))
 ORDER BY seq
 
+-- name: waiting_for_ins
+-- held for want of a qualified INS, this one (index exchanges_waiting_ins)
+SELECT id, status, reason_code, patient_ins, patient_ipp, held_since, dmp_bound FROM exchanges
+WHERE status = 'held' AND reason_code = 'INS_NOT_QUALIFIED' AND patient_ins = :ins
+ORDER BY seq
+
 -- name: held_exchanges
 SELECT id, control_id, message_type, reason_code, reason, held_since, patient_ins, patient_ipp
 FROM exchanges WHERE status = 'held' ORDER BY seq

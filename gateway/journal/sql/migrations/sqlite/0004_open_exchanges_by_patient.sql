@@ -7,3 +7,8 @@ CREATE INDEX IF NOT EXISTS exchanges_open_ipp ON exchanges(patient_ipp)
     WHERE status IN ('held', 'queued', 'received');
 CREATE INDEX IF NOT EXISTS exchanges_open_ins ON exchanges(patient_ins)
     WHERE status IN ('held', 'queued', 'received');
+-- and the documents an ADT qualifying this INS releases: held for want of exactly that. The
+-- INS index above also brings those held for a conflict (INS_TRAITS_MISMATCH and the like),
+-- which only an operator lifts, and an ADT stream of their patient would read them all again
+CREATE INDEX IF NOT EXISTS exchanges_waiting_ins ON exchanges(patient_ins, seq)
+    WHERE status = 'held' AND reason_code = 'INS_NOT_QUALIFIED';
