@@ -85,6 +85,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 ECHO, STORE, RELAIS = "(a) echo", "(b) store", "(c) relais"
 RELAIS_UNPINNED = "(c) relais, unpinned"
 RELAIS_PG = "(d) relais, PostgreSQL"  # `--journal postgresql://…`: a fresh database per row
+RELAIS_REF = "(r) relais, reference"  # `--reference REV`: serve of an older commit, same machine, same run
+#: the reference build (``--reference``): path of its git worktree and its short commit id
+_REF: dict[str, str] = {}
 #: the PostgreSQL server the (d) rows use (``--postgres``); each row creates its own database in it
 _PG: dict[str, str] = {}
 MIXED = "ADT + 2 Ségur"
@@ -279,17 +282,20 @@ async def drive(
     after_warmup: Callable[[], object] | None = None,
     tag: str = "B",
     timeout_s: float = 60.0,
+    stats_out: dict[str, LoadStats] | None = None,
 ) -> tuple[dict[str, LoadStats], Window]:
     """Run ``loads`` against ``host:port``: warm-up, (hook, settle), timed window, then drain.
 
     ``read()`` is called at both ends of the window (server CPU, machine CPU); ``after_warmup``
     (e.g. a scrape of the server's metrics) runs between warm-up and the window, which opens
     ``settle_s`` later so the hook's own cost stays outside it. A connection silent for
-    ``timeout_s`` is given up and counted as an error.
+    ``timeout_s`` is given up and counted as an error. ``stats_out``, when given, is filled
+    with the live counters (a soak reads them while the load runs).
     """
     loop = asyncio.get_running_loop()
     clock = time.perf_counter_ns
-    stats = {load.name: LoadStats() for load in loads}
+    stats = stats_out if stats_out is not None else {}
+    stats.update({load.name: LoadStats() for load in loads})
     window = Window()
     senders: list[_Sender] = []
     index = 0
@@ -519,6 +525,7 @@ class Settings:
     journals: tuple[str, ...] = ("empty", "big")
     unpinned_documents: bool = True  # also (c) on documents with nothing pinned: does it use both cores?
     postgres: bool = False  # also (d): relais on a PostgreSQL journal (ADT, MDM)
+    reference: bool = False  # also (r): an older commit's serve on every load, empty journal (``--reference``)
     isolation: str = ""  # serve's pipeline.isolation (thread / process); empty: its embedded default
 
     @classmethod
@@ -561,6 +568,18 @@ def _server_argv(kind: str, data: Path) -> list[str]:
     if kind == RELAIS_PG:
         argv += ["--journal", _pg_database(data.name)]
     return argv
+
+
+def _reference_worktree(rev: str) -> dict[str, str]:
+    """A detached git worktree of ``rev`` under bench/.cache (made once, reused)."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, check=True,  # noqa: S603, S607
+                            capture_output=True, text=True).stdout.strip()
+    path = ROOT / "bench" / ".cache" / f"ref-{commit[:12]}"
+    if not (path / "gateway").is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(path), commit], cwd=ROOT,  # noqa: S603, S607
+                       check=True, capture_output=True)
+    return {"path": str(path), "commit": commit[:7]}
 
 
 def _pg_database(name: str) -> str:
@@ -607,8 +626,10 @@ async def run_row(
 ) -> Row:
     """Start ``kind`` on ``data``, drive ``loads``, read the server, stop it."""
     env = _clean_env()
-    if cfg.isolation and kind not in (ECHO, STORE):
+    if cfg.isolation and kind not in (ECHO, STORE, RELAIS_REF):
         env["RELAIS_PIPELINE_ISOLATION"] = cfg.isolation
+    if kind == RELAIS_REF:
+        env["PYTHONPATH"] = _REF["path"]  # the same interpreter and packages, the older commit's code
     server = ServerProcess(kind, _server_argv(kind, data), cpu=cfg.server_cpu if cfg.pin else None,
                            cwd=data, env=env)
     ready = await asyncio.to_thread(server.start)
@@ -723,6 +744,17 @@ async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[l
                 data = Path(tmp) / f"pg-{p_index}"
                 data.mkdir()
                 row = await run_row(RELAIS_PG, "empty", data, loads, cfg, f"{run_tag}p{p_index}E")
+                rows.append(row)
+                say(f"  {_brief(row)}")
+        if cfg.reference and "empty" in cfg.journals:
+            # the older build on an empty journal only: a filled journal has this build's schema
+            for p_index, (label, loads) in enumerate(plans):
+                if kinds[p_index] not in cfg.kinds:
+                    continue
+                say(f"{RELAIS_REF} @{_REF['commit']} · empty journal · {label} …")
+                data = Path(tmp) / f"r-{p_index}"
+                data.mkdir()
+                row = await run_row(RELAIS_REF, "empty", data, loads, cfg, f"{run_tag}r{p_index}E")
                 rows.append(row)
                 say(f"  {_brief(row)}")
         if cfg.pin and cfg.unpinned_documents and RELAIS in cfg.servers and "empty" in cfg.journals:
@@ -845,6 +877,22 @@ def render(rows: Sequence[Row], notes: Sequence[str], cfg: Settings, machine: di
         lag = f"{r.lag_note} {_num(r.lag_ms)}".strip() if r.lag_ms is not None else "—"
         lines.append(f"| {r.journal} | {r.message} | {_num(a)} | {_num(b)} | {_num(c)} | {_num(c / b, 2)} "
                      f"| {_num(c / a, 3)} | {_num(r.main.percentile_ms(99), 1)} | {lag} | {TARGETS.get(r.kind, '')} |")
+    reference = [r for r in rows if r.server == RELAIS_REF]
+    if reference:
+        lines += ["", f"## (r) the reference build @{_REF.get('commit', '?')} against (c), same run, empty journal", "",
+                  "| message | (r) msg/s | (r) ACK p50 / p99 ms | (r)/(b) | (c) msg/s | (c) ACK p50 / p99 ms | (c)/(b) "
+                  "| (c)/(r) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in reference:
+            c_row = by_key.get((RELAIS, "empty", r.message))
+            b = rate(by_key.get((STORE, "empty", r.message)))
+
+            def p50_99(row: Row | None) -> str:
+                if row is None:
+                    return "—"
+                return f"{_num(row.main.percentile_ms(50), 2)} / {_num(row.main.percentile_ms(99), 1)}"
+
+            lines.append(f"| {r.message} | {_num(rate(r))} | {p50_99(r)} | {_num(rate(r) / b, 2)} | {_num(rate(c_row))} "
+                         f"| {p50_99(c_row)} | {_num(rate(c_row) / b, 2)} | {_num(rate(c_row) / rate(r), 2)} |")
     unpinned = [r for r in rows if r.server == RELAIS_UNPINNED]
     if unpinned:
         lines += ["", "## (c) unpinned: both cores shared by server and client", "",
@@ -872,6 +920,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--journals", help="comma-separated subset of empty,big")
     parser.add_argument("--postgres", nargs="?", const="", metavar="URL",
                         help="add (d) rows on PostgreSQL: this server, or a throwaway cluster when no URL is given")
+    parser.add_argument("--reference", metavar="REV",
+                        help="also run this commit's serve (a git worktree of it) on every load, empty journal")
     parser.add_argument("--isolation", choices=("thread", "process"),
                         help="serve's pipeline.isolation for the (c) and (d) rows (default: serve's own)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md", help="Markdown output file")
@@ -900,6 +950,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             cluster = start_cluster()
             _PG["server"] = cluster.url
+    if args.reference:
+        changes["reference"] = True
+        _REF.update(_reference_worktree(args.reference))
     cfg = replace(cfg, **changes)  # type: ignore[arg-type]
     if cfg.pin:
         os.sched_setaffinity(0, {cfg.client_cpu})  # the load client keeps to its own core
