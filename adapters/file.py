@@ -224,7 +224,9 @@ class FileDestination(BaseDestination):
 
     async def _send(self, payload: Payload) -> SendResult:
         target = self.delivery_dir(payload)
-        files, skipped = self._files(payload)
+        # rendering serialises the document again (JSON, SOAP with the CDA inline): for a 10 MiB
+        # CDA that held the event loop for a few hundred milliseconds
+        files, skipped = await asyncio.to_thread(self._files, payload)
         try:
             await asyncio.to_thread(self._write, target, payload, files, skipped)
         except OSError as exc:

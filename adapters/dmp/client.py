@@ -26,6 +26,7 @@ uniqueId: the entry exists, or has the target status) before resending.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
 from collections.abc import Callable
@@ -168,21 +169,9 @@ class DmpDestination(BaseDestination):
                     location="documentEntry.replaces",
                 )
         xds = self._with_source_id(xds)
-
-        cid = f"doc-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
-        parts = {cid: document}
-        signature = None
-        if self.settings.sign_submission_set:
-            signature_entry_, signature_bytes = self._signature(xds, document)
-            signature_cid = f"sig-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
-            parts[signature_cid] = signature_bytes
-            signature = (signature_entry_, signature_cid)
-        request = build_provide_and_register(
-            xds, document_id_ref=cid, replaced_entry_uuid=replaced_uuid, signature=signature
-        )
-        envelope = self._envelope(request, ACTION_ITI41, self.settings.url, xds)
-        envelope_bytes = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
-        content_type, body = build_mtom(envelope_bytes, parts, action=ACTION_ITI41)
+        # signing hashes the document and MTOM copies it: off the event loop for a large one
+        envelope_bytes, content_type, body = await asyncio.to_thread(
+            self._iti41_request, xds, document, replaced_uuid)
         status, response_root, response_text = await self._post(self.settings.url, content_type, body)
         outcome = parse_registry_response(response_root)
         result_detail = {
@@ -324,6 +313,25 @@ class DmpDestination(BaseDestination):
             if hit.unique_id in (None, unique_id) and hit.entry_uuid:
                 return hit
         return None
+
+    def _iti41_request(self, xds: XdsMetadata, document: bytes,
+                       replaced_uuid: str | None) -> tuple[bytes, str, bytes]:
+        """The ITI-41 envelope, and the MTOM body carrying it with the document (and signature)."""
+        cid = f"doc-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
+        parts = {cid: document}
+        signature = None
+        if self.settings.sign_submission_set:
+            signature_entry_, signature_bytes = self._signature(xds, document)
+            signature_cid = f"sig-{self._clock.new_id()}{DOCUMENT_CID_SUFFIX}"
+            parts[signature_cid] = signature_bytes
+            signature = (signature_entry_, signature_cid)
+        request = build_provide_and_register(
+            xds, document_id_ref=cid, replaced_entry_uuid=replaced_uuid, signature=signature
+        )
+        envelope = self._envelope(request, ACTION_ITI41, self.settings.url, xds)
+        envelope_bytes = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+        content_type, body = build_mtom(envelope_bytes, parts, action=ACTION_ITI41)
+        return envelope_bytes, content_type, body
 
     async def _post(self, url: str, content_type: str, body: bytes) -> tuple[int, etree._Element, str]:
         """POST and return (status, parsed root part, root part text); map transport outcomes."""

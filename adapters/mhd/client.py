@@ -19,6 +19,7 @@ original first if it went through this destination.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -181,7 +182,8 @@ class MhdDestination(BaseDestination):
         if action is not None:
             return await self._patch(payload, action)
         bundle = await self._with_supersede(self._bundle(payload))
-        body = json.dumps(bundle, ensure_ascii=False, separators=(",", ":"))
+        # the Bundle carries the CDA in base64: serialised off the event loop
+        body = await asyncio.to_thread(json.dumps, bundle, ensure_ascii=False, separators=(",", ":"))
         session = await self._client()
         async with session.post(self._base, data=body.encode("utf-8"), headers=self._headers(True)) as resp:
             text = await resp.text(encoding="utf-8", errors="replace")
