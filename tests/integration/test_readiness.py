@@ -34,12 +34,13 @@ def tiny_disk(path: Path, size: str = "16m") -> Iterator[Path]:
 
 def fill(path: Path) -> Path:
     filler = path / "filler"
-    with open(filler, "wb") as fh:
+    # unbuffered: a buffered file keeps the part of a chunk that did not fit and raises ENOSPC
+    # again on close (it did, once the free space stopped being a multiple of the chunk)
+    with open(filler, "wb", buffering=0) as fh:
         chunk = b"\0" * 65536
         try:
             while True:
                 fh.write(chunk)
-                fh.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
