@@ -376,15 +376,21 @@ def _written_bytes(pid: int) -> float:
     return math.nan
 
 
-def _hwm_mib(pid: int) -> float:
-    """Peak RSS of ``pid`` plus its descendants' (a sum of peaks: at most the true peak of the whole)."""
+def tree_status_mib(pid: int, field: str) -> float:
+    """A ``/proc/<pid>/status`` memory line (``VmHWM``, ``VmRSS``) summed over ``pid`` and its
+    descendants, MiB; NaN when none could be read."""
     total = math.nan
     for p in _tree(pid):
         with contextlib.suppress(OSError), open(f"/proc/{p}/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     total = (0.0 if math.isnan(total) else total) + int(line.split()[1]) / 1024
     return total
+
+
+def _hwm_mib(pid: int) -> float:
+    """Peak RSS of ``pid`` plus its descendants' (a sum of peaks: at most the true peak of the whole)."""
+    return tree_status_mib(pid, "VmHWM")
 
 
 def _machine_busy_s() -> float:

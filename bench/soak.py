@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import sys
@@ -41,13 +40,7 @@ class Sample:
 
 
 def _rss_mib(pid: int) -> float:
-    total = 0.0
-    for p in ingest._tree(pid):
-        with contextlib.suppress(OSError), open(f"/proc/{p}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-    return total
+    return ingest.tree_status_mib(pid, "VmRSS")
 
 
 async def soak(minutes: float, every_s: float, pin: bool) -> tuple[list[Sample], ingest.LoadStats, float]:
