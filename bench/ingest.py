@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -39,6 +40,7 @@ import math
 import os
 import platform
 import queue
+import random
 import re
 import shutil
 import signal
@@ -68,6 +70,9 @@ __all__ = [
     "Row",
     "Settings",
     "load_messages",
+    "large_mdm",
+    "LARGE_BYTES",
+    "LARGE_MAX_MESSAGE",
     "drive",
     "ServerProcess",
     "run_row",
@@ -91,6 +96,7 @@ _REF: dict[str, str] = {}
 #: the PostgreSQL server the (d) rows use (``--postgres``); each row creates its own database in it
 _PG: dict[str, str] = {}
 MIXED = "ADT + 2 Ségur"
+LARGE = "ADT + one 20 MB MDM"
 
 
 # --------------------------------------------------------------------------- messages
@@ -123,12 +129,38 @@ def _as_cr(data: bytes) -> bytes:
     return b"\r".join(lines) + b"\r"
 
 
+LARGE_BYTES = 20_000_000  # issue 16: "a 20 MB message never stalls the loop more than 20 ms"
+LARGE_MAX_MESSAGE = 32 << 20  # serve refuses frames over mllp.max_message_bytes (16 MiB by default)
+
+
+def large_mdm(mdm: bytes, size: int = LARGE_BYTES) -> bytes:
+    """The MDM fixture grown to ``size`` bytes and still accepted: a PDF of 7 MB in its nonXMLBody
+    (one text node must stay under libxml2's 10 MB limit) and XML comments after the body."""
+    segments = mdm.split(b"\r")
+    at = next(i for i, seg in enumerate(segments) if seg.startswith(b"OBX|1|"))
+    fields = segments[at].split(b"|")
+    comps = fields[5].split(b"^")
+    cda = base64.b64decode(comps[4]).decode()
+    pdf = b"%PDF-1.4\n" + random.Random(16).randbytes(7_000_000)
+    start = cda.index('representation="B64">') + len('representation="B64">')
+    cda = cda[:start] + base64.b64encode(pdf).decode() + cda[cda.index("</text>", start):]
+    room = size * 3 // 4 - len(cda) - 2_000  # what base64 of the CDA leaves for the comments
+    pad = "<!--" + "padding " * 12_500 + "-->\n"
+    cda = cda.replace("</ClinicalDocument>", pad * max(room // len(pad), 0) + "</ClinicalDocument>")
+    comps[4] = base64.b64encode(cda.encode())
+    fields[5] = b"^".join(comps)
+    segments[at] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
 def load_messages() -> tuple[list[Message], list[str]]:
     """ADT fixture, MDM fixture and the ANS Ségur MDM (when ../shared/corpus is there)."""
     adt = (FIXTURES / "adt_a01_vali.hl7").read_bytes()
     mdm = (FIXTURES / "mdm_t02_initial.hl7").read_bytes()
     messages = [Message(f"ADT fixture, {len(adt):,} B", adt, "ADT"),
                 Message(f"MDM fixture, {len(mdm) / 1024:.1f} KiB", mdm, "MDM")]
+    large = large_mdm(mdm)
+    messages.append(Message(f"{len(large) / 1e6:.0f} MB MDM", large, "large"))
     notes = []
     if SEGUR_MDM.exists():
         segur = _as_cr(SEGUR_MDM.read_bytes())
@@ -527,7 +559,7 @@ class Settings:
     client_cpu: int = 1
     big_journal: int = 1_000_000  # exchanges in the pre-filled journal rows; 0: no such rows
     servers: tuple[str, ...] = (ECHO, STORE, RELAIS)
-    kinds: tuple[str, ...] = ("ADT", "MDM", "Ségur", "mixed")  # which loads (a subset reruns disturbed rows)
+    kinds: tuple[str, ...] = ("ADT", "MDM", "Ségur", "large", "mixed")  # which loads (a subset reruns disturbed rows)
     journals: tuple[str, ...] = ("empty", "big")
     unpinned_documents: bool = True  # also (c) on documents with nothing pinned: does it use both cores?
     postgres: bool = False  # also (d): relais on a PostgreSQL journal (ADT, MDM)
@@ -632,6 +664,8 @@ async def run_row(
 ) -> Row:
     """Start ``kind`` on ``data``, drive ``loads``, read the server, stop it."""
     env = _clean_env()
+    if any(load.message.kind == "large" for load in loads):
+        env["RELAIS_MLLP_MAX_MESSAGE_BYTES"] = str(LARGE_MAX_MESSAGE)  # accepted, not refused as oversize
     if cfg.isolation and kind not in (ECHO, STORE, RELAIS_REF):
         env["RELAIS_PIPELINE_ISOLATION"] = cfg.isolation
     if kind == RELAIS_REF:
@@ -688,7 +722,8 @@ async def run_row(
         server_cpu_pct=100 * server_s / span, client_cpu_pct=100 * client_s / span,
         other_cpu_pct=max(100 * (machine_s - server_s - client_s) / span, 0.0),
         rss_mib=rss, lag_ms=lag_ms, lag_note=note, loads=tuple(load.name for load in loads), extra=extra,
-        kind=loads[0].message.kind if len(loads) == 1 else "mixed",
+        kind=loads[0].message.kind if len(loads) == 1 else loads[1].message.kind if loads[1].message.kind == "large"
+        else "mixed",
     )
 
 
@@ -709,13 +744,17 @@ def _prepare(kind: str, journal_rows: int, into: Path, say: Callable[[str], None
 async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
     """Every row: each message on each server, the mixed load, then the million-exchange rows."""
     messages, notes = load_messages()
-    adt, segur = messages[0], (messages[2] if len(messages) > 2 else None)
+    adt = messages[0]
+    segur = next((m for m in messages if m.kind == "Ségur"), None)
+    large = next(m for m in messages if m.kind == "large")
+    messages = [m for m in messages if m.kind != "large"]
     plans: list[tuple[str, list[Load]]] = [(m.label, [Load(m.label, m, cfg.connections)]) for m in messages]
+    plans.append((LARGE, [Load("ADT", adt, cfg.connections), Load(large.label, large, 1)]))
     if segur is not None:
         plans.append((MIXED, [Load("ADT", adt, cfg.connections), Load("Ségur", segur, 2)]))
     else:
         notes.append("mixed row (ADT while two connections push Ségur MDMs) skipped: no Ségur MDM")
-    kinds = [m.kind for m in messages] + (["mixed"] if segur is not None else [])
+    kinds = [m.kind for m in messages] + ["large"] + (["mixed"] if segur is not None else [])
     rows: list[Row] = []
     run_tag = format(int(time.time()) % 36**5, "x")[-5:]  # MSH-10 unique across runs on a cached journal
     with tempfile.TemporaryDirectory(prefix="relais-ingest-") as tmp:
@@ -838,6 +877,7 @@ TARGETS = {  # issue 16, for reference beside the measured ratios
     "MDM": "≥ 0.8 × (b)",
     "Ségur": "≥ 0.9 × (b)",
     "mixed": "ADT p99 ≤ 30 ms, no loop stall > 20 ms",
+    "large": "no loop stall > 20 ms, peak RSS ≤ 150 MB",
 }
 
 
@@ -922,7 +962,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, help="untimed seconds before each window (default 2)")
     parser.add_argument("--journal-size", type=int, help="exchanges in the pre-filled journal (default 1000000; 0: none)")
     parser.add_argument("--servers", help="comma-separated subset of echo,store,relais")
-    parser.add_argument("--loads", help="comma-separated subset of ADT,MDM,Ségur,mixed")
+    parser.add_argument("--loads", help="comma-separated subset of ADT,MDM,Ségur,large,mixed")
     parser.add_argument("--journals", help="comma-separated subset of empty,big")
     parser.add_argument("--postgres", nargs="?", const="", metavar="URL",
                         help="add (d) rows on PostgreSQL: this server, or a throwaway cluster when no URL is given")

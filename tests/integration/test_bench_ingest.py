@@ -7,10 +7,25 @@ is asserted (speed is measured in bench/, not in tests).
 from __future__ import annotations
 
 import asyncio
+import base64
 import sqlite3
 from pathlib import Path
 
-from bench.ingest import ECHO, STORE, Load, Settings, drive, load_messages, render, run_row
+from lxml import etree
+
+from bench.ingest import (
+    ECHO,
+    LARGE_BYTES,
+    LARGE_MAX_MESSAGE,
+    STORE,
+    Load,
+    Settings,
+    drive,
+    large_mdm,
+    load_messages,
+    render,
+    run_row,
+)
 from bench.servers import MllpFramer, build_ack
 
 CFG = Settings(connections=3, warmup_s=0.2, window_s=0.8, pin=False, big_journal=0)
@@ -72,3 +87,14 @@ def test_framer_cuts_glued_and_split_frames() -> None:
     assert framer.feed(b"\x0bMSH|one\r\x1c\r\x0bMSH|tw") == [b"MSH|one\r"]
     assert framer.feed(b"o\r\x1c") == []
     assert framer.feed(b"\r") == [b"MSH|two\r"]
+
+
+def test_large_mdm_is_twenty_megabytes_of_a_cda_libxml2_parses() -> None:
+    mdm = next(m for m in load_messages()[0] if m.kind == "MDM").raw
+    big = large_mdm(mdm)
+    assert LARGE_BYTES * 0.98 <= len(big) <= LARGE_BYTES < LARGE_MAX_MESSAGE
+    obx = next(s for s in big.split(b"\r") if s.startswith(b"OBX|1|"))
+    cda = base64.b64decode(obx.split(b"|")[5].split(b"^")[4], validate=True)
+    root = etree.fromstring(cda)  # no huge_tree: every text node stays under libxml2's 10 MB limit
+    assert root.tag == "{urn:hl7-org:v3}ClinicalDocument"
+    assert root.find(".//{urn:hl7-org:v3}nonXMLBody") is not None
