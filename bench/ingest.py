@@ -159,8 +159,6 @@ def load_messages() -> tuple[list[Message], list[str]]:
     mdm = (FIXTURES / "mdm_t02_initial.hl7").read_bytes()
     messages = [Message(f"ADT fixture, {len(adt):,} B", adt, "ADT"),
                 Message(f"MDM fixture, {len(mdm) / 1024:.1f} KiB", mdm, "MDM")]
-    large = large_mdm(mdm)
-    messages.append(Message(f"{len(large) / 1e6:.0f} MB MDM", large, "large"))
     notes = []
     if SEGUR_MDM.exists():
         segur = _as_cr(SEGUR_MDM.read_bytes())
@@ -664,7 +662,8 @@ async def run_row(
 ) -> Row:
     """Start ``kind`` on ``data``, drive ``loads``, read the server, stop it."""
     env = _clean_env()
-    if any(load.message.kind == "large" for load in loads):
+    large = any(load.message.kind == "large" for load in loads)
+    if large:
         env["RELAIS_MLLP_MAX_MESSAGE_BYTES"] = str(LARGE_MAX_MESSAGE)  # accepted, not refused as oversize
     if cfg.isolation and kind not in (ECHO, STORE, RELAIS_REF):
         env["RELAIS_PIPELINE_ISOLATION"] = cfg.isolation
@@ -722,8 +721,7 @@ async def run_row(
         server_cpu_pct=100 * server_s / span, client_cpu_pct=100 * client_s / span,
         other_cpu_pct=max(100 * (machine_s - server_s - client_s) / span, 0.0),
         rss_mib=rss, lag_ms=lag_ms, lag_note=note, loads=tuple(load.name for load in loads), extra=extra,
-        kind=loads[0].message.kind if len(loads) == 1 else loads[1].message.kind if loads[1].message.kind == "large"
-        else "mixed",
+        kind="large" if large else loads[0].message.kind if len(loads) == 1 else "mixed",
     )
 
 
@@ -744,10 +742,10 @@ def _prepare(kind: str, journal_rows: int, into: Path, say: Callable[[str], None
 async def run_rows(cfg: Settings, say: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
     """Every row: each message on each server, the mixed load, then the million-exchange rows."""
     messages, notes = load_messages()
-    adt = messages[0]
+    adt, mdm = messages[0], messages[1]
     segur = next((m for m in messages if m.kind == "Ségur"), None)
-    large = next(m for m in messages if m.kind == "large")
-    messages = [m for m in messages if m.kind != "large"]
+    large_raw = large_mdm(mdm.raw)
+    large = Message(f"{len(large_raw) / 1e6:.0f} MB MDM", large_raw, "large")
     plans: list[tuple[str, list[Load]]] = [(m.label, [Load(m.label, m, cfg.connections)]) for m in messages]
     plans.append((LARGE, [Load("ADT", adt, cfg.connections), Load(large.label, large, 1)]))
     if segur is not None:
